@@ -1,0 +1,1 @@
+"""Dataset formats, splits, Parquet shards and the synthetic benchmark generator."""
