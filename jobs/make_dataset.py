@@ -1,0 +1,223 @@
+"""Build a dataset directory: synthetic features on real/generated timelines, or convert real features.
+
+    python jobs/make_dataset.py --preset tiny --out data/tiny
+    python jobs/make_dataset.py --preset thumos14-synth --out data/thumos14-synth [--difficulty 1.0]
+    python jobs/make_dataset.py --preset synth --annotations anet.json --out data/anet-synth --fps 30
+    python jobs/make_dataset.py --preset thumos14-synth --out data/t --num-unlabeled 100000
+    python jobs/make_dataset.py --annotations my.json --features my_feats/ --feat-stride 4 \
+        --num-frames 16 --out data/mine          # real features: check + convert to shards
+
+Writes DIR/annotations.json, DIR/features/<id>.npy, DIR/shards/<subset>/part-*.parquet, DIR/dataset.yaml
+(see raytal/data/dataset.py) and prints per-class feature statistics. ``--num-unlabeled N`` also streams
+N unlabeled videos (timelines sampled from the training subset) into DIR/shards/unlabeled/, one shard
+at a time. The generative model is documented in raytal/data/synthetic.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from raytal.data.annotations import Annotations, load_annotations, save_annotations
+from raytal.data.dataset import DatasetInfo, convert_to_shards, save_dataset_info
+from raytal.data.errors import DataError
+from raytal.data.features import load_features, save_features
+from raytal.data.shards import write_shards
+from raytal.data.synthetic import (
+    class_sets_of,
+    feature_statistics,
+    format_statistics,
+    make_world,
+    stream_unlabeled,
+    synthesize_video,
+    tiny_timelines,
+)
+
+THUMOS14_JSON = "/work/shared/data/thumos14.json"
+PRESETS = {
+    # name: (feature_dim, feat_stride, num_frames, default annotation file)
+    "tiny": (32, 16, 16, None),
+    "thumos14-synth": (64, 16, 16, THUMOS14_JSON),
+    "synth": (64, 16, 16, None),
+}
+SUBSET_PAIRS = [("Validation", "Test"), ("training", "validation"), ("train", "test")]
+STATS_SNIPPETS_PER_VIDEO = 64  # statistics use a bounded sample per video
+
+
+def pick_subsets(ann: Annotations, train: str | None, test: str | None) -> tuple[str, str]:
+    names = ann.subsets()
+    if train and test:
+        return train, test
+    for a, b in SUBSET_PAIRS:
+        if a in names and b in names:
+            return train or a, test or b
+    raise DataError(f"cannot tell the train/test subsets among {names}; pass --train-subset/--test-subset")
+
+
+def build_synthetic(args: argparse.Namespace) -> None:
+    dim, stride, nframes, default_ann = PRESETS[args.preset]
+    dim = args.feature_dim or dim
+    stride = args.feat_stride or stride
+    nframes = args.num_frames or nframes
+    out = Path(args.out)
+    if args.preset == "tiny" and not args.annotations:
+        classes, timelines = tiny_timelines(args.seed, feat_stride=stride, num_frames=nframes)
+        train_subset, test_subset, source = "train", "test", "generated"
+        warnings: list[str] = []
+    else:
+        path = args.annotations or default_ann
+        if path is None:
+            raise DataError(f"--preset {args.preset} needs --annotations FILE")
+        ann = load_annotations(path, strict=False, default_fps=args.fps, feat_stride=stride, num_frames=nframes)
+        classes, timelines, warnings = ann.classes, list(ann.videos.values()), ann.warnings
+        train_subset, test_subset = pick_subsets(ann, args.train_subset, args.test_subset)
+        source = str(path)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if warnings:
+        print(f"{len(warnings)} annotation problems fixed (segments clipped or dropped; see above)")
+
+    train_vids = [v for v in timelines if v.subset == train_subset]
+    world = make_world(len(classes), dim, class_sets_of(train_vids or timelines), args.seed, args.difficulty)
+    feat_dir = out / "features"
+    feat_dir.mkdir(parents=True, exist_ok=True)
+    index = {v.video_id: j for j, v in enumerate(timelines)}
+    stat_feats: list[np.ndarray] = []
+    stat_labels: list[np.ndarray] = []
+    rng_stats = np.random.default_rng([args.seed, 99])
+
+    def one_subset(subset: str):
+        vids = [v for v in timelines if v.subset == subset]
+        for v in vids:
+            v2, lab = synthesize_video(world, v, args.seed, index[v.video_id])
+            save_features(feat_dir, v2.video_id, v2.features)
+            T = len(lab)
+            take = rng_stats.choice(T, min(T, STATS_SNIPPETS_PER_VIDEO), replace=False)
+            stat_feats.append(v2.features[take])
+            stat_labels.append(lab[take])
+            yield v2
+
+    for subset in dict.fromkeys(v.subset for v in timelines):
+        paths = write_shards(one_subset(subset), out / "shards" / subset, args.rows_per_shard, dim)
+        print(f"subset {subset}: {sum(v.subset == subset for v in timelines)} videos -> {len(paths)} shards")
+    keep = {f"{v.video_id}.npy" for v in timelines}
+    for stale in feat_dir.glob("*.npy"):
+        if stale.name not in keep:
+            stale.unlink()
+    save_annotations(out / "annotations.json", Annotations(classes, {v.video_id: v for v in timelines}))
+
+    unl = ""
+    if args.num_unlabeled > 0:
+        templates = train_vids or timelines
+        t0 = time.time()
+        paths = write_shards(
+            stream_unlabeled(world, templates, args.num_unlabeled, args.seed),
+            out / "shards" / "unlabeled",
+            args.rows_per_shard,
+            dim,
+        )
+        unl = "shards/unlabeled"
+        print(f"streamed {args.num_unlabeled} unlabeled videos -> {len(paths)} shards in {time.time() - t0:.1f} s")
+
+    info = DatasetInfo(
+        name=args.name or args.preset,
+        feat_stride=stride,
+        num_frames=nframes,
+        feature_dim=dim,
+        classes=classes,
+        train_subset=train_subset,
+        test_subset=test_subset,
+        fps=float(args.fps),
+        unlabeled_shards=unl,
+        generator={
+            "preset": args.preset,
+            "seed": args.seed,
+            "difficulty": float(args.difficulty),
+            "latent_dim": world.latent_dim,
+            "timelines": source,
+            "confusion_share": round(world.share, 4),
+        },
+    )
+    save_dataset_info(out, info)
+    stats = feature_statistics(stat_feats, stat_labels, classes, seed=args.seed)
+    print(f"feature statistics (sample of <= {STATS_SNIPPETS_PER_VIDEO} snippets per video, centred):")
+    print(format_statistics(stats))
+
+
+def convert_real(args: argparse.Namespace) -> None:
+    if not (args.feat_stride and args.num_frames):
+        raise DataError("converting real features needs --feat-stride and --num-frames")
+    ann = load_annotations(
+        args.annotations, strict=not args.lenient, default_fps=args.fps,
+        feat_stride=args.feat_stride, num_frames=args.num_frames,
+    )
+    for w in ann.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    train_subset, test_subset = pick_subsets(ann, args.train_subset, args.test_subset)
+    first = next(iter(ann.videos.values()))
+    dim = args.feature_dim or int(load_features(args.features, first).shape[1])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = convert_to_shards(ann, args.features, out / "shards", dim, args.rows_per_shard)
+    for subset, p in paths.items():
+        print(f"subset {subset}: {len(ann.subset(subset))} videos -> {len(p)} shards")
+    save_annotations(out / "annotations.json", ann)
+    info = DatasetInfo(
+        name=args.name or Path(args.out).name,
+        feat_stride=args.feat_stride,
+        num_frames=args.num_frames,
+        feature_dim=dim,
+        classes=ann.classes,
+        train_subset=train_subset,
+        test_subset=test_subset,
+        fps=float(args.fps),
+        features_dir=str(Path(args.features).resolve()),
+        generator={"source": str(Path(args.annotations).resolve())},
+    )
+    save_dataset_info(out, info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="synthesize features (omit with --features)")
+    p.add_argument("--out", required=True, help="dataset directory to write")
+    p.add_argument("--annotations", help="ActivityNet-style annotation JSON (either dialect)")
+    p.add_argument("--features", help="directory of real <video_id>.npy features: convert instead of synthesize")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--difficulty", type=float, default=1.0, help="noise/confusion/blur knob (>= 0)")
+    p.add_argument("--feature-dim", type=int, default=0, help="D (0 = the preset's)")
+    p.add_argument("--feat-stride", type=int, default=0, help="frames per snippet step (0 = the preset's)")
+    p.add_argument("--num-frames", type=int, default=0, help="frames per snippet clip (0 = the preset's)")
+    p.add_argument("--fps", type=float, default=30.0, help="fps for videos whose annotation has none")
+    p.add_argument("--train-subset", default=None)
+    p.add_argument("--test-subset", default=None)
+    p.add_argument("--num-unlabeled", type=int, default=0, help="stream this many extra unlabeled videos")
+    p.add_argument("--rows-per-shard", type=int, default=64)
+    p.add_argument("--name", default="")
+    p.add_argument("--lenient", action="store_true", help="real data: fix bad segments with warnings")
+    args = p.parse_args(argv)
+    if args.difficulty < 0:
+        p.error("--difficulty must be >= 0")
+    t0 = time.time()
+    try:
+        if args.features:
+            if not args.annotations:
+                p.error("--features needs --annotations")
+            convert_real(args)
+        elif args.preset:
+            build_synthetic(args)
+        else:
+            p.error("give --preset NAME (synthetic) or --annotations FILE --features DIR (real)")
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} in {time.time() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""Parquet shards, the internal format (SPEC §3): one row per video.
+
+Columns (``SCHEMA``): video_id, subset, duration (s), fps, feat_stride, num_frames, T, D,
+features (float32 C-order bytes of [T, D], ``large_binary``), labeled (bool: may training use the
+annotations?), annotations (list<struct{label_id int32, start float64, end float64}>, seconds),
+video_labels (list<int32>, weak setting).
+
+Shard files are ``<out_dir>/part-NNNNN.parquet``; Ray Data reads them directly. The converters work on
+whole columns (``videos_to_table`` / ``rows_to_videos``) so the Ray Data pipeline can call them on
+batches. Writing is streaming: ``write_shards`` holds at most one shard of videos.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raytal.data.errors import DataError, check_video_id, where
+from raytal.data.features import check_features
+from raytal.data.video import Video
+
+ANNOTATION_TYPE = pa.struct([("label_id", pa.int32()), ("start", pa.float64()), ("end", pa.float64())])
+SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("subset", pa.string()),
+        ("duration", pa.float64()),
+        ("fps", pa.float64()),
+        ("feat_stride", pa.int32()),
+        ("num_frames", pa.int32()),
+        ("T", pa.int32()),
+        ("D", pa.int32()),
+        ("features", pa.large_binary()),
+        ("labeled", pa.bool_()),
+        ("annotations", pa.list_(ANNOTATION_TYPE)),
+        ("video_labels", pa.list_(pa.int32())),
+    ]
+)
+SHARD_PREFIX = "part-"
+_SHARD_RE = re.compile(r"^part-\d{5,}\.parquet$")
+# Random float features do not compress; the small columns do.
+_COMPRESSION = {name: ("NONE" if name == "features" else "ZSTD") for name in SCHEMA.names}
+
+
+def video_to_row(
+    video: Video, feature_dim: int | None = None, check: bool = True, source: str | Path | None = None
+) -> dict[str, Any]:
+    """One ``Video`` (features loaded) -> a row dict in ``SCHEMA`` (features as bytes).
+
+    With ``check`` the features are validated (2-D, D, finite, long enough for the annotations).
+    """
+    check_video_id(video.video_id, source)
+    if video.features is None:
+        raise DataError(f"{where(source, video.video_id, 'features')}: not loaded; cannot write a shard row")
+    feats = np.ascontiguousarray(video.features, dtype=np.float32)
+    if check:
+        feats = check_features(feats, video, feature_dim, source)
+    elif feats.ndim != 2:
+        raise DataError(f"{where(source, video.video_id, 'features')}: expected [T, D], got {feats.shape}")
+    segs = np.asarray(video.segments, dtype=np.float64).reshape(-1, 2)
+    labels = np.asarray(video.labels).reshape(-1)
+    if len(segs) != len(labels):
+        raise DataError(f"{where(source, video.video_id, 'labels')}: {len(labels)} labels for {len(segs)} segments")
+    return {
+        "video_id": video.video_id,
+        "subset": video.subset,
+        "duration": float(video.duration),
+        "fps": float(video.fps),
+        "feat_stride": int(video.feat_stride),
+        "num_frames": int(video.num_frames),
+        "T": int(feats.shape[0]),
+        "D": int(feats.shape[1]),
+        "features": feats.tobytes(),
+        "labeled": bool(video.labeled),
+        "annotations": [
+            {"label_id": int(c), "start": float(s), "end": float(e)} for (s, e), c in zip(segs, labels)
+        ],
+        "video_labels": [int(c) for c in np.asarray(video.video_labels).reshape(-1)],
+    }
+
+
+def videos_to_table(videos: Iterable[Video], feature_dim: int | None = None, check: bool = True) -> pa.Table:
+    """Videos -> a ``pa.Table`` in ``SCHEMA`` (one row each)."""
+    rows = [video_to_row(v, feature_dim, check) for v in videos]
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def _as_table(batch: Any) -> pa.Table:
+    """pa.Table / RecordBatch / dict of columns (Ray Data 'numpy' or 'pyarrow' batches) -> pa.Table."""
+    if isinstance(batch, pa.Table):
+        return batch
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    if isinstance(batch, dict):
+        cols = {}
+        for name in SCHEMA.names:
+            if name not in batch:
+                raise DataError(f"shard batch: column '{name}' missing (have {sorted(batch)})")
+            col = batch[name]
+            if isinstance(col, (pa.Array, pa.ChunkedArray)):
+                cols[name] = col
+            else:  # numpy object arrays of lists/dicts/arrays: normalise to plain Python values
+                vals = [v.tolist() if isinstance(v, np.ndarray) and v.dtype != object else v for v in col]
+                vals = [list(v) if isinstance(v, np.ndarray) else v for v in vals]
+                cols[name] = pa.array(vals, type=SCHEMA.field(name).type)
+        return pa.table(cols)
+    raise TypeError(f"rows_to_videos: expected a pyarrow Table/RecordBatch or dict of columns, got {type(batch)}")
+
+
+def rows_to_videos(
+    batch: Any,
+    source: str | Path | None = None,
+    errors: list[tuple[str, str]] | None = None,
+    check_finite: bool = False,
+) -> list[Video]:
+    """Shard rows (pa.Table, RecordBatch or dict of columns) -> ``Video`` records with features [T, D].
+
+    A row whose feature bytes do not match T*D*4 (or, with ``check_finite``, holds NaN/Inf) raises
+    ``DataError`` naming ``source``, the video and the field; if ``errors`` is a list, the problem is
+    appended to it as (video_id, message) and the row is skipped instead (Ray pipeline error rows).
+    Features are copied out of the Arrow buffer (writable, and do not pin the whole batch).
+    """
+    table = _as_table(batch)
+    missing = [n for n in SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise DataError(f"{where(source, None, missing[0])}: column missing from shard")
+    cols = {n: table.column(n).to_pylist() for n in SCHEMA.names if n not in ("features", "annotations")}
+    feats_col = table.column("features")
+    ann = table.column("annotations").combine_chunks()
+    # Vectorised annotation decode: one flat struct array + list offsets for the whole batch.
+    flat = ann.flatten()
+    offsets = ann.offsets.to_numpy()
+    offsets = offsets - offsets[0]  # a sliced/filtered list array keeps absolute offsets; flatten() does not
+    starts = flat.field("start").to_numpy(zero_copy_only=False)
+    ends = flat.field("end").to_numpy(zero_copy_only=False)
+    lids = flat.field("label_id").to_numpy(zero_copy_only=False)
+    out: list[Video] = []
+    for i in range(table.num_rows):
+        vid = cols["video_id"][i]
+        try:
+            T, D = cols["T"][i], cols["D"][i]
+            raw = feats_col[i].as_buffer()
+            if raw is None or T is None or D is None or T <= 0 or D <= 0 or raw.size != T * D * 4:
+                size = None if raw is None else raw.size
+                raise DataError(
+                    f"{where(source, vid, 'features')}: {size} bytes, expected T*D*4 = {T}*{D}*4 for float32 [T, D]"
+                )
+            feats = np.frombuffer(raw, dtype=np.float32).reshape(T, D).copy()
+            if check_finite and not np.isfinite(feats).all():
+                raise DataError(f"{where(source, vid, 'features')}: NaN/Inf values")
+            lo, hi = offsets[i], offsets[i + 1]
+            out.append(
+                Video(
+                    video_id=vid,
+                    subset=cols["subset"][i],
+                    duration=float(cols["duration"][i]),
+                    fps=float(cols["fps"][i]),
+                    feat_stride=int(cols["feat_stride"][i]),
+                    num_frames=int(cols["num_frames"][i]),
+                    features=feats,
+                    segments=np.stack([starts[lo:hi], ends[lo:hi]], axis=1).astype(np.float64),
+                    labels=lids[lo:hi].astype(np.int64),
+                    labeled=bool(cols["labeled"][i]),
+                    video_labels=np.asarray(cols["video_labels"][i] or [], dtype=np.int64),
+                )
+            )
+        except DataError as e:
+            if errors is None:
+                raise
+            errors.append((str(vid), str(e)))
+    return out
+
+
+def shard_name(index: int) -> str:
+    return f"{SHARD_PREFIX}{index:05d}.parquet"
+
+
+def _write_table(table: pa.Table, path: Path) -> None:
+    # Write then rename: a crash never leaves a truncated file under a shard name.
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression=_COMPRESSION)
+    os.replace(tmp, path)
+
+
+def write_shards(
+    videos: Iterable[Video],
+    out_dir: str | Path,
+    rows_per_shard: int = 256,
+    feature_dim: int | None = None,
+    check: bool = True,
+) -> list[Path]:
+    """Stream videos into ``out_dir/part-NNNNN.parquet`` files of ``rows_per_shard`` rows each.
+
+    Holds at most one shard of videos in memory (plus the set of ids seen, to refuse duplicates).
+    Idempotent: shard files of the same naming left over from an earlier, larger write are removed.
+    Returns the written paths in order.
+    """
+    if rows_per_shard < 1:
+        raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    paths: list[Path] = []
+
+    def flush() -> None:
+        path = out / shard_name(len(paths))
+        _write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+        paths.append(path)
+        rows.clear()
+
+    for v in videos:
+        if v.video_id in seen:
+            raise DataError(f"{where(out, v.video_id, 'video_id')}: duplicate video id in the shard set")
+        seen.add(v.video_id)
+        rows.append(video_to_row(v, feature_dim, check, out))
+        if len(rows) >= rows_per_shard:
+            flush()
+    if rows:
+        flush()
+    written = {p.name for p in paths}
+    for stale in out.iterdir():
+        if _SHARD_RE.match(stale.name) and stale.name not in written:
+            stale.unlink()
+    return paths
+
+
+def list_shards(source: str | Path | Iterable[str | Path]) -> list[Path]:
+    """A directory (searched recursively, sorted) or an explicit list of files -> shard paths."""
+    if isinstance(source, (str, Path)):
+        p = Path(source)
+        if p.is_dir():
+            return sorted(q for q in p.rglob("*.parquet") if q.is_file())
+        if p.is_file():
+            return [p]
+        raise DataError(f"{p}: shard directory or file not found")
+    return [Path(s) for s in source]
+
+
+def read_shards(
+    source: str | Path | Iterable[str | Path],
+    subset: str | None = None,
+    labeled: bool | None = None,
+    check_finite: bool = False,
+) -> Iterator[Video]:
+    """Yield the ``Video`` records of the shards (features loaded), one row group at a time.
+
+    ``subset`` / ``labeled`` filter the rows. A missing, truncated or corrupt file, or one without the
+    shard columns, raises ``DataError`` naming the file.
+    """
+    for path in list_shards(source):
+        if not path.is_file():
+            raise DataError(f"{path}: shard file not found")
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{path}: not a readable Parquet shard (truncated or corrupt?): {e}") from e
+        missing = [n for n in SCHEMA.names if n not in pf.schema_arrow.names]
+        if missing:
+            raise DataError(f"{where(path, None, missing[0])}: column missing; not a raytal shard")
+        for rg in range(pf.num_row_groups):
+            try:
+                table = pf.read_row_group(rg, columns=SCHEMA.names)
+            except (pa.ArrowException, OSError) as e:
+                raise DataError(f"{path}: row group {rg} is unreadable (truncated or corrupt?): {e}") from e
+            if subset is not None or labeled is not None:
+                mask = np.ones(table.num_rows, dtype=bool)
+                if subset is not None:
+                    mask &= np.asarray(table.column("subset").to_pylist(), dtype=object) == subset
+                if labeled is not None:
+                    mask &= np.asarray(table.column("labeled").to_pylist(), dtype=bool) == labeled
+                table = table.filter(pa.array(mask))
+            yield from rows_to_videos(table, path, check_finite=check_finite)
