@@ -173,6 +173,22 @@ class RecipeConfig:
 
 
 @dataclass
+class WeakConfig:
+    """Weakly-supervised base model (SPEC §4): TCAM snippet classifier trained with MIL."""
+
+    hidden: int = 128
+    dropout: float = 0.5
+    topk_ratio: float = 8.0  # top-k pooling takes T // topk_ratio snippets per class
+    bg_weight: float = 1.0  # background-suppression loss weight
+    epochs: int = 40
+    lr: float = 1e-3
+    batch_size: int = 8
+    thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    class_threshold: float = 0.2  # a class enters proposal generation if its video score exceeds this
+    oic_margin: float = 0.25
+
+
+@dataclass
 class RayConfig:
     address: str = ""  # "" = RAY_ADDRESS or a new local Ray bound to 127.0.0.1
     num_workers: int = 1  # Ray Train workers
@@ -212,6 +228,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    weak: WeakConfig = field(default_factory=WeakConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     run: RunConfig = field(default_factory=RunConfig)

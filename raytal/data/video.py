@@ -35,6 +35,9 @@ class Video:
     labeled: bool = True
     video_labels: np.ndarray = field(default_factory=_empty_ints)  # weak setting: classes present
     weights: np.ndarray | None = None  # [N] per-instance loss weights (pseudo labels)
+    origins: np.ndarray | None = None  # [N] str: which stage made each pseudo instance
+    targets: np.ndarray | None = None  # [T, C] dense snippet labels (GauFuse LinPro), pseudo videos
+    teacher_scores: np.ndarray | None = None  # [T, C] teacher snippet class scores (NTC), pseudo videos
 
     @property
     def num_snippets(self) -> int:
