@@ -1,0 +1,161 @@
+"""From detector outputs to per-video detections in seconds, and the dense pre-NMS view (SPEC §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from raytal.config import InferConfig
+from raytal.data.grid import grid_to_seconds
+from raytal.data.video import Video
+from raytal.model.batch import Batch, collate
+from raytal.model.detector import Detector, DetectorOutput
+from raytal.postprocess.nms import nms as hard_nms
+from raytal.postprocess.nms import soft_nms_index
+
+FusionFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+NMS_METHODS = ("soft", "hard", "none", "fusion")
+
+
+def _candidates(probs: torch.Tensor, offsets: torch.Tensor, quality: torch.Tensor | None, points: torch.Tensor,
+                levels: torch.Tensor, valid: torch.Tensor, thresh: float, topk: int, length: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per level: (point, class) pairs above ``thresh``, the ``topk`` best, decoded and clipped."""
+    c = probs.shape[1]
+    segs, scores, labels, quals = [], [], [], []
+    for level in range(int(levels.max()) + 1):
+        pts = torch.nonzero((levels == level) & valid).flatten()
+        flat = probs[pts].flatten()
+        cand = torch.nonzero(flat > thresh).flatten()
+        if len(cand) > topk:
+            cand = cand[flat[cand].topk(topk).indices]
+        point = pts[cand // c]
+        t = points[point, 0]
+        seg = torch.stack([t - offsets[point, 0], t + offsets[point, 1]], 1).clamp(0.0, float(length))
+        segs.append(seg)
+        scores.append(flat[cand])
+        labels.append(cand % c)
+        if quality is not None:
+            quals.append(quality[point])
+    return torch.cat(segs), torch.cat(scores), torch.cat(labels), (torch.cat(quals) if quality is not None else None)
+
+
+@torch.no_grad()
+def detect(
+    out: DetectorOutput,
+    batch: Batch,
+    *,
+    pre_nms_thresh: float,
+    pre_nms_topk: int,
+    nms: str = "soft",
+    iou_threshold: float = 0.1,
+    sigma: float = 0.5,
+    min_score: float = 0.001,
+    max_segments: int = 200,
+    fusion_fn: FusionFn | None = None,
+) -> list[dict]:
+    """Per video {"segments" [K, 2] seconds, "scores" [K], "labels" [K] int64, "quality" [K, 2] if any}.
+
+    Candidates: per level the ``pre_nms_topk`` best (point, class) scores above ``pre_nms_thresh``,
+    decoded to [t − d_s, t + d_e] and clipped to the video; then converted to seconds (with the crop
+    offset) and de-duplicated by ``nms``: "soft" (Gaussian Soft-NMS), "hard", "fusion" (``fusion_fn``
+    on seconds segments) or "none"; at most ``max_segments`` per video, best first.
+    """
+    if nms not in NMS_METHODS:
+        raise ValueError(f"detect: nms must be one of {NMS_METHODS}, got '{nms}'")
+    if nms == "fusion" and fusion_fn is None:
+        raise ValueError("detect: nms='fusion' needs a fusion_fn(segments, scores, labels)")
+    probs = torch.sigmoid(out.cls_logits.float()).cpu()
+    offsets = out.offsets.float().cpu()
+    quality = torch.sigmoid(out.quality_logits.float()).cpu() if out.quality_logits is not None else None
+    points, levels, mask = out.points.cpu(), out.levels.cpu(), out.mask.cpu()
+    results = []
+    for b, meta in enumerate(batch.meta):
+        seg, score, label, qual = _candidates(
+            probs[b], offsets[b], quality[b] if quality is not None else None, points, levels, mask[b],
+            pre_nms_thresh, pre_nms_topk, meta["length"],
+        )
+        seg = grid_to_seconds(seg.numpy().astype(np.float64) + meta["offset"], meta["fps"], meta["feat_stride"],
+                              meta["num_frames"], meta["duration"])
+        score, label = score.numpy().astype(np.float64), label.numpy().astype(np.int64)
+        q = qual.numpy().astype(np.float64) if qual is not None else None
+        ok = seg[:, 1] > seg[:, 0]
+        seg, score, label = seg[ok], score[ok], label[ok]
+        q = q[ok] if q is not None else None
+        if nms == "fusion":  # fused segments are new ones: no per-candidate quality to carry over
+            seg, score, label = (np.asarray(x) for x in fusion_fn(seg, score, label))
+            seg, score, label = seg.astype(np.float64).reshape(-1, 2), score.astype(np.float64), label.astype(np.int64)
+            q = None
+        if nms == "soft":
+            keep, kept_scores = soft_nms_index(seg, score, label, iou_threshold, sigma, min_score, max_segments)
+        else:
+            if nms == "hard":
+                keep = hard_nms(seg, score, label, iou_threshold, max_keep=max_segments)
+            else:
+                keep = np.argsort(-score, kind="stable")[:max_segments]
+            kept_scores = score[keep]
+        res = {"segments": seg[keep], "scores": kept_scores, "labels": label[keep]}
+        if q is not None:
+            res["quality"] = q[keep]
+        results.append(res)
+    return results
+
+
+@torch.no_grad()
+def dense_predictions(out: DetectorOutput, batch: Batch, index: int) -> dict[str, np.ndarray]:
+    """One video's dense, pre-NMS predictions on its real points (grid units of the batch's crop).
+
+    Keys: "t", "level", "stride", "scores" [P, C] (sigmoid), "start", "end" (t − d_s, t + d_e, not
+    clipped) and "quality" [P, 2] (sigmoid) when the model has quality heads.
+    """
+    if not 0 <= index < out.cls_logits.shape[0]:
+        raise ValueError(f"dense_predictions: index {index} outside the batch of {out.cls_logits.shape[0]}")
+    valid = out.mask[index]
+    pts = out.points[valid]
+    off = out.offsets[index][valid].float()
+    res = {
+        "t": pts[:, 0].cpu().numpy(),
+        "level": out.levels[valid].cpu().numpy(),
+        "stride": pts[:, 3].cpu().numpy(),
+        "scores": torch.sigmoid(out.cls_logits[index][valid].float()).cpu().numpy(),
+        "start": (pts[:, 0] - off[:, 0]).cpu().numpy(),
+        "end": (pts[:, 0] + off[:, 1]).cpu().numpy(),
+    }
+    if out.quality_logits is not None:
+        res["quality"] = torch.sigmoid(out.quality_logits[index][valid].float()).cpu().numpy()
+    return res
+
+
+@torch.no_grad()
+def predict_videos(model: Detector, videos: list[Video], infer: InferConfig, batch_size: int = 8,
+                   fusion_fn: FusionFn | None = None, dense: bool = False) -> list[dict]:
+    """``detect`` on whole videos (no crop), in the order given; adds "dense" when ``dense``.
+
+    Videos are batched by length so little compute goes to padding (padding does not change outputs).
+    """
+    if batch_size < 1:
+        raise ValueError(f"predict_videos: expected batch_size >= 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([v.num_snippets for v in videos], kind="stable")
+    results: list[dict | None] = [None] * len(videos)
+    try:
+        for s in range(0, len(order), batch_size):
+            chunk = order[s : s + batch_size]
+            batch = collate([videos[i] for i in chunk], pad_multiple=model.pad_multiple).to(device)
+            out = model(batch.feats, batch.mask)
+            dets = detect(
+                out, batch, pre_nms_thresh=infer.pre_nms_thresh, pre_nms_topk=infer.pre_nms_topk, nms=infer.nms,
+                iou_threshold=infer.iou_threshold, sigma=infer.nms_sigma, min_score=infer.min_score,
+                max_segments=infer.max_segments, fusion_fn=fusion_fn,
+            )
+            for j, (i, det) in enumerate(zip(chunk, dets)):
+                if dense:
+                    det["dense"] = dense_predictions(out, batch, j)
+                results[int(i)] = det
+    finally:
+        model.train(was_training)
+    return results
