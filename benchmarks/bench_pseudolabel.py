@@ -1,0 +1,229 @@
+"""Ray Data pseudo-label pipeline vs the same stages in one plain Python process (issue 7).
+
+Data: tiny-preset synthetic unlabeled videos (D=32, ~70 snippets, stream_unlabeled) in shards of 250.
+Teacher: a seeded 1-D conv net (D -> width x layers -> C, torch, 1 thread per worker); labeling: per-class
+runs of snippets scoring > 0.5 become segments. The plain loop calls the very same stage code
+(``InferStage`` / ``label_batch``) on Parquet row batches and writes with one ParquetWriter, so the
+ratios measure Ray's parallelism and overhead, nothing else.
+
+Prints, in one run:
+  - throughput (videos/s) of the Ray pipeline with 2 CPU workers vs the plain loop (target >= 1.6x);
+  - Ray's overhead with 1 worker vs the plain loop (target <= 15 %);
+  - peak memory (RSS summed over the job's whole process tree: driver, GCS, raylet, workers, sampled
+    every 0.2 s) of the pipeline on --mem-large vs --mem-small streamed videos (target <= 1.2x). The
+    memory runs use a narrow teacher (--mem-width): memory depends on data flow, not on compute.
+
+    .venv/bin/python benchmarks/bench_pseudolabel.py [--videos 1000] [--mem-small 1000] [--mem-large 10000]
+
+The 2-core machine may be shared: the ratios are only meaningful when it is otherwise idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raytal.data.grid import grid_to_seconds
+from raytal.data.pseudo_io import PSEUDO_SCHEMA
+from raytal.data.shards import write_shards
+from raytal.data.synthetic import class_sets_of, make_world, stream_unlabeled, tiny_timelines
+from raytal.data.video import Video
+from raytal.distributed.pseudolabel import InferStage, label_batch, run_pseudolabel_pipeline
+from raytal.distributed.session import ensure_ray
+
+D, C = 32, 5
+ROWS_PER_SHARD = 250
+BATCH = 8
+
+
+class ConvTeacher:
+    """make_infer for the benchmark: building it is 'loading the checkpoint' (seeded weights)."""
+
+    def __init__(self, width: int, layers: int) -> None:
+        self.width, self.layers = width, layers
+
+    def __call__(self):
+        import torch
+
+        torch.manual_seed(0)
+        mods: list[torch.nn.Module] = [torch.nn.Conv1d(D, self.width, 3, padding=1), torch.nn.ReLU()]
+        for _ in range(self.layers):
+            mods += [torch.nn.Conv1d(self.width, self.width, 3, padding=1), torch.nn.ReLU()]
+        net = torch.nn.Sequential(*mods, torch.nn.Conv1d(self.width, C, 1)).eval()
+
+        @torch.no_grad()
+        def infer(videos: list[Video]) -> list[dict]:
+            out = []
+            for v in videos:
+                x = torch.from_numpy(v.features.T[None].copy())
+                dense = torch.sigmoid(net(x))[0].T.numpy()  # [T, C]
+                out.append({"scores": dense.max(axis=0), "dense": {"scores": dense}})
+            return out
+
+        return infer
+
+
+def label_runs(video: Video, pred: dict) -> dict:
+    """Runs of snippets with score > 0.5, per class (loop over classes; vectorized over snippets)."""
+    dense = pred["dense"]["scores"]
+    segs, labels, scores = [], [], []
+    for c in range(dense.shape[1]):
+        on = np.concatenate([[0], (dense[:, c] > 0.5).astype(np.int8), [0]])
+        d = np.diff(on)
+        starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+        if len(starts):
+            csum = np.concatenate([[0.0], np.cumsum(dense[:, c])])
+            segs.append(np.stack([starts, ends], axis=1).astype(np.float64))
+            labels.append(np.full(len(starts), c))
+            scores.append((csum[ends] - csum[starts]) / (ends - starts))
+    grid = np.concatenate(segs) if segs else np.zeros((0, 2))
+    sec = grid_to_seconds(grid, video.fps, video.feat_stride, video.num_frames, video.duration)
+    keep = sec[:, 1] > sec[:, 0]
+    k = int(keep.sum())
+    return {
+        "segments": sec[keep],
+        "labels": np.concatenate(labels)[keep] if labels else np.zeros(0, np.int64),
+        "scores": np.concatenate(scores)[keep] if scores else np.zeros(0),
+        "weights": np.ones(k),
+        "origins": ["runs"] * k,
+    }
+
+
+def make_shards(out: Path, count: int) -> list[str]:
+    _, timelines = tiny_timelines(seed=0)
+    world = make_world(C, D, class_sets_of(timelines), seed=0)
+    train = [v for v in timelines if v.subset == "train"]
+    return [str(p) for p in write_shards(stream_unlabeled(world, train, count, seed=1), out, ROWS_PER_SHARD)]
+
+
+def run_plain(files: list[str], out: Path, teacher: ConvTeacher) -> float:
+    """The same stages in this process, one batch at a time; returns seconds."""
+    import torch
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    stage = InferStage(teacher, None, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(out / "plain.parquet", PSEUDO_SCHEMA) as writer:
+        for f in files:
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=BATCH):
+                preds = stage(pa.Table.from_batches([rb]))
+                writer.write_table(label_batch(preds, label_video=label_runs, round=1, teacher="bench"))
+    return time.perf_counter() - start
+
+
+def run_ray(files: list[str], out: Path, teacher: ConvTeacher, pool: int) -> float:
+    s = run_pseudolabel_pipeline(
+        files, str(out), make_infer=teacher, label_video=label_runs, round=1, teacher="bench",
+        batch_size=BATCH, pool_size=pool, actor_cpus=0.5, use_gpu=False,
+    )
+    if s.rows_out != s.videos_in or s.num_errors:
+        raise RuntimeError(f"pipeline lost videos or failed: {s.format()}")
+    return s.elapsed
+
+
+def _tree_rss(root: int) -> int:
+    """Bytes of RSS summed over ``root`` and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry), int(fields[1])
+        children.setdefault(ppid, []).append(pid)
+        rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [root]
+    while stack:
+        p = stack.pop()
+        total += rss.get(p, 0)
+        stack += children.get(p, [])
+    return total
+
+
+def peak_memory(files: list[str], out: Path, width: int) -> tuple[int, float]:
+    """Run the pipeline in a child process (its own local Ray); (peak tree RSS bytes, seconds)."""
+    cmd = [sys.executable, __file__, "--child-out", str(out), "--mem-width", str(width), "--child-files", *files]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss(proc.pid))
+        time.sleep(0.2)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory run failed ({proc.returncode}): {proc.stdout.read()}")
+    return peak, time.perf_counter() - start
+
+
+def child(files: list[str], out: str, width: int) -> int:
+    ensure_ray(num_cpus=2)
+    run_ray(files, Path(out), ConvTeacher(width, 1), pool=2)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", type=int, default=1000, help="videos for the throughput runs")
+    p.add_argument("--width", type=int, default=512, help="teacher channels (throughput runs)")
+    p.add_argument("--layers", type=int, default=12, help="teacher conv layers (~20 ms per video on one core)")
+    p.add_argument("--mem-small", type=int, default=1000)
+    p.add_argument("--mem-large", type=int, default=10000)
+    p.add_argument("--mem-width", type=int, default=16, help="teacher channels (memory runs)")
+    p.add_argument("--child-files", nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--child-out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child_files:
+        return child(args.child_files, args.child_out, args.mem_width)
+    if min(args.videos, args.mem_small, args.mem_large) < ROWS_PER_SHARD:
+        p.error(f"sizes must be >= {ROWS_PER_SHARD} (one shard)")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_pseudolabel_") as tmp:
+        tmp_path = Path(tmp)
+        largest = max(args.videos, args.mem_small, args.mem_large)
+        files = make_shards(tmp_path / "shards", largest)
+
+        def first(n: int) -> list[str]:  # the first n videos (whole shards)
+            return files[: -(-n // ROWS_PER_SHARD)]
+
+        print(f"wrote {largest} videos in {len(files)} shards ({time.perf_counter() - t0:.1f} s)")
+
+        teacher = ConvTeacher(args.width, args.layers)
+        thr = first(args.videos)
+        plain = run_plain(thr, tmp_path / "plain", teacher)
+        ensure_ray(num_cpus=2)
+        run_ray(first(ROWS_PER_SHARD), tmp_path / "warm", teacher, pool=2)  # worker processes + imports
+        one = run_ray(thr, tmp_path / "ray1", teacher, pool=1)
+        two = run_ray(thr, tmp_path / "ray2", teacher, pool=2)
+        import ray
+
+        ray.shutdown()
+        n = args.videos
+        print(f"throughput, {n} videos: plain loop {n / plain:.1f} videos/s | Ray 1 worker {n / one:.1f} | "
+              f"Ray 2 workers {n / two:.1f}")
+        print(f"Ray 2 workers vs plain loop: {plain / two:.2f}x (target >= 1.6x)")
+        print(f"Ray 1 worker overhead vs plain loop: {100 * (one / plain - 1):+.1f} % (target <= 15 %)")
+
+        small, ts = peak_memory(first(args.mem_small), tmp_path / "mem_small", args.mem_width)
+        large, tl = peak_memory(first(args.mem_large), tmp_path / "mem_large", args.mem_width)
+        print(f"peak memory (whole process tree): {args.mem_small} videos {small / 2**20:.0f} MiB ({ts:.0f} s) | "
+              f"{args.mem_large} videos {large / 2**20:.0f} MiB ({tl:.0f} s) | ratio {large / small:.2f}x "
+              f"(target <= 1.2x)")
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

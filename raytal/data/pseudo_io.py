@@ -1,0 +1,248 @@
+"""Pseudo-label Parquet files (SPEC §3 "Pseudo labels"): one row per unlabeled video of a round.
+
+Columns (``PSEUDO_SCHEMA``): video_id, round, teacher (checkpoint id), instances
+(list<struct{label_id, start, end, score, weight, origin}>, seconds), targets (dense LinPro labels,
+float16 C-order bytes of [T, C], null when absent), teacher_scores (NTC teacher snippet scores,
+float32 bytes of [T, C], null when absent; float32 because they are soft training targets), T and C
+(shape of those arrays, 0 when both are absent), relaxed (how many relaxed LPs this video needed),
+error (null, or why the video has no pseudo labels). Writers (the Ray pipeline) build rows with
+``pseudo_row``; trainers read them with ``read_pseudo_labels`` + ``apply_pseudo_labels``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raytal.data.errors import DataError, where
+from raytal.data.video import Video
+
+INSTANCE_TYPE = pa.struct(
+    [
+        ("label_id", pa.int32()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("score", pa.float32()),
+        ("weight", pa.float32()),
+        ("origin", pa.string()),
+    ]
+)
+PSEUDO_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("round", pa.int32()),
+        ("teacher", pa.string()),
+        ("instances", pa.list_(INSTANCE_TYPE)),
+        ("targets", pa.large_binary()),
+        ("teacher_scores", pa.large_binary()),
+        ("T", pa.int32()),
+        ("C", pa.int32()),
+        ("relaxed", pa.int32()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass
+class PseudoRecord:
+    """One decoded pseudo-label row. Arrays are empty (and dense ones None) for an error row."""
+
+    video_id: str
+    round: int
+    teacher: str
+    segments: np.ndarray  # [K, 2] float64 seconds
+    labels: np.ndarray  # [K] int64
+    scores: np.ndarray  # [K] float32
+    weights: np.ndarray  # [K] float32
+    origins: np.ndarray  # [K] object (str)
+    targets: np.ndarray | None  # [T, C] float32 (stored as float16)
+    teacher_scores: np.ndarray | None  # [T, C] float32
+    relaxed: int
+    error: str | None
+
+
+def _dense_shape(name: str, arr: Any, video_id: str) -> tuple[int, int] | None:
+    if arr is None:
+        return None
+    a = np.asarray(arr)
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"video '{video_id}': {name} must be [T, C] with T, C >= 1, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"video '{video_id}': {name} holds NaN/Inf")
+    return int(a.shape[0]), int(a.shape[1])
+
+
+def pseudo_row(
+    video_id: str,
+    round: int,
+    teacher: str,
+    segments: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    weights: np.ndarray,
+    origins: np.ndarray | list[str],
+    targets: np.ndarray | None = None,
+    teacher_scores: np.ndarray | None = None,
+    error: str | None = None,
+    relaxed: int = 0,
+) -> dict[str, Any]:
+    """Validate one video's pseudo labels and encode them as a ``PSEUDO_SCHEMA`` row dict.
+
+    Raises ValueError for inconsistent lengths, non-finite values, segments with end <= start or a
+    negative label, so a broken labeling stage becomes an error row instead of a bad training target.
+    An error row (``error`` set) carries no instances and no dense arrays.
+    """
+    if not isinstance(video_id, str) or not video_id:
+        raise ValueError(f"pseudo_row: video_id must be a non-empty string, got {video_id!r}")
+    base = {"video_id": video_id, "round": int(round), "teacher": str(teacher)}
+    if error is not None:
+        return {**base, "instances": [], "targets": None, "teacher_scores": None, "T": 0, "C": 0,
+                "relaxed": 0, "error": str(error)}
+    segs = np.asarray(segments, dtype=np.float64).reshape(-1, 2) if np.size(segments) else np.zeros((0, 2))
+    lab = np.asarray(labels).reshape(-1)
+    sc = np.asarray(scores, dtype=np.float64).reshape(-1)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    org = np.asarray(origins, dtype=object).reshape(-1)
+    k = len(segs)
+    if not (len(lab) == len(sc) == len(w) == len(org) == k):
+        raise ValueError(
+            f"video '{video_id}': pseudo labels need equal lengths, got segments {k}, labels {len(lab)}, "
+            f"scores {len(sc)}, weights {len(w)}, origins {len(org)}"
+        )
+    if k and not (np.isfinite(segs).all() and np.isfinite(sc).all() and np.isfinite(w).all()):
+        raise ValueError(f"video '{video_id}': pseudo segments/scores/weights hold NaN/Inf")
+    if k and (segs[:, 1] <= segs[:, 0]).any():
+        raise ValueError(f"video '{video_id}': pseudo segment with end <= start")
+    if k and (not np.issubdtype(lab.dtype, np.integer) or (lab < 0).any()):
+        raise ValueError(f"video '{video_id}': pseudo labels must be integer class ids >= 0, got {lab.dtype}")
+    t_shape = _dense_shape("targets", targets, video_id)
+    s_shape = _dense_shape("teacher_scores", teacher_scores, video_id)
+    if t_shape and s_shape and t_shape != s_shape:
+        raise ValueError(f"video '{video_id}': targets {t_shape} and teacher_scores {s_shape} differ in shape")
+    shape = t_shape or s_shape or (0, 0)
+    relaxed = int(relaxed)
+    if relaxed < 0:
+        raise ValueError(f"video '{video_id}': relaxed count must be >= 0, got {relaxed}")
+    instances = [
+        {"label_id": int(c), "start": float(s), "end": float(e), "score": float(p), "weight": float(q),
+         "origin": str(o)}
+        for (s, e), c, p, q, o in zip(segs, lab, sc, w, org)
+    ]
+    return {
+        **base,
+        "instances": instances,
+        "targets": None if targets is None else np.ascontiguousarray(targets, dtype=np.float16).tobytes(),
+        "teacher_scores": (
+            None if teacher_scores is None else np.ascontiguousarray(teacher_scores, dtype=np.float32).tobytes()
+        ),
+        "T": shape[0],
+        "C": shape[1],
+        "relaxed": relaxed,
+        "error": None,
+    }
+
+
+def pseudo_files(directory: str | Path) -> list[Path]:
+    """The Parquet files of a pseudo-label directory, sorted (Ray names them by dataset and block)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataError(f"{d}: pseudo-label directory not found")
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix == ".parquet")
+
+
+def _decode_dense(raw: bytes | None, dtype: type, T: int, C: int, path: Path, vid: str, name: str) -> np.ndarray | None:
+    if raw is None:
+        return None
+    size = np.dtype(dtype).itemsize
+    if len(raw) != T * C * size:
+        raise DataError(f"{where(path, vid, name)}: {len(raw)} bytes, expected T*C*{size} = {T}*{C}*{size}")
+    return np.frombuffer(raw, dtype=dtype).reshape(T, C).astype(np.float32)
+
+
+def read_pseudo_labels(directory: str | Path) -> dict[str, PseudoRecord]:
+    """All rows of a pseudo-label directory, by video id (error rows included, with ``error`` set).
+
+    A file that is unreadable, lacks the schema's columns or repeats a video id raises ``DataError``.
+    """
+    out: dict[str, PseudoRecord] = {}
+    for path in pseudo_files(directory):
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{path}: not a readable Parquet file (truncated or corrupt?): {e}") from e
+        missing = [n for n in PSEUDO_SCHEMA.names if n not in table.column_names]
+        if missing:
+            raise DataError(f"{where(path, None, missing[0])}: column missing; not a pseudo-label file")
+        cols = {n: table.column(n).to_pylist() for n in PSEUDO_SCHEMA.names if n != "instances"}
+        inst = table.column("instances").combine_chunks()
+        offsets = inst.offsets.to_numpy()
+        offsets = offsets - offsets[0]
+        flat = inst.flatten()
+        numeric = ("label_id", "start", "end", "score", "weight")
+        field = {n: flat.field(n).to_numpy(zero_copy_only=False) for n in numeric}
+        origins = np.asarray(flat.field("origin").to_pylist(), dtype=object)
+        for i, vid in enumerate(cols["video_id"]):
+            if vid in out:
+                raise DataError(f"{where(path, vid, 'video_id')}: duplicate video id in the pseudo labels")
+            lo, hi = offsets[i], offsets[i + 1]
+            T, C = int(cols["T"][i]), int(cols["C"][i])
+            out[vid] = PseudoRecord(
+                video_id=vid,
+                round=int(cols["round"][i]),
+                teacher=cols["teacher"][i],
+                segments=np.stack([field["start"][lo:hi], field["end"][lo:hi]], axis=1).astype(np.float64),
+                labels=field["label_id"][lo:hi].astype(np.int64),
+                scores=field["score"][lo:hi].astype(np.float32),
+                weights=field["weight"][lo:hi].astype(np.float32),
+                origins=origins[lo:hi],
+                targets=_decode_dense(cols["targets"][i], np.float16, T, C, path, vid, "targets"),
+                teacher_scores=_decode_dense(cols["teacher_scores"][i], np.float32, T, C, path, vid, "teacher_scores"),
+                relaxed=int(cols["relaxed"][i]),
+                error=cols["error"][i],
+            )
+    return out
+
+
+def apply_pseudo_labels(
+    videos: list[Video], records: dict[str, PseudoRecord], errors: list[tuple[str, str]] | None = None
+) -> list[Video]:
+    """Unlabeled copies of ``videos`` carrying their pseudo labels (the ground truth is replaced).
+
+    A video whose row is an error row is left out and, if ``errors`` is a list, (video_id, reason) is
+    appended to it so the caller can report the count. A video with no row at all means the pseudo
+    labels come from another run, so it raises ``DataError``; so do dense arrays whose T differs from
+    the video's loaded features.
+    """
+    out: list[Video] = []
+    for v in videos:
+        rec = records.get(v.video_id)
+        if rec is None:
+            raise DataError(f"{where(None, v.video_id)}: no pseudo-label row for this video")
+        if rec.error is not None:
+            if errors is not None:
+                errors.append((v.video_id, rec.error))
+            continue
+        for name, arr in (("targets", rec.targets), ("teacher_scores", rec.teacher_scores)):
+            if arr is not None and v.features is not None and len(arr) != len(v.features):
+                raise DataError(
+                    f"{where(None, v.video_id, name)}: {len(arr)} snippets, features have {len(v.features)}"
+                )
+        out.append(
+            dataclasses.replace(
+                v,
+                segments=rec.segments.copy(),
+                labels=rec.labels.copy(),
+                weights=rec.weights.copy(),
+                origins=rec.origins.copy(),
+                targets=rec.targets,
+                teacher_scores=rec.teacher_scores,
+                labeled=False,
+            )
+        )
+    return out

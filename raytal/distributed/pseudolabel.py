@@ -1,0 +1,395 @@
+"""Ray Data pseudo-label pipeline (SPEC §3 "Pseudo labels", §6 "Ray Data"): shards -> Parquet rows.
+
+    read_parquet(unlabeled shards) -> teacher inference in an actor pool (make_infer() once per actor,
+    so the teacher checkpoint is loaded once per actor, not per batch) -> label_video map tasks (the
+    recipe's pure pseudo-label stages) -> write_parquet(out_dir) in PSEUDO_SCHEMA.
+
+Nothing is collected on the driver: batches stream through the stages and the summary is built from
+a final read of the small output columns. Every video that reaches the pipeline leaves one row; a
+per-video failure (undecodable or non-finite features, wrong feature dimension, an exception in
+inference or labeling) becomes an error row with the reason.
+
+Unreadable shard files: Parquet keeps its metadata (row count, schema) in the footer at the end of the
+file, so a truncated file has lost exactly the part that says which videos it held. Each file's
+footer and ``video_id`` column are therefore checked on the driver before the dataset is built (a
+small read, no features); a file that fails is left out of the dataset and reported as a file-level
+error in the summary (``file_errors``), since its video ids cannot be recovered to make error rows.
+Every readable file is processed as usual.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from raytal.data.errors import DataError
+from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row
+from raytal.data.shards import SCHEMA as SHARD_SCHEMA
+from raytal.data.shards import list_shards, rows_to_videos
+from raytal.data.video import Video
+
+InferFn = Callable[[list[Video]], list[dict]]
+LabelFn = Callable[[Video, dict], dict]
+MAX_REASONS = 5  # error reasons kept in the summary (smallest video ids, so the choice is deterministic)
+
+# What the inference stage hands to the labeling stage: the video record without its hidden ground
+# truth, and the teacher's prediction as an .npz blob (arrays only, loaded with allow_pickle=False).
+_PRED_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("subset", pa.string()),
+        ("duration", pa.float64()),
+        ("fps", pa.float64()),
+        ("feat_stride", pa.int32()),
+        ("num_frames", pa.int32()),
+        ("T", pa.int32()),
+        ("D", pa.int32()),
+        ("features", pa.large_binary()),
+        ("video_labels", pa.list_(pa.int32())),
+        ("prediction", pa.large_binary()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass
+class PipelineSummary:
+    """What a pseudo-label round produced. ``rows_out == videos_in`` unless a file was unreadable."""
+
+    out_dir: str
+    videos_in: int
+    rows_out: int
+    num_errors: int
+    first_errors: list[tuple[str, str]]  # (video_id, reason), up to MAX_REASONS smallest ids
+    file_errors: list[tuple[str, str]]  # (file, reason): shard files whose videos could not be read
+    instances_per_class: dict[int, int]
+    relaxed: int  # relaxed LPs over all videos
+    elapsed: float  # seconds
+
+    def format(self) -> str:
+        lines = [
+            f"pseudo labels -> {self.out_dir}",
+            f"videos in: {self.videos_in}  rows out: {self.rows_out}  error rows: {self.num_errors}  "
+            f"relaxed LPs: {self.relaxed}  time: {self.elapsed:.1f} s",
+            "instances per class: "
+            + (", ".join(f"{c}: {n}" for c, n in sorted(self.instances_per_class.items())) or "none"),
+        ]
+        lines += [f"  error {vid}: {reason}" for vid, reason in self.first_errors]
+        lines += [f"  unreadable shard {path}: {reason}" for path, reason in self.file_errors]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ prediction blobs
+
+
+def encode_prediction(pred: dict) -> bytes:
+    """A prediction dict (arrays, one level of nested dicts such as ``dense``) -> .npz bytes."""
+    flat: dict[str, np.ndarray] = {}
+    for key, value in pred.items():
+        if "/" in key:
+            raise ValueError(f"prediction key {key!r} must not contain '/'")
+        if isinstance(value, dict):
+            for sub, arr in value.items():
+                flat[f"{key}/{sub}"] = np.asarray(arr)
+        else:
+            flat[key] = np.asarray(value)
+    if any(a.dtype == object for a in flat.values()):
+        raise ValueError("prediction arrays must be numeric (object arrays are not serialised)")
+    buf = io.BytesIO()
+    np.savez(buf, **flat)
+    return buf.getvalue()
+
+
+def decode_prediction(blob: bytes) -> dict:
+    """Inverse of ``encode_prediction``."""
+    out: dict[str, Any] = {}
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        for key in z.files:
+            if "/" in key:
+                outer, inner = key.split("/", 1)
+                out.setdefault(outer, {})[inner] = z[key]
+            else:
+                out[key] = z[key]
+    return out
+
+
+# ---------------------------------------------------------------------------------------- stages
+
+
+def _error_pred_row(video_id: str, reason: str) -> dict[str, Any]:
+    row: dict[str, Any] = {name: None for name in _PRED_SCHEMA.names}
+    row.update(video_id=video_id, error=reason)
+    return row
+
+
+def _pred_row(video: Video, pred: dict) -> dict[str, Any]:
+    feats = np.ascontiguousarray(video.features, dtype=np.float32)
+    return {
+        "video_id": video.video_id,
+        "subset": video.subset,
+        "duration": video.duration,
+        "fps": video.fps,
+        "feat_stride": video.feat_stride,
+        "num_frames": video.num_frames,
+        "T": feats.shape[0],
+        "D": feats.shape[1],
+        "features": feats.tobytes(),
+        "video_labels": [int(c) for c in video.video_labels],
+        "prediction": encode_prediction(pred),
+        "error": None,
+    }
+
+
+class InferStage:
+    """Actor: builds the teacher once (``make_infer()``), then runs it on batches of shard rows."""
+
+    def __init__(self, make_infer: Callable[[], InferFn], feature_dim: int | None, torch_threads: int) -> None:
+        import torch
+
+        # Ray sets OMP_NUM_THREADS=1 in workers; give the actor the threads its CPU share pays for.
+        torch.set_num_threads(torch_threads)
+        self.feature_dim = feature_dim
+        self.infer = make_infer()
+
+    def _run(self, videos: list[Video]) -> list[dict]:
+        preds = self.infer(videos)
+        if len(preds) != len(videos):
+            raise ValueError(f"teacher returned {len(preds)} predictions for {len(videos)} videos")
+        return [_pred_row(v, p) for v, p in zip(videos, preds)]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        errors: list[tuple[str, str]] = []
+        videos = rows_to_videos(batch, source="shard", errors=errors, check_finite=True)
+        rows = [_error_pred_row(vid, reason) for vid, reason in errors]
+        good = []
+        for v in videos:
+            if self.feature_dim is not None and v.features.shape[1] != self.feature_dim:
+                rows.append(_error_pred_row(
+                    v.video_id, f"shard: video '{v.video_id}': field 'features': D = {v.features.shape[1]}, "
+                    f"the teacher expects D = {self.feature_dim}"))
+            else:
+                good.append(v)
+        if good:
+            try:
+                rows += self._run(good)
+            except Exception:  # noqa: BLE001 - isolate the failing video(s) by retrying one at a time
+                for v in good:
+                    try:
+                        rows += self._run([v])
+                    except Exception as e:  # noqa: BLE001 - one bad video is an error row, not a dead job
+                        rows.append(_error_pred_row(v.video_id, f"inference failed: {type(e).__name__}: {e}"))
+        return pa.Table.from_pylist(rows, schema=_PRED_SCHEMA)
+
+
+def _video_of(cols: dict[str, list], i: int) -> Video:
+    T, D = cols["T"][i], cols["D"][i]
+    return Video(
+        video_id=cols["video_id"][i],
+        subset=cols["subset"][i],
+        duration=cols["duration"][i],
+        fps=cols["fps"][i],
+        feat_stride=cols["feat_stride"][i],
+        num_frames=cols["num_frames"][i],
+        features=np.frombuffer(cols["features"][i], dtype=np.float32).reshape(T, D).copy(),
+        labeled=False,  # no ground truth travels with an unlabeled video into the labeling stage
+        video_labels=np.asarray(cols["video_labels"][i] or [], dtype=np.int64),
+    )
+
+
+def label_batch(batch: pa.Table, *, label_video: LabelFn, round: int, teacher: str) -> pa.Table:
+    """Map task: prediction rows -> pseudo-label rows; a raising or invalid label_video -> error row."""
+    cols = {name: batch.column(name).to_pylist() for name in _PRED_SCHEMA.names}
+    rows = []
+    for i, vid in enumerate(cols["video_id"]):
+        if cols["error"][i] is not None:
+            rows.append(pseudo_row(vid, round, teacher, [], [], [], [], [], error=cols["error"][i]))
+            continue
+        try:
+            out = label_video(_video_of(cols, i), decode_prediction(cols["prediction"][i]))
+            rows.append(pseudo_row(
+                vid, round, teacher, out["segments"], out["labels"], out["scores"], out["weights"],
+                out["origins"], out.get("targets"), out.get("teacher_scores"), relaxed=out.get("relaxed", 0),
+            ))
+        except Exception as e:  # noqa: BLE001 - one bad video is an error row, not a dead job
+            rows.append(pseudo_row(vid, round, teacher, [], [], [], [], [],
+                                   error=f"labeling failed: {type(e).__name__}: {e}"))
+    return pa.Table.from_pylist(rows, schema=PSEUDO_SCHEMA)
+
+
+# --------------------------------------------------------------------------------------- driver
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it): s3:// and gs:// URIs work wherever a local path does."""
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), str(Path(path).resolve())
+
+
+def list_shard_files(source: str) -> list[str]:
+    """A shard directory (recursive, sorted) or file, local or s3:// / gs:// -> the shard file paths."""
+    if "://" not in source:
+        return [str(p) for p in list_shards(source)]
+    fs, inner = _filesystem(source)
+    info = fs.get_file_info(inner)
+    if info.type == pafs.FileType.File:
+        return [source]
+    if info.type != pafs.FileType.Directory:
+        raise DataError(f"{source}: shard directory or file not found")
+    scheme = source.split("://", 1)[0]
+    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+    return sorted(f"{scheme}://{i.path}" for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+
+def check_shard_files(shard_files: list[str]) -> tuple[list[str], int, list[tuple[str, str]]]:
+    """(readable files, their video count, [(file, reason)] for the rest), reading footers and ids only."""
+    good, bad, count = [], [], 0
+    for path in shard_files:
+        try:
+            fs, inner = _filesystem(str(path))
+            with fs.open_input_file(inner) as f:
+                pf = pq.ParquetFile(f)
+                missing = [n for n in SHARD_SCHEMA.names if n not in pf.schema_arrow.names]
+                if missing:
+                    raise DataError(f"column '{missing[0]}' missing; not a raytal shard")
+                ids = pf.read(columns=["video_id"]).column("video_id")
+            if ids.null_count:
+                raise DataError("null video_id")
+        except (pa.ArrowException, OSError, DataError) as e:
+            bad.append((str(path), f"unreadable Parquet shard (truncated or corrupt?): {e}"))
+            continue
+        good.append(str(path))
+        count += len(ids)
+    return good, count, bad
+
+
+def _output_files(out_dir: str) -> tuple[pafs.FileSystem, list[str]]:
+    fs, root = _filesystem(out_dir)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return fs, sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+
+def _clean_output(out_dir: str) -> None:
+    """Remove the Parquet files of an earlier run: Ray names output files per run, so re-running a round
+    would otherwise add a second copy instead of overwriting."""
+    fs, files = _output_files(out_dir)
+    for f in files:
+        fs.delete_file(f)
+    fs.create_dir(_filesystem(out_dir)[1], recursive=True)
+
+
+def summarize_output(out_dir: str) -> tuple[int, int, list[tuple[str, str]], dict[int, int], int]:
+    """(rows, error rows, first reasons, instances per class, relaxed) from the small output columns,
+    one file at a time."""
+    rows = errors = relaxed = 0
+    reasons: list[tuple[str, str]] = []
+    per_class: dict[int, int] = {}
+    fs, files = _output_files(out_dir)
+    for path in files:
+        t = pq.read_table(path, columns=["video_id", "instances", "relaxed", "error"], filesystem=fs)
+        rows += t.num_rows
+        relaxed += int(pc.sum(t.column("relaxed")).as_py() or 0)
+        err = t.column("error")
+        errors += t.num_rows - err.null_count
+        if err.null_count < t.num_rows:
+            bad = t.filter(pc.is_valid(err))
+            reasons = sorted(reasons + list(zip(bad.column("video_id").to_pylist(), bad.column("error").to_pylist())))
+            reasons = reasons[:MAX_REASONS]
+        flat = pc.list_flatten(t.column("instances"))
+        labels = np.concatenate(
+            [chunk.field("label_id").to_numpy(zero_copy_only=False) for chunk in flat.chunks] + [np.zeros(0, np.int32)]
+        )
+        ids, counts = np.unique(labels, return_counts=True)
+        for c, n in zip(ids.tolist(), counts.tolist()):
+            per_class[c] = per_class.get(c, 0) + n
+    return rows, errors, reasons, per_class, relaxed
+
+
+def run_pseudolabel_pipeline(
+    shard_files: list[str],
+    out_dir: str,
+    *,
+    make_infer: Callable[[], InferFn],
+    label_video: LabelFn,
+    round: int,
+    teacher: str,
+    batch_size: int,
+    pool_size: int,
+    actor_cpus: float,
+    use_gpu: bool,
+    task_cpus: float = 0.5,
+    feature_dim: int | None = None,
+) -> PipelineSummary:
+    """Pseudo-label the videos of ``shard_files`` into ``out_dir`` (overwritten); Ray must be running.
+
+    ``make_infer`` and ``label_video`` must pickle (module-level functions or picklable objects):
+    ``make_infer()`` runs once per actor and returns ``infer(videos) -> [prediction dict]`` (arrays;
+    e.g. detect() output + "dense"); ``label_video(video, prediction)`` returns a dict with segments
+    (seconds), labels, scores, weights, origins and optionally targets, teacher_scores [T, C] and
+    relaxed (count). ``feature_dim`` (the teacher's D) turns a wrong D into a clear error row before
+    inference. Results do not depend on ``pool_size``: each video's row is a function of that video.
+    """
+    import ray
+    import ray.data
+
+    if not shard_files:
+        raise ValueError("run_pseudolabel_pipeline: no shard files given")
+    if batch_size < 1 or pool_size < 1:
+        raise ValueError(f"batch_size and pool_size must be >= 1, got {batch_size}, {pool_size}")
+    if not actor_cpus > 0 or not task_cpus > 0:
+        raise ValueError(f"actor_cpus and task_cpus must be > 0, got {actor_cpus}, {task_cpus}")
+    if not ray.is_initialized():
+        raise RuntimeError("run_pseudolabel_pipeline: Ray is not running; call raytal.distributed.session.ensure_ray")
+    start = time.perf_counter()
+    # Absolute paths: Ray tasks do not run in the driver's working directory (nor on its node).
+    out_dir = out_dir if "://" in out_dir else str(Path(out_dir).resolve())
+    shard_files = [f if "://" in str(f) else str(Path(f).resolve()) for f in shard_files]
+    _clean_output(out_dir)
+    good, videos_in, file_errors = check_shard_files(shard_files)
+    if good:
+        ds = ray.data.read_parquet(good).select_columns(SHARD_SCHEMA.names)
+        ds = ds.map_batches(
+            InferStage,
+            fn_constructor_kwargs={
+                "make_infer": make_infer,
+                "feature_dim": feature_dim,
+                "torch_threads": max(1, int(actor_cpus)),
+            },
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool_size),
+            num_cpus=actor_cpus,
+            num_gpus=1 if use_gpu else 0,
+        )
+        ds = ds.map_batches(
+            label_batch,
+            fn_kwargs={"label_video": label_video, "round": int(round), "teacher": str(teacher)},
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            num_cpus=task_cpus,
+        )
+        ds.write_parquet(out_dir)
+    rows, errors, reasons, per_class, relaxed = summarize_output(out_dir) if good else (0, 0, [], {}, 0)
+    if rows != videos_in:
+        raise RuntimeError(f"pseudo-label pipeline wrote {rows} rows for {videos_in} input videos")
+    return PipelineSummary(
+        out_dir=out_dir,
+        videos_in=videos_in,
+        rows_out=rows,
+        num_errors=errors,
+        first_errors=reasons,
+        file_errors=file_errors,
+        instances_per_class=per_class,
+        relaxed=relaxed,
+        elapsed=time.perf_counter() - start,
+    )

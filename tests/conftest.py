@@ -1,0 +1,26 @@
+"""Shared pytest fixtures. ``ray_session``: ONE local Ray for every ``@pytest.mark.ray`` test of the
+session, because starting Ray costs seconds and the CI machine has 2 cores."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = str(Path(__file__).resolve().parent)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    import ray
+
+    from raytal.distributed.session import ensure_ray
+
+    # pytest imports test modules as top-level modules from tests/; Ray workers unpickling a test's
+    # module-level function must find them too, and they inherit the environment of the local Ray.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH", "")) if p)
+    ensure_ray(num_cpus=2)
+    yield
+    ray.shutdown()
