@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from raytal.losses.nontarget import class_distribution, nontarget_loss
+from raytal.losses.nontarget import nontarget_loss
 
 F_, T_ = False, True
 
@@ -77,7 +77,3 @@ def test_bad_input_raises():
         nontarget_loss(probs, torch.tensor([0, 4]), pos, neg)
 
 
-def test_class_distribution_adds_background_and_normalises():
-    scores = torch.tensor([[0.8, 0.2]])
-    # background = 1 - 0.8 = 0.2 ; [0.8, 0.2, 0.2] / 1.2 = [2/3, 1/6, 1/6]
-    torch.testing.assert_close(class_distribution(scores), torch.tensor([[2 / 3, 1 / 6, 1 / 6]]))

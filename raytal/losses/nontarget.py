@@ -6,7 +6,7 @@ labeled snippets (Ω_pos empty, every non-target class negative).
 
 Use with the sigmoid detector: the heads give independent per-class scores s ∈ [0, 1]^C, not a
 distribution. Build the student's ``probs`` exactly as the teacher's distribution is built for the
-partition, with :func:`class_distribution`: p = [s_1..s_C, 1 − max s] / Σ (background last, index C),
+partition, with ``raytal.pseudo.ntc.scores_to_distribution``: p = [s_1..s_C, 1 − max s] / Σ (background last, index C),
 and pass ``target``/``pos``/``neg`` over those C + 1 columns. Then ℓ_pos raises classes close to the
 target, ℓ_neg lowers the confidently-wrong ones, and the target term is the usual cross-entropy.
 """
@@ -15,20 +15,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-
-def class_distribution(scores: Tensor, eps: float = 1e-6) -> Tensor:
-    """Sigmoid class scores [N, C] -> distribution [N, C + 1] (background = 1 − max, last column).
-
-    Differentiable, so the student side of NTC can use it on its own scores.
-    """
-    if scores.dim() != 2:
-        raise ValueError(f"class_distribution expects scores [N, C]; got shape {tuple(scores.shape)}")
-    if scores.shape[0] == 0:
-        return scores.new_zeros((0, scores.shape[1] + 1))
-    background = 1.0 - scores.max(dim=1, keepdim=True).values
-    v = torch.cat([scores, background], dim=1)
-    return v / v.sum(dim=1, keepdim=True).clamp_min(eps)
 
 
 def nontarget_loss(
