@@ -103,6 +103,11 @@ class NPLConfig:
     alpha: float = 1.0  # weight of the unlabeled loss
     consistency_weight: float = 1.0
     eps: float = 1e-6
+    # Candidates for ranking: dense (point, class) pairs above this score, at most topk per video,
+    # de-duplicated by class-wise NMS on the ranking score before the class-adaptive filter.
+    candidate_thresh: float = 0.05
+    candidate_topk: int = 500
+    nms_iou: float = 0.5
 
 
 @dataclass
@@ -219,6 +224,8 @@ class RunConfig:
     rounds: int = 1
     seed: int = 0
     log_every: int = 10
+    eval_subset: str = "test"  # test | val: which split each round is evaluated on (Tune uses val)
+    teacher: str = ""  # a finished round-0 checkpoint to start from instead of training the teacher
 
 
 @dataclass

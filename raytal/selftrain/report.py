@@ -1,0 +1,135 @@
+"""A finished run's outputs: metrics.json, report.md and PNG plots (mAP by round, pseudo-label quality by
+round, per-class pseudo/gt count ratios as in NPL Fig. 4, and timelines of a few unlabeled videos)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+QUALITY_KEYS = ("class_accuracy", "mean_tiou", "positive_accuracy")
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def map_table(metrics: dict) -> str:
+    """Markdown: one row per round, mAP (%) per tIoU and the average."""
+    rounds = metrics["rounds"]
+    tious = list(rounds[0]["eval"]["mAP"])
+    lines = ["| round | " + " | ".join(f"mAP@{t}" for t in tious) + " | avg |",
+             "|---|" + "---|" * (len(tious) + 1)]
+    for r in rounds:
+        ev = r["eval"]
+        cells = " | ".join(f"{100 * ev['mAP'][t]:.2f}" for t in tious)
+        lines.append(f"| {r['round']} | {cells} | {100 * ev['average_mAP']:.2f} |")
+    return "\n".join(lines)
+
+
+def quality_table(metrics: dict) -> str:
+    rows = [r for r in metrics["rounds"] if "quality" in r]
+    if not rows:
+        return "(no pseudo labels: supervised run)"
+    lines = ["| round | pseudo | gt | class acc | mean tIoU | positive acc | errors |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        q, p = r["quality"], r["pseudo"]
+        lines.append(
+            f"| {r['round']} | {q['num_pseudo']} | {q['num_gt']} | {100 * q['class_accuracy']:.1f} | "
+            f"{100 * q['mean_tiou']:.1f} | {100 * q['positive_accuracy']:.1f} | {p['num_errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def timing_table(metrics: dict) -> str:
+    lines = ["| round | " + " | ".join(("pseudo", "quality", "train", "eval")) + " |", "|---|---|---|---|---|"]
+    for r in metrics["rounds"]:
+        t = r["timings"]
+        lines.append(f"| {r['round']} | " + " | ".join(f"{t[k]:.1f} s" if k in t else "–"
+                                                       for k in ("pseudo", "quality", "train", "eval")) + " |")
+    return "\n".join(lines)
+
+
+def plot_rounds(path: Path, metrics: dict) -> None:
+    rounds = metrics["rounds"]
+    xs = [r["round"] for r in rounds]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].plot(xs, [100 * r["eval"]["average_mAP"] for r in rounds], "o-", label="average")
+    for t in rounds[0]["eval"]["mAP"]:
+        axes[0].plot(xs, [100 * r["eval"]["mAP"][t] for r in rounds], ".--", alpha=0.6, label=f"tIoU {t}")
+    axes[0].set(xlabel="round", ylabel="mAP (%)", title="test mAP by round")
+    axes[0].legend(fontsize=7)
+    q = [r for r in rounds if "quality" in r]
+    for key in QUALITY_KEYS:
+        axes[1].plot([r["round"] for r in q], [100 * r["quality"][key] for r in q], "o-", label=key)
+    axes[1].set(xlabel="round", ylabel="%", title="pseudo-label quality")
+    if q:
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_count_ratio(path: Path, metrics: dict, classes: list[str]) -> None:
+    q = [r for r in metrics["rounds"] if "quality" in r]
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes)), 3.6))
+    width = 0.8 / max(len(q), 1)
+    for i, r in enumerate(q):
+        ax.bar(np.arange(len(classes)) + i * width, r["quality"]["count_ratio"], width, label=f"round {r['round']}")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=60, ha="right", fontsize=7)
+    ax.set(ylabel="#pseudo / #gt", title="per-class pseudo-label count ratio")
+    if q:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_timelines(path: Path, timelines: list[dict], classes: list[str]) -> None:
+    """One panel per video; rows: ground truth, teacher predictions (score-shaded), pseudo labels."""
+    fig, axes = plt.subplots(len(timelines), 1, figsize=(10, 1.6 * len(timelines)), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    for ax, tl in zip(axes[:, 0], timelines):
+        for row, (name, seg, lab, score) in enumerate(
+            (("ground truth", tl["gt_segments"], tl["gt_labels"], None),
+             ("teacher", tl["pred_segments"], tl["pred_labels"], tl["pred_scores"]),
+             ("pseudo", tl["pseudo_segments"], tl["pseudo_labels"], None))
+        ):
+            for i, (s, e) in enumerate(np.asarray(seg).reshape(-1, 2)):
+                alpha = 0.9 if score is None else float(np.clip(score[i], 0.15, 1.0))
+                ax.barh(2 - row, e - s, left=s, height=0.7, color=cmap(int(lab[i]) % 20), alpha=alpha)
+        ax.set_yticks([2, 1, 0], ["ground truth", "teacher", "pseudo"], fontsize=7)
+        ax.set_xlim(0, tl["duration"])
+        ax.set_title(f"{tl['video_id']} (round {tl['round']})", fontsize=8)
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, metrics: dict, classes: list[str], timelines: list[dict] | None = None) -> None:
+    """metrics.json, report.md and the plots of a finished run."""
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    write_json(run_dir / "metrics.json", metrics)
+    plot_rounds(plots / "map_and_quality_by_round.png", metrics)
+    plot_count_ratio(plots / "count_ratio.png", metrics, classes)
+    if timelines:
+        plot_timelines(plots / "timelines.png", timelines, classes)
+    text = [
+        f"# Run {metrics.get('run') or run_dir.name}", "",
+        "## Test mAP (%) by round", "", map_table(metrics), "",
+        "## Pseudo-label quality (%, against the unlabeled videos' hidden ground truth)", "", quality_table(metrics), "",
+        "## Time per stage", "", timing_table(metrics), "",
+        "Plots: " + ", ".join(f"`plots/{p.name}`" for p in sorted(plots.glob("*.png"))), "",
+    ]
+    (run_dir / "report.md").write_text("\n".join(text))
