@@ -44,6 +44,8 @@ class StageLog:
         if self.done(name):
             return self.result(name)
         start = time.perf_counter()
-        result = fn(*args, **kwargs)
+        # Round-trip through JSON so a fresh run returns exactly what a resumed run reads back
+        # (e.g. int dict keys become strings in both cases).
+        result = json.loads(json.dumps(fn(*args, **kwargs)))
         self.record(name, result, time.perf_counter() - start)
         return result

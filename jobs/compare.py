@@ -1,0 +1,187 @@
+"""Compare finished self-training runs: one markdown table of recipes × metrics, mean ± std over seeds.
+
+    python jobs/compare.py runs/npl_s0 runs/npl_s1 runs/apl_s0 runs/apl_s1 --out compare.png
+    python jobs/compare.py runs/* --group-by recipe
+
+Each RUN_DIR is a run directory written by jobs/selftrain.py (its metrics.json and config.yaml).
+Runs are grouped into recipes:
+  --group-by name    (default) run.name with a trailing seed tag removed: "thumos_apl_seed1",
+                     "thumos_apl_s1" and "thumos_apl-1" all count as recipe "thumos_apl"; a run
+                     without a name falls back to its recipe flags.
+  --group-by recipe  the enabled recipe flags of config.yaml, e.g. "apl+ntc" ("supervised" if none).
+Columns, each the mean ± sample standard deviation (ddof=1) over the runs of a group, in percent (a
+group of one run shows its value alone):
+  final avg mAP      average mAP over the tIoU thresholds after the last round
+  final mAP@0.5      mAP at tIoU 0.5 after the last round
+  round-0 avg mAP    the teacher trained on labeled videos only (the supervised baseline)
+  class acc, mean tIoU, positive acc
+                     pseudo-label quality of the last round that made pseudo labels ("–" for
+                     supervised runs), measured against the unlabeled videos' hidden ground truth
+The plot (--out, PNG) shows average mAP by round per recipe, mean ± std over its runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raytal.config import Config, ConfigError, load_config  # noqa: E402
+
+RECIPE_FLAGS = ("npl", "apl", "ntc", "gaufuse", "noco")
+SEED_SUFFIX = re.compile(r"[_-](?:seed|s)?\d+$")
+COLUMNS = ("final avg mAP", "final mAP@0.5", "round-0 avg mAP", "class acc", "mean tIoU", "positive acc")
+
+
+class CompareError(ValueError):
+    """A run directory that cannot be compared (missing or malformed metrics.json / config.yaml)."""
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    recipe: str
+    seed: int
+    values: dict[str, float]  # COLUMNS → fraction (NaN when the run has no such metric)
+    curve: list[float]        # average mAP per round
+
+
+def recipe_flags(cfg: Config) -> str:
+    enabled = [f for f in RECIPE_FLAGS if getattr(cfg.recipe, f).enabled]
+    return "+".join(enabled) or "supervised"
+
+
+def recipe_name(run_name: str) -> str:
+    """``run_name`` without a trailing seed tag (``_seed3``, ``_s3``, ``-3``)."""
+    return SEED_SUFFIX.sub("", run_name)
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    metrics_file, config_file = path / "metrics.json", path / "config.yaml"
+    if not metrics_file.is_file():
+        raise CompareError(f"{metrics_file}: missing (is {path} a finished selftrain run directory?)")
+    if not config_file.is_file():
+        raise CompareError(f"{config_file}: missing (is {path} a selftrain run directory?)")
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        rounds = sorted(metrics["rounds"], key=lambda r: r["round"])
+        curve = [float(r["eval"]["average_mAP"]) for r in rounds]
+        final, first = rounds[-1]["eval"], rounds[0]["eval"]
+        values = {"final avg mAP": float(final["average_mAP"]), "final mAP@0.5": float(final["mAP"]["0.5"]),
+                  "round-0 avg mAP": float(first["average_mAP"])}
+        quality = [r["quality"] for r in rounds if "quality" in r]
+        for column, key in (("class acc", "class_accuracy"), ("mean tIoU", "mean_tiou"),
+                            ("positive acc", "positive_accuracy")):
+            values[column] = float(quality[-1][key]) if quality else float("nan")
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as e:
+        raise CompareError(f"{metrics_file}: not a selftrain metrics.json (expected rounds[].eval.mAP['0.5'], "
+                           f"average_mAP and quality; {type(e).__name__}: {e})") from e
+    try:
+        cfg = load_config(config_file)
+    except (ConfigError, OSError) as e:
+        raise CompareError(f"{config_file}: {e}") from e
+    return Run(path, cfg.run.name, recipe_flags(cfg), cfg.train.seed, values, curve)
+
+
+def group_runs(runs: list[Run], by: str = "name") -> dict[str, list[Run]]:
+    """Runs by recipe, in the order each recipe first appears on the command line."""
+    if by not in ("name", "recipe"):
+        raise ValueError(f"group_runs: by must be 'name' or 'recipe', got {by!r}")
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        key = recipe_name(run.name) if by == "name" and run.name else run.recipe
+        groups.setdefault(key, []).append(run)
+    return groups
+
+
+def mean_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and sample std (ddof=1) over the finite values; std NaN for fewer than 2, both NaN for none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def summarize(groups: dict[str, list[Run]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """recipe → column → (mean, std) in fractions."""
+    return {key: {c: mean_std(np.array([r.values[c] for r in runs])) for c in COLUMNS} for key, runs in groups.items()}
+
+
+def _cell(mean: float, std: float) -> str:
+    if np.isnan(mean):
+        return "–"
+    return f"{100 * mean:.2f}" if np.isnan(std) else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def format_table(groups: dict[str, list[Run]]) -> str:
+    stats = summarize(groups)
+    lines = ["| recipe | runs | seeds | " + " | ".join(COLUMNS) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]
+    for key, runs in groups.items():
+        seeds = ",".join(str(s) for s in sorted({r.seed for r in runs}))
+        cells = " | ".join(_cell(*stats[key][c]) for c in COLUMNS)
+        lines.append(f"| {key} | {len(runs)} | {seeds} | {cells} |")
+    return "\n".join(lines)
+
+
+def plot_groups(path: str | Path, groups: dict[str, list[Run]]) -> None:
+    """Average mAP by round per recipe: mean line with a ± std band (over the runs reaching that round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, runs in groups.items():
+        length = max(len(r.curve) for r in runs)
+        curves = np.full((len(runs), length), np.nan)
+        for i, r in enumerate(runs):
+            curves[i, : len(r.curve)] = r.curve
+        stats = np.array([mean_std(curves[:, j]) for j in range(length)]) * 100
+        mean, std = stats[:, 0], np.nan_to_num(stats[:, 1])
+        xs = np.arange(length)
+        ax.plot(xs, mean, "o-", label=f"{key} (n={len(runs)})")
+        ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
+    ax.set(xlabel="round", ylabel="average mAP (%)", title="average mAP by round (mean ± std over seeds)")
+    ax.set_xticks(range(max(len(r.curve) for runs in groups.values() for r in runs)))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by jobs/selftrain.py")
+    p.add_argument("--group-by", choices=("name", "recipe"), default="name",
+                   help="group runs by run.name minus its seed tag (default) or by the enabled recipe flags")
+    p.add_argument("--out", default="compare.png", help="plot file (PNG) to write (default: compare.png)")
+    args = p.parse_args(argv)
+    try:
+        runs = [load_run(d) for d in args.runs]
+    except CompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    groups = group_runs(runs, args.group_by)
+    for key, members in groups.items():
+        if len({r.seed for r in members}) < len(members):  # e.g. the same run passed twice, or a re-run
+            print(f"warning: recipe {key!r}: {len(members)} runs but only seeds "
+                  f"{sorted({r.seed for r in members})} (train.seed); its ± is not a spread over seeds",
+                  file=sys.stderr)
+    print(format_table(groups))
+    plot_groups(args.out, groups)
+    print(f"\nplot: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
