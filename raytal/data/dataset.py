@@ -131,7 +131,7 @@ def _read_subset(root: Path, info: DatasetInfo, subset: str) -> list[Video]:
             f"{shard_dir}: no shards for subset '{subset}' (subsets are directories under "
             f"{resolve(root, info.shards_dir)}; write them with jobs/make_dataset.py)"
         )
-    videos = list(read_shards(shard_dir, subset=subset))
+    videos = list(read_shards(shard_dir, subset=subset, check_finite=True))
     seen: set[str] = set()
     for v in videos:
         if v.video_id in seen:
@@ -150,14 +150,18 @@ def _read_subset(root: Path, info: DatasetInfo, subset: str) -> list[Video]:
     return videos
 
 
-def load_dataset(data_cfg: DataConfig) -> SplitDataset:
-    """Read ``data_cfg.root`` and split its training subset by the config (see ``raytal.data.splits``)."""
+def load_dataset(data_cfg: DataConfig, load_test: bool = True) -> SplitDataset:
+    """Read ``data_cfg.root`` and split its training subset by the config (see ``raytal.data.splits``).
+
+    ``load_test=False`` leaves the test subset unread (``test`` is empty): model selection on the
+    validation split (Tune) must not touch test data, not even to load it.
+    """
     root = Path(data_cfg.root)
     info = load_dataset_info(root)
     train_subset = data_cfg.train_subset or info.train_subset
     test_subset = data_cfg.test_subset or info.test_subset
     train = _read_subset(root, info, train_subset)
-    test = _read_subset(root, info, test_subset)
+    test = _read_subset(root, info, test_subset) if load_test else []
     split = split_train(train, data_cfg.labeled_ratio, data_cfg.val_ratio, data_cfg.split_seed)
     labeled, unlabeled, val = apply_split(train, split, data_cfg.setting)
     for v in test:

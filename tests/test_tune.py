@@ -1,0 +1,144 @@
+"""Ray Tune sweeps (issue 10): search-space checks, teacher sharing rule, results table, and one real
+interrupted-then-resumed 3-trial sweep on tiny data whose test shards are deleted (so any read fails)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from raytal.config import ConfigError, load_config
+from raytal.data.dataset import load_dataset_info
+from raytal.distributed.tune import (
+    INTERRUPT_ENV, SweepInterrupted, _best, evaluate_best_on_test, run_sweep, teacher_free, trial_config,
+    validate_space, write_table,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_SWEEP = REPO / "configs" / "tune_tiny_npl.yaml"
+
+
+def _cfg(*overrides: str):
+    return load_config(TINY_SWEEP, list(overrides))
+
+
+def test_validate_space_accepts_the_four_kinds():
+    cfg = _cfg(
+        "tune.space={recipe.npl.n_pos: {grid: [5, 10]}, recipe.ntc.lam: {uniform: [0.5, 0.95]},"
+        " infer.nms_sigma: {loguniform: [0.1, 1.0]}, recipe.gaufuse.temperature_test: {choice: [0.01, 0.03]}}"
+    )
+    assert validate_space(cfg) == {
+        "recipe.npl.n_pos": ("grid", [5, 10]),
+        "recipe.ntc.lam": ("uniform", [0.5, 0.95]),
+        "infer.nms_sigma": ("loguniform", [0.1, 1.0]),
+        "recipe.gaufuse.temperature_test": ("choice", [0.01, 0.03]),
+    }
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ("{recipe.npl.n_poss: {grid: [5]}}", "n_pos"),  # typo: the closest valid key is named
+        ("{recipe.npl.n_pos: {grid: [five]}}", "expected a number"),
+        ("{recipe.npl.n_pos: {range: [1, 2]}}", "expected one of"),
+        ("{recipe.ntc.lam: {uniform: [0.9, 0.5]}}", "low < high"),
+        ("{recipe.ntc.lam: {loguniform: [0.0, 0.5]}}", "0 < low"),
+        ("{}", "tune.space is empty"),
+    ],
+)
+def test_validate_space_rejects_bad_spaces(space, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_space(_cfg(f"tune.space={space}"))
+
+
+def test_validate_space_requires_a_validation_split():
+    with pytest.raises(ConfigError, match="data.val_ratio"):
+        validate_space(_cfg("data.val_ratio=0.0"))
+
+
+def test_teacher_sharing_rule():
+    # Pseudo-label / unlabeled-loss / inference keys leave round 0's checkpoint unchanged ...
+    for key in ("recipe.npl.n_pos", "recipe.ntc.lam", "recipe.apl.tau_icd", "recipe.apl.sigma_icd",
+                "recipe.gaufuse.temperature_pseudo", "infer.fusion_temperature", "train.student_init"):
+        assert teacher_free(key), key
+    # ... while these are part of the teacher's own training (ACP is in APL's teacher loss).
+    for key in ("train.lr", "model.embed_dim", "data.labeled_ratio", "recipe.apl.acp_temperature",
+                "recipe.apl.lambda_locq", "run.seed", "train.epochs"):
+        assert not teacher_free(key), key
+
+
+def test_trial_config_applies_overrides_on_val_in_own_dir(tmp_path):
+    base = _cfg()
+    cfg = trial_config(base, {"recipe.npl.n_pos": 4}, tmp_path / "trials" / "abc", "/t/final.pt")
+    assert cfg.recipe.npl.n_pos == 4.0 and base.recipe.npl.n_pos == 3.0  # the base config is not mutated
+    assert cfg.run.eval_subset == "val" and cfg.run.dir == str(tmp_path / "trials" / "abc")
+    assert cfg.run.teacher == "/t/final.pt"
+
+
+def test_table_and_best_pick_the_highest_finished_trial(tmp_path):
+    m = "val_average_mAP"
+    rows = [
+        {"trial_id": "a", "recipe.npl.n_pos": 5, m: 0.20, "rounds_evaluated": 2, "state": "TERMINATED"},
+        {"trial_id": "b", "recipe.npl.n_pos": 10, m: 0.30, "rounds_evaluated": 2, "state": "TERMINATED"},
+        # highest value but stopped by ASHA after round 0: not eligible (it never ran the student round)
+        {"trial_id": "c", "recipe.npl.n_pos": 15, m: 0.35, "rounds_evaluated": 1, "state": "STOPPED (ASHA)"},
+        {"trial_id": "d", "recipe.npl.n_pos": 20, m: math.nan, "rounds_evaluated": 0, "state": "ERROR"},
+    ]
+    assert _best(rows, m, rounds=1)["trial_id"] == "b"
+    md = write_table(rows, ["recipe.npl.n_pos"], m, tmp_path)
+    # 0.30 -> "30.00" (%), one markdown row per trial after the header and the rule
+    assert "| b | 10 | 30.00 | 2 | TERMINATED |" in md.splitlines()
+    assert len(md.splitlines()) == 2 + 4
+    with open(tmp_path / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["trial_id"] for r in table] == ["a", "b", "c", "d"] and table[2]["state"] == "STOPPED (ASHA)"
+
+
+def _events(sweep: Path) -> list[dict]:
+    return [json.loads(line) for line in (sweep / "trial_log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.ray
+def test_sweep_interrupted_then_resumed_never_reads_test(ray_session, tmp_path, monkeypatch):
+    # The test subset's shards are deleted: any attempt to read them (load_dataset) would raise DataError.
+    data = tmp_path / "tiny"
+    shutil.copytree(REPO / "data" / "tiny", data)
+    info = load_dataset_info(data)
+    test_shards = data / info.shards_dir / info.test_subset
+    shutil.move(test_shards, tmp_path / "test_shards_aside")
+    sweep = tmp_path / "sweep"
+    cfg = _cfg(f"data.root={data}", f"run.dir={sweep}")
+
+    # First run: the driver stops the sweep (as Ctrl+C would) once the first trial has finished.
+    monkeypatch.setenv(INTERRUPT_ENV, f"1:{tmp_path / 'interrupted'}")
+    with pytest.raises(SweepInterrupted):
+        run_sweep(cfg, evaluate_test=False)
+    first = _events(sweep)
+    finished_first = {e["trial"] for e in first if e["event"] == "finish"}
+    assert 1 <= len(finished_first) < 3
+
+    # Same command again: Tuner.restore finishes the sweep.
+    result = run_sweep(cfg, evaluate_test=False)
+    assert len(result.rows) == 3
+    assert sorted(r["recipe.npl.n_pos"] for r in result.rows) == [2, 3, 4]
+    for r in result.rows:
+        assert r["state"] == "TERMINATED" and 0.0 <= r["val_average_mAP"] <= 1.0
+        assert (Path(r["run_dir"]) / "stages.json").is_file()
+    assert len(list((sweep / "trials").iterdir())) == 3
+    events = _events(sweep)
+    for trial in finished_first:  # trials that finished before the interruption did not run again
+        assert sum(e["trial"] == trial and e["event"] == "start" for e in events) == 1
+    assert {e["trial"] for e in events if e["event"] == "finish"} == {r["trial_id"] for r in result.rows}
+    assert (sweep / "teacher" / "stages.json").is_file() and result.timings["shared_teacher"]
+    assert (sweep / "results.md").is_file() and (sweep / "val_map.png").stat().st_size > 0
+
+    # The ready-to-run best config evaluates on test; only now are the test shards put back and read.
+    best_cfg = load_config(result.best_config)
+    assert best_cfg.run.eval_subset == "test" and best_cfg.recipe.npl.n_pos == result.best["recipe.npl.n_pos"]
+    shutil.move(tmp_path / "test_shards_aside", test_shards)
+    test = evaluate_best_on_test(best_cfg, result.best, sweep)
+    assert 0.0 <= test["average_mAP"] <= 1.0 and (sweep / "best_test.json").is_file()
