@@ -26,15 +26,16 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from raytal.config import Config
-from raytal.selftrain.train_stage import final_state, run_training
+from raytal.selftrain.train_stage import epoch_scalars, final_state, run_training
 from raytal.train.checkpoint import load_checkpoint, save_checkpoint
 
-# Test hook: set to "<epoch>:<marker file>" to make rank 0 raise once at that epoch (fault tests).
+# Test hook: set (on the driver) to "<epoch>:<marker file>" to make rank 0 raise once at that epoch (fault tests).
 FAIL_ONCE_ENV = "RAYTAL_FAIL_ONCE_AT_EPOCH"
 
 
-def _maybe_fail(epoch: int) -> None:
-    spec = os.environ.get(FAIL_ONCE_ENV)
+def _maybe_fail(epoch: int, spec: str | None) -> None:
+    """``spec`` is the driver's FAIL_ONCE_ENV, shipped in the train loop config: the workers of an
+    already-running Ray do not see variables the driver sets after ``ray.init``."""
     if not spec:
         return
     at, marker = spec.split(":", 1)
@@ -53,6 +54,22 @@ def _quiet_worker_logs() -> None:
         module.logger.setLevel(logging.WARNING)
 
 
+def _mean_over_ranks(metrics: dict, world: int) -> dict:
+    """Every rank averages the losses of its own share of each global batch; the mean over ranks is the
+    epoch's figure for the global batches (each rank holds the same number of videos per batch). A key
+    some rank never produced (no pseudo video in its shares) counts as 0 there, as it does in its mean."""
+    if world == 1:
+        return metrics
+    import torch.distributed as dist
+
+    keys: list = [None] * world
+    dist.all_gather_object(keys, sorted(k for k, v in metrics.items() if isinstance(v, float)))
+    names = sorted(set().union(*keys))
+    values = torch.tensor([metrics.get(k, 0.0) for k in names], dtype=torch.float64)
+    dist.all_reduce(values)
+    return {**metrics, **{k: float(v) / world for k, v in zip(names, values.tolist())}}
+
+
 def _worker_loop(config: dict) -> None:
     cfg: Config = config["cfg"]
     _quiet_worker_logs()
@@ -66,10 +83,14 @@ def _worker_loop(config: dict) -> None:
         with ckpt.as_directory() as d:
             restore = load_checkpoint(Path(d) / "state.pt")
 
+    scalars = epoch_scalars(Path(config["stage_dir"])) if rank == 0 else None
+
     def on_epoch(epoch: int, metrics: dict, trainer) -> None:
-        _maybe_fail(epoch)
-        metrics = {**metrics, "epoch": epoch + 1}
         if rank == 0:
+            _maybe_fail(epoch, config["fail_once"])
+        metrics = {**_mean_over_ranks(metrics, world), "epoch": epoch + 1}
+        if rank == 0:
+            scalars(epoch, metrics)
             with tempfile.TemporaryDirectory() as d:
                 save_checkpoint(Path(d) / "state.pt", trainer.state_dict())
                 save_checkpoint(Path(d) / "final.pt", final_state(trainer, config["num_classes"], config["input_dim"]))
@@ -98,9 +119,9 @@ def train_ray(
     trainer = ray.train.torch.TorchTrainer(
         _worker_loop,
         train_loop_config=dict(
-            cfg=cfg, split_dir=str(Path(split_dir).resolve()),
+            cfg=cfg, stage_dir=str(stage_dir), split_dir=str(Path(split_dir).resolve()),
             pseudo_dir=str(Path(pseudo_dir).resolve()) if pseudo_dir else None, init=init,
-            num_classes=num_classes, input_dim=input_dim,
+            num_classes=num_classes, input_dim=input_dim, fail_once=os.environ.get(FAIL_ONCE_ENV),
         ),
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tensorboardX import SummaryWriter
 
 from raytal.config import Config
 from raytal.selftrain.common import build_detector, round_training_videos
@@ -72,19 +73,33 @@ def final_state(trainer: Trainer, num_classes: int, input_dim: int) -> dict:
     }
 
 
+def epoch_scalars(stage_dir: Path) -> Callable[[int, dict], None]:
+    """TensorBoard scalars of a stage (``<stage>/tb``), one point per epoch; rank 0 only."""
+    writer = SummaryWriter(str(Path(stage_dir) / "tb"))
+
+    def log(epoch: int, metrics: dict) -> None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                writer.add_scalar(f"train/{k}", float(v), epoch)
+        writer.flush()
+
+    return log
+
+
 def train_local(
     cfg: Config, stage_dir: Path, split_dir: Path, pseudo_dir: Path | None, init_checkpoint: str | None,
-    num_classes: int, input_dim: int, log_scalars: Callable[[str, dict, int], None] | None = None,
+    num_classes: int, input_dim: int,
 ) -> str:
     """In-process stage with an epoch checkpoint in ``stage_dir/last.pt``; resumes from it."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     last = stage_dir / "last.pt"
     restore = load_checkpoint(last) if last.exists() else None
 
+    scalars = epoch_scalars(stage_dir)
+
     def on_epoch(epoch: int, metrics: dict, trainer: Trainer) -> None:
         save_checkpoint(last, trainer.state_dict())
-        if log_scalars:
-            log_scalars(stage_dir.name, metrics, epoch)
+        scalars(epoch, metrics)
 
     trainer = run_training(
         cfg, split_dir, pseudo_dir, init_checkpoint, num_classes, input_dim, restore=restore, on_epoch=on_epoch

@@ -1,0 +1,183 @@
+"""Schedule, EMA, checkpoint and run-log pieces of raytal/train (no detector needed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from raytal.config import load_config
+from raytal.train.checkpoint import load_checkpoint, numpy_rng_state, save_checkpoint, set_numpy_rng_state
+from raytal.train.ema import ModelEMA
+from raytal.train.runlog import RunLog
+from raytal.train.schedule import WarmupCosine, warmup_cosine_scheduler
+
+
+# ------------------------------------------------------------------------------------------ schedule
+
+
+def test_warmup_cosine_values():
+    f = WarmupCosine(warmup_steps=2, total_steps=6)
+    # warm-up: (step+1)/2 -> 0.5, 1.0; cosine over the 4 remaining steps: 0.5(1+cos(pi*k/4)), k=0..4
+    # k=1: 0.5(1+0.70711)=0.85355, k=2: 0.5, k=3: 0.5(1-0.70711)=0.14645, k=4: 0
+    expected = [0.5, 1.0, 1.0, 0.853553, 0.5, 0.146447, 0.0, 0.0]
+    assert [f(s) for s in range(8)] == pytest.approx(expected, abs=1e-6)
+
+
+def test_scheduler_steps_per_iteration():
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = warmup_cosine_scheduler(opt, steps_per_epoch=2, epochs=3, warmup_epochs=1)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(6):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    # total 6 steps, warm-up 2: lr = 0.1 × [0.5, 1, 1, 0.85355, 0.5, 0.14645, 0]
+    assert lrs == pytest.approx([0.05, 0.1, 0.1, 0.0853553, 0.05, 0.0146447, 0.0], abs=1e-7)
+
+
+def test_schedule_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        WarmupCosine(7, 6)
+    with pytest.raises(ValueError, match="total_steps"):
+        WarmupCosine(0, 0)
+
+
+# ----------------------------------------------------------------------------------------------- EMA
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(1, 1, bias=False)
+        self.register_buffer("count", torch.zeros(1))
+        with torch.no_grad():
+            self.lin.weight.fill_(1.0)
+
+
+class _Wrapper(nn.Module):  # stands in for DDP, which keeps the model in .module
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
+def test_ema_momentum_and_buffers():
+    model = _Tiny()
+    ema = ModelEMA(_Wrapper(model), momentum=0.9, warmup=False)
+    with torch.no_grad():
+        model.lin.weight.fill_(2.0)
+        model.count.fill_(5.0)
+    ema.update(_Wrapper(model))
+    # 0.9 × 1 + 0.1 × 2 = 1.1 ; buffer copied as is
+    assert ema.module.lin.weight.item() == pytest.approx(1.1)
+    assert ema.module.count.item() == 5.0
+    ema.update(model)
+    # 0.9 × 1.1 + 0.1 × 2 = 1.19
+    assert ema.module.lin.weight.item() == pytest.approx(1.19)
+    assert model.lin.weight.item() == 2.0  # the copy is independent of the model
+    assert not ema.module.lin.weight.requires_grad
+
+
+def test_ema_warmup_momentum():
+    model = _Tiny()
+    ema = ModelEMA(model, momentum=0.999, warmup=True)
+    with torch.no_grad():
+        model.lin.weight.fill_(2.0)
+    ema.update(model)
+    # n = 0: m = min(0.999, 1/10) = 0.1 -> 0.1 × 1 + 0.9 × 2 = 1.9
+    assert ema.module.lin.weight.item() == pytest.approx(1.9)
+    # n = 1: m = 2/11 -> 2/11 × 1.9 + 9/11 × 2 = (3.8 + 18)/11 = 1.981818
+    ema.update(model)
+    assert ema.module.lin.weight.item() == pytest.approx(21.8 / 11)
+
+
+def test_ema_state_round_trip():
+    model = _Tiny()
+    ema = ModelEMA(model, momentum=0.5, warmup=False)
+    with torch.no_grad():
+        model.lin.weight.fill_(3.0)
+    ema.update(model)  # 0.5 × 1 + 0.5 × 3 = 2
+    other = ModelEMA(_Tiny(), momentum=0.9)
+    other.load_state_dict(ema.state_dict())
+    assert other.module.lin.weight.item() == 2.0 and other.updates == 1 and other.momentum == 0.5
+
+
+def test_ema_rejects_bad_momentum():
+    with pytest.raises(ValueError, match="momentum"):
+        ModelEMA(_Tiny(), momentum=1.0)
+
+
+# -------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip(tmp_path):
+    state = {"w": torch.arange(3.0), "epoch": 2, "name": "x", "nested": {"l": [1, 2.5, None]}}
+    path = save_checkpoint(tmp_path / "c" / "last.pt", state)
+    assert not (tmp_path / "c" / "last.pt.tmp").exists()
+    back = load_checkpoint(path)
+    assert torch.equal(back["w"], torch.tensor([0.0, 1.0, 2.0]))
+    assert back["epoch"] == 2 and back["name"] == "x" and back["nested"] == {"l": [1, 2.5, None]}
+
+
+def test_checkpoint_rejects_non_plain_state(tmp_path):
+    with pytest.raises(ValueError, match=r"state\.rng: ndarray"):
+        save_checkpoint(tmp_path / "x.pt", {"rng": np.zeros(3)})
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_numpy_rng_state_survives_a_checkpoint(tmp_path):
+    np.random.seed(123)
+    save_checkpoint(tmp_path / "r.pt", {"numpy": numpy_rng_state()})
+    first = np.random.rand(4)
+    np.random.seed(0)
+    set_numpy_rng_state(load_checkpoint(tmp_path / "r.pt")["numpy"])
+    np.testing.assert_array_equal(np.random.rand(4), first)
+
+
+# -------------------------------------------------------------------------------------------- RunLog
+
+
+def test_runlog_metrics_plots_and_table(tmp_path):
+    log = RunLog(tmp_path / "run")
+    cfg = load_config(None, ["train.epochs=3", "data.labeled_ratio=0.2"])
+    cfg_path = log.save_config(cfg)
+    again = load_config(cfg_path)
+    assert again.train.epochs == 3 and again.data.labeled_ratio == 0.2
+    log.record("epochs", {"epoch": 0, "loss": 2.0, "cls": 1.5})
+    log.record("epochs", {"epoch": 1, "loss": 1.0, "cls": 0.7})
+    log.record("epochs", {"epoch": 1, "loss": 0.9, "cls": 0.6})  # a resumed run repeats epoch 1
+    log.record("eval", {"epoch": 1, "mAP": {"0.3": 0.5, "0.7": 0.25}, "average_mAP": 0.375})
+    log.update_metrics({"final": {"average_mAP": 0.375}})
+    log.scalars({"loss": 0.9, "note": "skip"}, step=1, prefix="train/")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [r["loss"] for r in metrics["epochs"]] == [2.0, 0.9]
+    assert metrics["final"] == {"average_mAP": 0.375}
+    files = log.plot()
+    assert [f.name for f in files] == ["loss_curves.png", "map_curves.png"]
+    for f in files:
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = log.write_results("| a | b |\n|---|---|\n| 1 | 2 |\n", title="tiny")
+    assert res.read_text() == "# tiny\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+    log.close()
+    assert any((tmp_path / "run" / "tb").iterdir())
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_runlog_record_needs_epoch(tmp_path):
+    log = RunLog(tmp_path)
+    with pytest.raises(ValueError, match="'epoch'"):
+        log.record("epochs", {"loss": 1.0})
+    log.close()
+
+
+def test_runlog_corrupt_metrics(tmp_path):
+    (tmp_path / "metrics.json").write_text("{not json")
+    log = RunLog(tmp_path)
+    with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
+        log.read_metrics()
+    log.close()
