@@ -79,6 +79,9 @@ class TrainConfig:
     torch_threads: int = 0  # 0 = all cores of the process (Ray sets OMP_NUM_THREADS=1 in workers)
     student_init: str = "scratch"  # scratch | teacher
     unlabeled_per_batch: float = 0.5  # fraction of each batch drawn from pseudo-labeled videos
+    # An epoch is one pass over the larger of the labeled / pseudo-labeled sets, but at least this many
+    # batches: with few labeled videos (10 % of a small set) a teacher would otherwise get a handful of steps.
+    min_batches_per_epoch: int = 0
     eval_every: int = 0  # evaluate on test every N epochs (0 = only at the end)
 
 

@@ -91,6 +91,16 @@ def test_rank_slices_reassemble_the_global_batch():
     torch.testing.assert_close(whole.feats[order], torch.cat([a.feats, b.feats]))
 
 
+def test_min_batches_per_epoch_lengthens_short_epochs():
+    # 3 labeled videos, batch 2: ceil(3/2) = 2 batches; min_batches 5 -> 5 batches, each video seen
+    # ceil(5*2/3) = 4 times at most (back-to-back permutations).
+    plan = global_batches(3, 0, 2, 0.5, seed=0, epoch=0, min_batches=5)
+    assert plan.shape == (5, 2, 2)
+    counts = np.bincount(plan[:, :, 1].ravel(), minlength=3)
+    assert counts.sum() == 10 and counts.min() >= 3 and counts.max() <= 4
+    assert global_batches(3, 0, 2, 0.5, seed=0, epoch=0, min_batches=1).shape[0] == 2
+
+
 def test_concat_batches_pads_and_fills_missing_targets():
     short, long = _video(0, 8), _video(1, 16)
     long.targets = np.ones((16, C), dtype=np.float32)
@@ -126,7 +136,8 @@ def test_training_reduces_loss_and_mixes_pseudo():
     trainer = Trainer(cfg, _model(cfg), labeled, pseudo)
     hist = fit(trainer, cfg.train.epochs, progress=False)
     assert [h["epoch"] for h in hist] == list(range(6))
-    assert {"loss", "loss_sup", "loss_pseudo", "cls", "reg", "lr"} <= set(hist[0])
+    # supervised (s) and pseudo-labeled (u) detection terms of raytal.train.objective
+    assert {"loss", "cls_s", "reg_s", "cls_u", "reg_u", "lr"} <= set(hist[0])
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert trainer.epoch == 6 and trainer.ema.updates == 6 * trainer.steps_per_epoch
     assert hist[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine ends at 0 after the last step

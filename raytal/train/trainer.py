@@ -22,10 +22,10 @@ from tqdm import tqdm
 from raytal.config import Config
 from raytal.data.video import Video
 from raytal.model.batch import Batch, collate
-from raytal.model.criterion import detection_loss
 from raytal.model.detector import DetectorOutput
 from raytal.train.checkpoint import numpy_rng_state, set_numpy_rng_state
 from raytal.train.ema import ModelEMA, unwrap
+from raytal.train.objective import make_loss_fn
 from raytal.train.schedule import warmup_cosine_scheduler
 
 LossFn = Callable[[nn.Module, Batch, DetectorOutput, "Trainer"], dict[str, Tensor]]
@@ -59,7 +59,8 @@ def _stream(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def global_batches(
-    n_labeled: int, n_pseudo: int, batch_size: int, unlabeled_per_batch: float, seed: int, epoch: int
+    n_labeled: int, n_pseudo: int, batch_size: int, unlabeled_per_batch: float, seed: int, epoch: int,
+    min_batches: int = 0,
 ) -> np.ndarray:
     """The epoch's global batches as an int array [num_batches, batch_size, 2] of (source, index),
     source 0 = labeled, 1 = pseudo; labeled entries first in each batch.
@@ -69,7 +70,7 @@ def global_batches(
     world size dividing the batch size gets an equal share.
     """
     n_l, n_u = split_batch(batch_size, unlabeled_per_batch, n_labeled, n_pseudo)
-    num = max(math.ceil(n_labeled / n_l) if n_l else 0, math.ceil(n_pseudo / n_u) if n_u else 0)
+    num = max(math.ceil(n_labeled / n_l) if n_l else 0, math.ceil(n_pseudo / n_u) if n_u else 0, min_batches)
     out = np.zeros((num, batch_size, 2), dtype=np.int64)
     if n_l:
         rng = np.random.default_rng([seed, epoch, _LABELED_STREAM])
@@ -120,33 +121,6 @@ def concat_batches(batches: list[Batch]) -> Batch:
     )
 
 
-def default_loss(model: nn.Module, batch: Batch, out: DetectorOutput, trainer: Trainer) -> dict[str, Tensor]:
-    """Supervised detection loss on the labeled videos + alpha × the same loss on the pseudo-labeled ones.
-
-    alpha is ``cfg.recipe.npl.alpha`` ("weight of the unlabeled loss"), the only such weight in the config.
-    """
-    cfg = trainer.cfg
-    kw = dict(
-        focal_alpha=cfg.train.focal_alpha,
-        focal_gamma=cfg.train.focal_gamma,
-        reg_weight=cfg.train.reg_weight,
-        center_sample_radius=cfg.model.center_sample_radius,
-    )
-    zero = out.cls_logits.sum() * 0.0  # keeps the graph (DDP needs every parameter used) when a part is absent
-    result: dict[str, Tensor] = {}
-    total = zero
-    if bool(batch.labeled.any()):
-        sup = detection_loss(out, batch, select=batch.labeled, **kw)
-        result.update(loss_sup=sup["loss"], cls=sup["cls"], reg=sup["reg"])
-        total = total + sup["loss"]
-    if bool((~batch.labeled).any()):
-        pse = detection_loss(out, batch, select=~batch.labeled, **kw)
-        result.update(loss_pseudo=pse["loss"], cls_pseudo=pse["cls"], reg_pseudo=pse["reg"])
-        total = total + cfg.recipe.npl.alpha * pse["loss"]
-    result["loss"] = total
-    return result
-
-
 class Trainer:
     """AdamW + warm-up/cosine (per step) + gradient clipping + EMA, over deterministic global batches.
 
@@ -186,7 +160,10 @@ class Trainer:
                 raise ValueError(f"pseudo video '{v.video_id}': expected labeled=False for a pseudo-labeled video")
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
-        self.loss_fn: LossFn = loss_fn or default_loss
+        # Mixed precision on GPU only (CPU autocast to bfloat16 is slower for these small convolutions).
+        self.amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.loss_fn: LossFn = loss_fn or make_loss_fn(cfg)
         self.model = model.to(self.device)
         self.net = wrap_model(self.model) if wrap_model is not None else self.model
         self.ema = ModelEMA(self.model, t.ema_momentum)
@@ -206,7 +183,10 @@ class Trainer:
     def epoch_plan(self, epoch: int) -> np.ndarray:
         """The global batches of ``epoch`` ([num_batches, batch_size, 2] of (source, index))."""
         t = self.cfg.train
-        return global_batches(len(self.labeled), len(self.pseudo), t.batch_size, t.unlabeled_per_batch, t.seed, epoch)
+        return global_batches(
+            len(self.labeled), len(self.pseudo), t.batch_size, t.unlabeled_per_batch, t.seed, epoch,
+            t.min_batches_per_epoch,
+        )
 
     def make_batch(self, epoch: int, index: int, entries: np.ndarray) -> Batch:
         """This rank's share of global batch ``index``: positions rank, rank+W, ... each cropped with an
@@ -232,18 +212,21 @@ class Trainer:
         bar = tqdm(range(len(plan)), desc=f"epoch {epoch}", disable=not progress or self.rank != 0, leave=False)
         for index in bar:
             batch = self.make_batch(epoch, index, plan[index]).to(self.device)
-            out = self.net(batch.feats, batch.mask)
-            losses = self.loss_fn(self.net, batch, out, self)
+            with torch.autocast(device_type=self.device.type, enabled=self.amp):
+                out = self.net(batch.feats, batch.mask)
+                losses = self.loss_fn(self.net, batch, out, self)
             if "loss" not in losses:
                 raise ValueError(f"loss_fn must return a dict with 'loss'; got keys {sorted(losses)}")
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch}, batch {index}: loss is {loss.item()}")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if self.cfg.train.clip_grad > 0:
+                self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.scheduler.step()
             self.ema.update(self.model)
             for k, v in losses.items():
