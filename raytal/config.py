@@ -107,8 +107,10 @@ class NPLConfig:
     consistency_weight: float = 1.0
     eps: float = 1e-6
     # Candidates for ranking: dense (point, class) pairs above this score, at most topk per video,
-    # de-duplicated by class-wise NMS on the ranking score before the class-adaptive filter.
-    candidate_thresh: float = 0.05
+    # de-duplicated by class-wise NMS on the ranking score before the class-adaptive filter. Low-score
+    # points whose segment holds no other point of their level have zero boundary variance and would
+    # get a huge ranking score c/ε, so the pool starts from reasonably confident points.
+    candidate_thresh: float = 0.2
     candidate_topk: int = 500
     nms_iou: float = 0.5
 

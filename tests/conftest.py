@@ -24,3 +24,16 @@ def ray_session() -> Iterator[None]:
     ensure_ray(num_cpus=2)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The tiny synthetic dataset (jobs/make_dataset.py --preset tiny), built once per test session."""
+    import sys
+
+    sys.path.insert(0, str(Path(TESTS_DIR).parent / "jobs"))
+    import make_dataset
+
+    out = tmp_path_factory.mktemp("tiny_data")
+    assert make_dataset.main(["--preset", "tiny", "--out", str(out)]) == 0
+    return out

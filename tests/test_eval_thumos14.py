@@ -1,6 +1,7 @@
 """The evaluator on real third-party files (issue 13): /work/shared/data/external (see its README)."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detect
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 import evaluate  # noqa: E402
 
-EXT = Path("/work/shared/data/external")
+# The shared data sits beside the repository (../shared); RAYTAL_EXTERNAL_DATA points elsewhere.
+EXT = Path(os.environ.get("RAYTAL_EXTERNAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "external"))
 TH = EXT / "thumos14"
 TURN = TH / "turn_tap"
 ANET_SAMPLE = EXT / "anet" / "sample_detection_prediction.json"

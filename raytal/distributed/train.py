@@ -93,7 +93,7 @@ def _worker_loop(config: dict) -> None:
             scalars(epoch, metrics)
             with tempfile.TemporaryDirectory() as d:
                 save_checkpoint(Path(d) / "state.pt", trainer.state_dict())
-                save_checkpoint(Path(d) / "final.pt", final_state(trainer, config["num_classes"], config["input_dim"]))
+                save_checkpoint(Path(d) / "final.pt", final_state(trainer, config["num_classes"], config["input_dim"], metrics))
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)

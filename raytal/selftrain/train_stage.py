@@ -61,8 +61,9 @@ def run_training(
     return trainer
 
 
-def final_state(trainer: Trainer, num_classes: int, input_dim: int) -> dict:
-    """What a round keeps of a finished stage: plain and EMA weights plus the shapes to rebuild the model."""
+def final_state(trainer: Trainer, num_classes: int, input_dim: int, metrics: dict | None = None) -> dict:
+    """What a round keeps of a finished stage: plain and EMA weights, the shapes to rebuild the model and
+    the last epoch's training metrics (which loss terms the recipe trained with, and their values)."""
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
     return {
         "model": model.state_dict(),
@@ -70,6 +71,7 @@ def final_state(trainer: Trainer, num_classes: int, input_dim: int) -> dict:
         "num_classes": num_classes,
         "input_dim": input_dim,
         "epoch": trainer.epoch,
+        "metrics": {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
     }
 
 
@@ -96,14 +98,16 @@ def train_local(
     restore = load_checkpoint(last) if last.exists() else None
 
     scalars = epoch_scalars(stage_dir)
+    last_metrics: dict = {}
 
     def on_epoch(epoch: int, metrics: dict, trainer: Trainer) -> None:
         save_checkpoint(last, trainer.state_dict())
         scalars(epoch, metrics)
+        last_metrics.update(metrics)
 
     trainer = run_training(
         cfg, split_dir, pseudo_dir, init_checkpoint, num_classes, input_dim, restore=restore, on_epoch=on_epoch
     )
     final = stage_dir / "final.pt"
-    save_checkpoint(final, final_state(trainer, num_classes, input_dim))
+    save_checkpoint(final, final_state(trainer, num_classes, input_dim, last_metrics))
     return str(final)

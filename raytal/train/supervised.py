@@ -11,34 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
 
 from raytal.config import Config, load_config, to_dict
 from raytal.data.dataset import SplitDataset
-from raytal.data.video import Video
-from raytal.eval.detection import DetectionResult, evaluate_detection
 from raytal.eval.report import format_map_table
-from raytal.eval.table import SegmentTable
-from raytal.model.detector import Detector
-from raytal.model.inference import predict_videos
+from raytal.selftrain.common import build_detector, evaluate_model
 from raytal.train.checkpoint import load_checkpoint, save_checkpoint
 from raytal.train.runlog import RunLog
 from raytal.train.trainer import Trainer, fit
-
-
-def build_detector(cfg: Config, ds: SplitDataset) -> Detector:
-    """A detector for ``ds`` with weights drawn from ``cfg.train.seed``."""
-    torch.manual_seed(cfg.train.seed)
-    return Detector(cfg.model, ds.num_classes, cfg.model.input_dim or ds.info.feature_dim)
-
-
-def evaluate_model(model: nn.Module, videos: list[Video], cfg: Config) -> DetectionResult:
-    """Detection mAP of ``model`` on ``videos`` (their ground truth) with the configured inference."""
-    preds = predict_videos(model, videos, cfg.infer)
-    gt = SegmentTable.from_videos(videos)
-    pred = SegmentTable.from_predictions([v.video_id for v in videos], preds)
-    return evaluate_detection(gt, pred)
 
 
 # Settings a resumed run may change: they do not alter what the checkpoint is a checkpoint of.
@@ -75,7 +55,7 @@ def train_supervised(cfg: Config, ds: SplitDataset, run_dir: str | Path, resume:
         raise ValueError(f"{ds.root}: the test subset is empty; nothing to evaluate on")
     run = Path(run_dir)
     last = run / "checkpoints" / "last.pt"
-    model = build_detector(cfg, ds)
+    model = build_detector(cfg, ds.num_classes, cfg.model.input_dim or ds.info.feature_dim)
     trainer = Trainer(cfg, model, ds.labeled)
     if resume and last.is_file():
         saved = run / "config.yaml"
@@ -99,7 +79,7 @@ def train_supervised(cfg: Config, ds: SplitDataset, run_dir: str | Path, resume:
         log.scalars(stats, step=(epoch + 1) * trainer.steps_per_epoch, prefix="train/")
         every = cfg.train.eval_every
         if every > 0 and (epoch + 1) % every == 0 and epoch + 1 < cfg.train.epochs:
-            res = evaluate_model(trainer.ema.module, ds.test, cfg).to_json(classes)
+            res = evaluate_model(cfg, trainer.ema.module, ds.test).to_json(classes)
             log.record("eval", {"epoch": epoch, "mAP": res["mAP"], "average_mAP": res["average_mAP"]})
             log.scalars({"average_mAP": res["average_mAP"]}, step=epoch + 1, prefix="test/")
 
@@ -108,7 +88,7 @@ def train_supervised(cfg: Config, ds: SplitDataset, run_dir: str | Path, resume:
     train_time = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    result = evaluate_model(trainer.ema.module, ds.test, cfg)
+    result = evaluate_model(cfg, trainer.ema.module, ds.test)
     eval_time = time.perf_counter() - t0
     final = result.to_json(classes)
     log.record("eval", {"epoch": cfg.train.epochs - 1, "mAP": final["mAP"], "average_mAP": final["average_mAP"]})
