@@ -13,31 +13,23 @@ last completed stage; a finished run says so and prints its table.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.config import ConfigError, add_config_args, config_from_args  # noqa: E402
+from raytal.cli import job_config, job_parser  # noqa: E402
+from raytal.config import ConfigError  # noqa: E402
 from raytal.data.errors import DataError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser)
-    parser.add_argument("--address", default=None, help="Ray cluster address (overrides ray.address / RAY_ADDRESS)")
+    parser = job_parser(__doc__)
     parser.add_argument("--in-process", action="store_true", help="run every stage in this process, without Ray")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        cfg = config_from_args(args)
-    except (ConfigError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    cfg = job_config(args)
+    if cfg is None:
         return 2
-    if args.address is not None:
-        cfg.ray.address = args.address
     from raytal.selftrain.report import map_table, quality_table
     from raytal.selftrain.rounds import run_dir_of, run_selftrain
 
@@ -51,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = RayBackend(cfg)
     try:
         metrics = run_selftrain(cfg, backend)
-    except DataError as e:
+    except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"\nrun directory: {run_dir_of(cfg)}\n\nTest mAP (%):\n{map_table(metrics)}\n")

@@ -23,33 +23,23 @@ an interrupted sweep (Tuner.restore) without re-running finished trials.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.config import ConfigError, add_config_args, config_from_args  # noqa: E402
+from raytal.cli import job_config, job_parser  # noqa: E402
+from raytal.config import ConfigError  # noqa: E402
 from raytal.data.errors import DataError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser)
-    parser.add_argument("--address", default=None, help="Ray cluster address (overrides ray.address / RAY_ADDRESS)")
+    parser = job_parser(__doc__)
     parser.add_argument("--no-test", action="store_true", help="skip the final test evaluation of the best trial")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    try:
-        cfg = config_from_args(args)
-    except (ConfigError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    cfg = job_config(args)
+    if cfg is None:
         return 2
-    if args.address is not None:
-        cfg.ray.address = args.address
     from raytal.distributed.tune import SweepInterrupted, run_sweep, write_table
 
     try:

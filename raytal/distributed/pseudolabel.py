@@ -45,20 +45,9 @@ MAX_REASONS = 5  # error reasons kept in the summary (smallest video ids, so the
 # What the inference stage hands to the labeling stage: the video record without its hidden ground
 # truth, and the teacher's prediction as an .npz blob (arrays only, loaded with allow_pickle=False).
 _PRED_SCHEMA = pa.schema(
-    [
-        ("video_id", pa.string()),
-        ("subset", pa.string()),
-        ("duration", pa.float64()),
-        ("fps", pa.float64()),
-        ("feat_stride", pa.int32()),
-        ("num_frames", pa.int32()),
-        ("T", pa.int32()),
-        ("D", pa.int32()),
-        ("features", pa.large_binary()),
-        ("video_labels", pa.list_(pa.int32())),
-        ("prediction", pa.large_binary()),
-        ("error", pa.string()),
-    ]
+    [SHARD_SCHEMA.field(n) for n in ("video_id", "subset", "duration", "fps", "feat_stride", "num_frames", "T", "D",
+                                     "features", "video_labels")]
+    + [pa.field("prediction", pa.large_binary()), pa.field("error", pa.string())]
 )
 
 
