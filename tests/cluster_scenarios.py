@@ -1,0 +1,361 @@
+"""Multi-node and fault scenarios, each run in a fresh Python process by tests/test_multinode.py and
+tests/test_faults.py:
+
+    python tests/cluster_scenarios.py SCENARIO WORKDIR DATASET_ROOT      -> prints one JSON line (RESULT ...)
+
+Why a separate process: a driver holds one Ray connection for its whole life. The pytest session
+already holds the shared local Ray of ``tests/conftest.py``; a ``ray.cluster_utils.Cluster`` (or a
+local Ray started with a fault-injection environment variable, which only reaches workers when it is set
+before Ray starts) would need that connection shut down and the session's Ray restarted afterwards, in
+the right order, and a scenario that hangs or crashes (they kill workers and nodes on purpose) would
+take the whole test session down with it. In its own process a scenario gets its own Ray, cannot
+disturb the session's, and everything it started is torn down when it exits.
+
+The scenarios use the real back-end (``RayBackend``: Ray Train for training, the Ray Data pipeline for
+pseudo labels) on a copy of the tiny dataset. Only the fault injection is test code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO))
+
+SCENARIO_TIMEOUT_S = 900  # a hung scenario fails its test instead of hanging CI
+
+# Small and fast: a tiny detector, 2-3 epochs, fractional CPUs so everything fits on a 2-core machine.
+SMALL = ["train.epochs=3", "train.warmup_epochs=1", "ray.infer_batch_size=2", "ray.rows_per_shard=8"]
+
+
+def _config(root: str, run_dir: Path, *extra: str):
+    """tiny_npl on the dataset at ``root``, made small by SMALL and ``extra`` (``key=value`` overrides)."""
+    from raytal.config import load_config
+
+    return load_config(REPO / "configs" / "tiny_npl.yaml", [f"data.root={root}", f"run.dir={run_dir}", *SMALL, *extra])
+
+
+def _split(cfg, run_dir: Path):
+    """The run's split shards (what run_selftrain writes first) -> (split dir, num classes, feature dim)."""
+    from raytal.data.dataset import load_dataset, write_split_shards
+
+    ds = load_dataset(cfg.data)
+    split_dir = run_dir / "data"
+    write_split_shards(ds, split_dir, cfg.ray.rows_per_shard)
+    return split_dir, ds.num_classes, ds.info.feature_dim, len(ds.unlabeled)
+
+
+def _untrained_teacher(cfg, path: Path, num_classes: int, input_dim: int) -> str:
+    """A round-0 checkpoint without the training (the pseudo-label scenarios test plumbing, not quality)."""
+    from raytal.selftrain.common import build_detector
+    from raytal.train.checkpoint import save_checkpoint
+
+    model = build_detector(cfg, num_classes, input_dim)
+    save_checkpoint(path, {"model": model.state_dict(), "ema": None, "num_classes": num_classes,
+                           "input_dim": input_dim, "epoch": 0})
+    return str(path)
+
+
+def _rows(out_dir: Path) -> list[str]:
+    """Every video id in the output, duplicates kept (read_pseudo_labels would refuse duplicates)."""
+    ids: list[str] = []
+    for f in sorted(Path(out_dir).glob("*.parquet")):
+        ids += pq.read_table(f, columns=["video_id"]).column("video_id").to_pylist()
+    return ids
+
+
+def _actor_nodes(class_fragment: str) -> dict[str, list[str]]:
+    """{actor class name: sorted distinct node ids} of every actor (alive or dead) whose class matches."""
+    from ray.util.state import list_actors
+
+    out: dict[str, set[str]] = {}
+    for a in list_actors(limit=10_000, raise_on_missing_output=False):
+        if class_fragment in a.class_name:
+            out.setdefault(a.class_name, set()).add(a.node_id)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _task_nodes(name_fragment: str) -> list[str]:
+    """Sorted distinct node ids of every task whose name matches."""
+    from ray.util.state import list_tasks
+
+    return sorted({t.node_id for t in list_tasks(limit=10_000, raise_on_missing_output=False)
+                   if name_fragment in t.name and t.node_id})
+
+
+def _free_port() -> int:
+    """A free loopback port (Ray's default dashboard port 8265 is taken by any other Ray on the machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cluster(worker_cpus: int, head_cpus: int = 0):
+    """A head (no CPUs: the driver's node does no work) and 2 worker nodes, each declaring one GPU that
+    does not exist: a resource Ray schedules by (1 GPU per inference actor, so one actor per node, as on
+    the real cluster), while the teacher itself runs on the CPU (the CPU build of torch sees no GPU)."""
+    from ray.cluster_utils import Cluster
+
+    # The dashboard (loopback only) serves the state API that tells which node ran each actor and task.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": True,
+                                                            "dashboard_host": "127.0.0.1",
+                                                            "dashboard_port": _free_port()})
+    # Ray's own helpers inside the workers (e.g. Ray Train's placement-group cleaner) call ray.init() with
+    # no address; with other Rays running on this machine they must find this cluster, not "the latest".
+    os.environ["RAY_ADDRESS"] = cluster.address
+    workers = [cluster.add_node(num_cpus=worker_cpus, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    import ray
+
+    ray.init(address=cluster.address)
+    return cluster, workers
+
+
+def _shutdown(cluster) -> None:
+    import ray
+
+    ray.shutdown()  # the driver first: Cluster refuses to remove the node its own driver is connected to
+    cluster.shutdown()
+
+
+def _node_ids(nodes) -> list[str]:
+    return [n.node_id for n in nodes]
+
+
+# ------------------------------------------------------------------------ driver side (pytest)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The child starts its own Ray: no inherited cluster address, tests/ importable by its workers."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def run_scenario(name: str, work: Path, tiny: Path, **env: str) -> dict:
+    """Run one scenario in a child process; its JSON result (the assertions are the caller's)."""
+    proc = subprocess.run([sys.executable, str(Path(__file__)), name, str(work), str(tiny)], capture_output=True,
+                          text=True, env=child_env(**env), timeout=SCENARIO_TIMEOUT_S, cwd=REPO)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"scenario {name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# -------------------------------------------------------------------------------------- scenarios
+
+
+def multinode(work: Path, root: str) -> dict:
+    """Pseudo labels and DDP training on a head + 2 worker nodes."""
+    from raytal.distributed.backend import RayBackend
+
+    cluster, workers = _cluster(worker_cpus=2)
+    # Placement by resources, as on a GPU cluster: an inference actor takes a node's one GPU, so a pool of
+    # 2 runs on both nodes; a train worker takes 1.5 of a node's 2 CPUs, so the 2 DDP workers do too (on
+    # CPU: Ray Train would move the model to the GPU it was given, and these GPUs do not exist).
+    cfg = _config(root, work / "run", "ray.num_workers=2", "ray.cpus_per_worker=1.5", "ray.actor_pool_size=2",
+                  "ray.actor_cpus=0.5", "train.epochs=2")
+    split_dir, C, D, n_unlabeled = _split(cfg, work / "run")
+    backend = RayBackend(cfg)
+    teacher = _untrained_teacher(cfg, work / "teacher.pt", C, D)
+    _small_blocks()
+    pseudo = _pipeline(cfg, teacher, split_dir, work / "pseudo", C, work / "marks", delay=3.0, use_gpu=True,
+                       busy_until_nodes=2)
+    pseudo.update(unlabeled=n_unlabeled, actors=_actor_nodes("MapWorker"), label_tasks=_task_nodes("label_batch"))
+    final = backend.train(cfg, work / "run" / "round_1" / "train", split_dir, work / "pseudo", None, C, D)
+    from raytal.train.checkpoint import load_checkpoint
+
+    train = {"final_epoch": int(load_checkpoint(final)["epoch"]), "workers": _actor_nodes("RayTrainWorker")}
+    result = {"worker_nodes": _node_ids(workers), "head_node": cluster.head_node.node_id, "pseudo": pseudo,
+              "train": train}
+    _shutdown(cluster)
+    return result
+
+
+class ProbedInfer:
+    """Teacher wrapper for the scenarios: marks every video it infers with the node and process that ran
+    it (``marks/seen-<video>-<node>-<pid>``); sleeps ``delay`` s per video (a slow GPU model, so Ray
+    Data's actor pool has a reason to grow) until ``busy_until_nodes`` nodes have inferred something, so
+    the test does not depend on how fast this machine starts the second actor; optionally SIGKILLs its
+    own process once the pool has seen ``kill_at`` distinct videos, as the OOM killer or a reclaimed spot
+    instance would. Ray restarts the actor and retries its batch; the ``killed`` marker makes it once."""
+
+    def __init__(self, make_infer, marks: str, kill_at: int | None = None, delay: float = 0.0,
+                 busy_until_nodes: int = 1 << 30):
+        self.make_infer, self.marks, self.kill_at, self.delay = make_infer, marks, kill_at, delay
+        self.busy_until_nodes = busy_until_nodes
+
+    def __call__(self):
+        import ray
+
+        infer = self.make_infer()
+        marks = Path(self.marks)
+        node = ray.get_runtime_context().get_node_id()
+
+        def run(videos):
+            if len({n for ns in _seen(marks).values() for n in ns}) < self.busy_until_nodes:
+                time.sleep(self.delay * len(videos))
+            for v in videos:
+                (marks / f"seen-{v.video_id}-{node}-{os.getpid()}").touch()
+            if self.kill_at is not None and len(_seen(marks)) >= self.kill_at and not (marks / "killed").exists():
+                (marks / "killed").write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return infer(videos)
+
+        return run
+
+
+def _seen(marks: Path) -> dict[str, set[str]]:
+    """{video id: nodes whose teacher inferred it} from the ProbedInfer marks."""
+    out: dict[str, set[str]] = {}
+    for p in marks.glob("seen-*"):
+        _, vid, node, _pid = p.name.split("-")
+        out.setdefault(vid, set()).add(node)
+    return out
+
+
+def _small_blocks() -> None:
+    """Make the tiny set look like a big one to Ray Data. It reads the 29 videos (~13 KiB each) into ONE
+    block, and one block is one task for one actor; real unlabeled sets are thousands of times bigger and
+    split into many blocks: a 32 KiB block limit gives the tiny set that shape. And the pool grows only
+    when its actors have more queued work than slots (utilization >= 1.75 by default), which a job of a
+    few seconds never reaches: grow it as soon as one block waits."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.target_max_block_size = 32 * 1024
+    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 0.5
+
+
+def _pipeline(cfg, teacher, split_dir, out, C, marks: Path, kill_at: int | None = None, delay: float = 0.0,
+              use_gpu: bool = False, busy_until_nodes: int = 1 << 30) -> dict:
+    """The Ray back-end's pseudo-label round (the recipe's real teacher and labeling stages) with a probe."""
+    from raytal.data.shards import list_shards
+    from raytal.distributed.pseudolabel import run_pseudolabel_pipeline
+    from raytal.selftrain.common import pseudolabel_callables
+
+    make_infer, label_fn = pseudolabel_callables(cfg, teacher, C, None)
+    marks.mkdir(parents=True, exist_ok=True)
+    s = run_pseudolabel_pipeline(
+        [str(p) for p in list_shards(split_dir / "unlabeled")], str(out),
+        make_infer=ProbedInfer(make_infer, str(marks), kill_at, delay, busy_until_nodes), label_video=label_fn,
+        round=1, teacher=teacher, batch_size=cfg.ray.infer_batch_size, pool_size=cfg.ray.actor_pool_size,
+        actor_cpus=cfg.ray.actor_cpus, use_gpu=use_gpu,
+    )
+    nodes = sorted({n for ns in _seen(marks).values() for n in ns})
+    return {"videos_in": s.videos_in, "rows_out": s.rows_out, "num_errors": s.num_errors, "ids": _rows(out),
+            "infer_nodes": nodes}
+
+
+def _reference_labels(out: Path) -> dict:
+    from raytal.data.pseudo_io import read_pseudo_labels
+
+    return {vid: {"segments": r.segments.tolist(), "labels": r.labels.tolist(), "error": r.error}
+            for vid, r in read_pseudo_labels(out).items()}
+
+
+def actor_killed(work: Path, root: str) -> dict:
+    """An inference actor SIGKILLed mid-pipeline: the round must still give every video exactly one row,
+    and the same rows as an undisturbed run."""
+    from raytal.distributed.session import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    cfg = _config(root, work / "run", "ray.actor_pool_size=2")
+    split_dir, C, D, n_unlabeled = _split(cfg, work / "run")
+    teacher = _untrained_teacher(cfg, work / "teacher.pt", C, D)
+    clean = _pipeline(cfg, teacher, split_dir, work / "clean", C, work / "marks_clean")
+    faulty = _pipeline(cfg, teacher, split_dir, work / "faulty", C, work / "marks", kill_at=n_unlabeled // 2)
+    killed = (work / "marks" / "killed").read_text() if (work / "marks" / "killed").exists() else None
+    marks_per_video: dict[str, int] = {}
+    for p in (work / "marks").glob("seen-*"):
+        vid = p.name.split("-")[1]
+        marks_per_video[vid] = marks_per_video.get(vid, 0) + 1
+    return {"unlabeled": n_unlabeled, "clean": clean, "faulty": faulty, "killed_pid": killed,
+            "reinferred": sum(n > 1 for n in marks_per_video.values()),
+            "same_labels": _reference_labels(work / "clean") == _reference_labels(work / "faulty")}
+
+
+def node_removed(work: Path, root: str) -> dict:
+    """The worker node running the teacher removed mid-round (a spot node reclaimed): the round finishes
+    on the other node with every video's row."""
+    cluster, workers = _cluster(worker_cpus=1)
+    cfg = _config(root, work / "run", "ray.actor_pool_size=2", "ray.infer_batch_size=1")
+    split_dir, C, D, n_unlabeled = _split(cfg, work / "run")
+    teacher = _untrained_teacher(cfg, work / "teacher.pt", C, D)
+    marks = work / "marks"
+    marks.mkdir(parents=True)
+    removed: dict = {}
+
+    def remove_a_node_mid_round() -> None:
+        # Wait for a third of the videos, then remove the node the teacher is running on: its actor, its
+        # queued blocks and its finished-but-unwritten outputs all go with it.
+        deadline = time.monotonic() + 600  # never wait for ever if the pipeline died first
+        while time.monotonic() < deadline and len(_seen(marks)) < n_unlabeled // 3:
+            time.sleep(0.05)
+        busy = {n for ns in _seen(marks).values() for n in ns}
+        victim = next(w for w in workers if w.node_id in busy)
+        removed.update(node=victim.node_id, seen=len(_seen(marks)))
+        cluster.remove_node(victim, allow_graceful=False)
+
+    t = threading.Thread(target=remove_a_node_mid_round, daemon=True)
+    t.start()
+    _small_blocks()
+    res = _pipeline(cfg, teacher, split_dir, work / "out", C, marks, delay=0.5, use_gpu=True)
+    t.join(timeout=60)
+    import ray
+
+    alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    result = {"unlabeled": n_unlabeled, "pipeline": res, "removed": removed, "alive_nodes": alive,
+              "worker_nodes": _node_ids(workers), "actors": _actor_nodes("MapWorker")}
+    _shutdown(cluster)
+    return result
+
+
+def train_worker_fails(work: Path, root: str) -> dict:
+    """Rank 0 of a 2-worker DDP run raises at epoch 1 (RAYTAL_FAIL_ONCE_AT_EPOCH, set by the caller before
+    Ray starts so the workers inherit it): Ray Train restarts the group from the epoch-1 checkpoint."""
+    from raytal.distributed.session import ensure_ray
+    from raytal.distributed.train import train_ray
+    from raytal.train.checkpoint import load_checkpoint
+
+    ensure_ray(num_cpus=2)
+    cfg = _config(root, work / "run", "ray.num_workers=2", "ray.max_failures=1", "train.epochs=3")
+    split_dir, C, D, _ = _split(cfg, work / "run")
+    stage = work / "run" / "round_0" / "train"
+    final = train_ray(cfg, stage, split_dir, None, None, C, D)
+    state = load_checkpoint(final)
+    ckpts = sorted(stage.rglob("state.pt"))
+    # Ray Train's ledger of reports: one per finished epoch, across the failure and the restart.
+    ledger = json.loads((stage / "ray_train" / "checkpoint_manager_snapshot.json").read_text())
+    return {"final_epoch": int(state["epoch"]),
+            "checkpoint_epochs": sorted(int(load_checkpoint(p)["epoch"]) for p in ckpts),
+            "reports": int(ledger["current_report_index"])}
+
+
+SCENARIOS = {f.__name__: f for f in (multinode, actor_killed, node_removed, train_worker_fails)}
+
+
+def main() -> int:
+    name, work, root = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    import torch
+
+    torch.set_num_threads(1)
+    work.mkdir(parents=True, exist_ok=True)
+    result = SCENARIOS[name](work, root)
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

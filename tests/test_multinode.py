@@ -1,0 +1,62 @@
+"""Multi-node simulation (issue 12): a head and 2 worker nodes on this machine (``ray.cluster_utils.Cluster``),
+each worker node declaring one GPU that does not exist (the resource Ray places inference actors by, as
+on the real cluster; the teacher itself runs on the CPU), running the real Ray back-end: the pseudo-label
+pipeline spreads over both worker nodes and DDP training runs one worker per node.
+
+Robustness choice: the Cluster lives in a child process (``tests/cluster_scenarios.py multinode``), not
+in the pytest process. A driver process holds one Ray connection for its life, and the session fixture
+(``tests/conftest.py``) already holds the shared local Ray; shutting that down for this test and
+restarting it afterwards would depend on test order, would invalidate anything other tests cached from
+it, and a failing cluster test could leave the session without Ray. In a child process the Cluster and
+every process it starts go away when the child exits, whatever happens, and the session Ray is never
+touched. The child prints its findings as one JSON line; the assertions are here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster_scenarios import run_scenario
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("multinode")
+    tiny = work / "tiny"
+    subprocess.run([sys.executable, str(REPO / "jobs" / "make_dataset.py"), "--preset", "tiny", "--out", str(tiny)],
+                   check=True, capture_output=True)
+    return run_scenario("multinode", work / "run", tiny)
+
+
+def test_simulated_cluster_has_a_head_and_two_worker_nodes(cluster_run):
+    nodes = cluster_run["worker_nodes"]
+    assert len(set(nodes)) == 2 and cluster_run["head_node"] not in nodes
+
+
+def test_pseudo_labeling_spreads_over_both_worker_nodes(cluster_run):
+    p = cluster_run["pseudo"]
+    workers = set(cluster_run["worker_nodes"])
+    # Teacher inference ran on both worker nodes (per-video marks name the node that inferred the video),
+    # in actors placed on both of them (one declared GPU each); the labeling map tasks used both too. The
+    # head (0 CPUs) ran none of it.
+    assert set(p["infer_nodes"]) == workers
+    assert set(p["actors"]["MapWorker(MapBatches(InferStage))"]) == workers
+    assert set(p["label_tasks"]) == workers
+    # Nothing lost or doubled on the way: one row per unlabeled video.
+    assert p["videos_in"] == p["rows_out"] == len(p["ids"]) == len(set(p["ids"])) == p["unlabeled"]
+    assert p["num_errors"] == 0
+
+
+def test_ddp_training_runs_one_worker_per_node(cluster_run):
+    t = cluster_run["train"]
+    # 2 Train workers that each need 1.5 of a node's 2 CPUs: they can only be on the two worker nodes.
+    assert set(t["workers"]["RayTrainWorker"]) == set(cluster_run["worker_nodes"])
+    assert t["final_epoch"] == 2  # train.epochs=2 in the scenario: the DDP run finished every epoch
