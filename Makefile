@@ -10,7 +10,7 @@ DEMO_DATA   ?= data/tiny
 DEMO_RUN    ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-slow bench clean
 
 install: $(STAMP)
 
@@ -26,8 +26,13 @@ demo: $(STAMP)
 	$(PY) jobs/make_dataset.py --preset tiny --out $(DEMO_DATA)
 	$(PY) jobs/selftrain.py --config configs/tiny_npl.yaml --set run.dir=$(DEMO_RUN)
 
+# The suite minus the multi-minute integration tests (multi-node simulation, fault injection, ray job
+# submit against a CLI-started head): those run with `make test-slow`.
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done

@@ -20,6 +20,7 @@ from raytal.model.detector import Detector
 from raytal.model.inference import predict_videos
 from raytal.postprocess.fusion import gaussian_fusion
 from raytal.selftrain.labeling import ICDContext, label_video, labeling_infer, needs_dense
+from raytal.selftrain.weak import is_weak_checkpoint, weak_pseudolabel_callables
 from raytal.train.checkpoint import load_checkpoint
 
 THUMOS_TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -38,7 +39,7 @@ def load_detector(cfg: Config, path: str | Path) -> Detector:
     return model.eval()
 
 
-def test_fusion_fn(cfg: Config):
+def eval_fusion_fn(cfg: Config):
     """GauFuse replaces Soft-NMS at test time with T = temperature_test; None otherwise."""
     gf = cfg.recipe.gaufuse
     if not gf.enabled:
@@ -52,7 +53,7 @@ def evaluate_model(cfg: Config, model: Detector, videos: list[Video], tious=THUM
         import dataclasses
 
         infer = dataclasses.replace(infer, nms="fusion")
-    preds = predict_videos(model, videos, infer, fusion_fn=test_fusion_fn(cfg))
+    preds = predict_videos(model, videos, infer, fusion_fn=eval_fusion_fn(cfg))
     gt = SegmentTable.from_videos(videos)
     pred = SegmentTable.from_predictions([v.video_id for v in videos], preds)
     return evaluate_detection(gt, pred, tious)
@@ -70,6 +71,8 @@ class TeacherLabeler:
             torch.set_num_threads(threads)
         self.cfg, self.num_classes, self.icd = cfg, num_classes, icd
         self.model = load_detector(cfg, checkpoint)
+        if cfg.ray.use_gpu and torch.cuda.is_available():  # a GPU actor (Ray set CUDA_VISIBLE_DEVICES)
+            self.model = self.model.cuda()
 
     def predict(self, videos: list[Video]) -> list[dict]:
         return predict_videos(
@@ -113,5 +116,7 @@ def pseudolabel_callables(cfg: Config, checkpoint: str, num_classes: int, icd: I
     ``make_infer()`` loads the teacher once (per actor); ``label_video(video, prediction)`` applies the
     recipe to one video.
     """
+    if is_weak_checkpoint(checkpoint):  # weak setting, round 1: the base WTAL model labels the videos
+        return weak_pseudolabel_callables(cfg, checkpoint, num_classes)
     make_infer = functools.partial(_teacher_infer, cfg, checkpoint, num_classes)
     return make_infer, functools.partial(label_video, cfg, num_classes, icd=icd)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -25,10 +25,12 @@ from raytal.data.pseudo_io import apply_pseudo_labels, read_pseudo_labels
 from raytal.data.shards import read_shards
 from raytal.eval.quality import pseudo_label_quality
 from raytal.eval.table import SegmentTable
-from raytal.model.inference import predict_videos
 from raytal.selftrain.common import evaluate_model, load_detector
 from raytal.selftrain.labeling import ICDContext, fit_icd
 from raytal.selftrain.report import write_report
+from raytal.selftrain.weak import (
+    WEAK_TIOUS, eval_json, evaluate_weak, is_weak_checkpoint, load_weak, predict_checkpoint, train_weak_stage,
+)
 
 log = logging.getLogger("raytal.selftrain")
 
@@ -60,12 +62,19 @@ def _quality(cfg: Config, split_dir: Path, pseudo_dir: Path, num_classes: int) -
 
 
 def _evaluate(cfg: Config, checkpoint: str, test) -> dict:
+    if cfg.data.setting == "weak":  # base model or detector; the weak papers' tIoUs 0.1:0.1:0.7
+        if is_weak_checkpoint(checkpoint):
+            return eval_json(evaluate_weak(cfg, load_weak(checkpoint), test))
+        return eval_json(evaluate_model(cfg, load_detector(cfg, checkpoint), test, WEAK_TIOUS))
     result = evaluate_model(cfg, load_detector(cfg, checkpoint), test)
     return result.to_json()
 
 
-def run_selftrain(cfg: Config, backend: Backend) -> dict:
-    """Run (or resume) every round of ``cfg``; returns the run's metrics (also in ``metrics.json``)."""
+def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict], None] | None = None) -> dict:
+    """Run (or resume) every round of ``cfg``; returns the run's metrics (also in ``metrics.json``).
+
+    ``on_round(r, eval_result)`` is called after each round's evaluation (Tune reports it per round).
+    """
     from raytal.selftrain.stages import StageLog
 
     run_dir = run_dir_of(cfg)
@@ -77,7 +86,7 @@ def run_selftrain(cfg: Config, backend: Backend) -> dict:
         log.info("run %s is already finished; metrics in %s", run_dir, run_dir / "metrics.json")
         return stages.result(finished)
 
-    ds = load_dataset(cfg.data)
+    ds = load_dataset(cfg.data, load_test=cfg.run.eval_subset == "test")  # a val run never reads test
     num_classes, input_dim = ds.num_classes, ds.info.feature_dim
     split_dir = run_dir / "data"
     stages.run("split", lambda: {k: [str(p) for p in v] for k, v in write_split_shards(
@@ -101,10 +110,15 @@ def run_selftrain(cfg: Config, backend: Backend) -> dict:
     def evaluate(round_index: int, checkpoint: str) -> dict:
         res = stages.run(f"round_{round_index}/eval", _evaluate, cfg, checkpoint, eval_videos)
         log.info("round %d: %s average mAP %.2f %%", round_index, cfg.run.eval_subset, 100 * res["average_mAP"])
+        if on_round is not None:
+            on_round(round_index, res)
         return res
 
     if cfg.run.teacher:  # a teacher shared between runs (Tune trials whose keys do not change round 0)
         teacher = stages.run("round_0/train", lambda: str(Path(cfg.run.teacher).resolve()))
+    elif cfg.data.setting == "weak":  # video-level labels only: the base WTAL model is the first teacher
+        teacher = stages.run("round_0/train", train_weak_stage, cfg, run_dir / "round_0" / "train", split_dir,
+                             num_classes)
     else:
         teacher = train(0, None, None)
     evaluate(0, teacher)
@@ -115,7 +129,8 @@ def run_selftrain(cfg: Config, backend: Backend) -> dict:
                              num_classes, icd)
         log.info("round %d pseudo labels: %s", r, {k: summary[k] for k in ("videos_in", "rows_out", "num_errors")})
         stages.run(f"round_{r}/quality", _quality, cfg, split_dir, pseudo_dir, num_classes)
-        init = teacher if cfg.train.student_init == "teacher" else None
+        # A base-model teacher has another architecture: its student starts from scratch.
+        init = teacher if cfg.train.student_init == "teacher" and not is_weak_checkpoint(teacher) else None
         teacher = train(r, pseudo_dir, init)
         evaluate(r, teacher)
 
@@ -130,17 +145,19 @@ def _timelines(cfg: Config, stages, videos, run_dir: Path) -> list[dict]:
     """Ground truth, last teacher's predictions and the last round's pseudo labels of a few videos."""
     r = cfg.run.rounds
     teacher = stages.result(f"round_{r - 1}/train")
-    preds = predict_videos(load_detector(cfg, teacher), videos, cfg.infer)
+    preds = predict_checkpoint(cfg, teacher, videos)
     records = read_pseudo_labels(run_dir / f"round_{r}" / "pseudo")
     pseudo = {v.video_id: v for v in apply_pseudo_labels(videos, records)}
     out = []
     for v, p in zip(videos, preds):
         top = np.argsort(-p["scores"])[:20]
-        pv = pseudo[v.video_id]
+        pv = pseudo.get(v.video_id)  # absent when the video's pseudo-label row is an error row
+        empty = np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+        seg, lab = (pv.segments, pv.labels) if pv is not None else empty
         out.append(dict(
             video_id=v.video_id, round=r, duration=v.duration, gt_segments=v.segments, gt_labels=v.labels,
             pred_segments=p["segments"][top], pred_labels=p["labels"][top], pred_scores=p["scores"][top],
-            pseudo_segments=pv.segments, pseudo_labels=pv.labels,
+            pseudo_segments=seg, pseudo_labels=lab,
         ))
     return out
 

@@ -9,7 +9,8 @@ whose per-instance weights scale their positive terms), weighted by NPL's α or 
   contrastive loss as an auxiliary term;
 - NTC positive/negative learning on non-target classes of the pseudo videos' level-0 snippets, from the
   teacher's snippet scores;
-- GauFuse snippet loss on LinPro dense targets (BCE on level-0 scores).
+- GauFuse snippet loss on LinPro dense targets (BCE on level-0 scores);
+- NoCo: the batch's pseudo instances are corrected online by the EMA teacher first (raytal.train.noco).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from raytal.losses.quality import locq_loss, quality_target, segment_tiou_tnd
 from raytal.model.batch import Batch
 from raytal.model.criterion import detection_loss
 from raytal.model.detector import DetectorOutput
+from raytal.train.noco import noco_loss_fn
 from raytal.pseudo.ntc import partition_nontarget, scores_to_distribution
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
@@ -139,4 +141,6 @@ def make_loss_fn(cfg: Config) -> LossFn:
         terms["loss"] = total
         return terms
 
+    if r.noco.enabled:  # NoCo corrects the batch's pseudo instances with the EMA teacher first
+        return noco_loss_fn(cfg, loss_fn)
     return loss_fn
