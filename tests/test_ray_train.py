@@ -33,9 +33,9 @@ pytestmark = pytest.mark.ray
 SMALL = ["train.warmup_epochs=1", "data.labeled_ratio=0.3", "train.torch_threads=1", "ray.cpus_per_worker=0.5"]
 
 
-def _config(run_dir: Path, *extra: str) -> Config:
+def _config(run_dir: Path, data_root: Path, *extra: str) -> Config:
     return load_config(
-        REPO / "configs" / "tiny_npl.yaml", [f"data.root={REPO / 'data' / 'tiny'}", f"run.dir={run_dir}", *SMALL, *extra]
+        REPO / "configs" / "tiny_npl.yaml", [f"data.root={data_root}", f"run.dir={run_dir}", *SMALL, *extra]
     )
 
 
@@ -51,9 +51,9 @@ def _reported(stage: Path) -> list[dict]:
 class Runs:
     """The shared reference runs and what is needed to start more like them."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        cfg = _config(root)
+    def __init__(self, root: Path, data_root: Path) -> None:
+        self.root, self.data_root = root, data_root
+        cfg = _config(root, data_root)
         ds = load_dataset(cfg.data)
         self.split = root / "data"
         write_split_shards(ds, self.split, cfg.ray.rows_per_shard)
@@ -61,14 +61,14 @@ class Runs:
         self.final: dict[int, dict] = {}
 
     def train(self, stage: str, *extra: str) -> dict:
-        cfg = _config(self.root, *extra)
+        cfg = _config(self.root, self.data_root, *extra)
         path = train_ray(cfg, self.root / stage, self.split, None, None, self.num_classes, self.input_dim)
         return load_checkpoint(path)
 
 
 @pytest.fixture(scope="module")
-def runs(ray_session, tmp_path_factory) -> Runs:
-    r = Runs(tmp_path_factory.mktemp("ray_train"))
+def runs(ray_session, tiny_data, tmp_path_factory) -> Runs:
+    r = Runs(tmp_path_factory.mktemp("ray_train"), tiny_data)
     for workers in (1, 2):
         r.final[workers] = r.train(f"w{workers}", "train.epochs=2", f"ray.num_workers={workers}")
     return r

@@ -103,10 +103,10 @@ def _events(sweep: Path) -> list[dict]:
 
 
 @pytest.mark.ray
-def test_sweep_interrupted_then_resumed_never_reads_test(ray_session, tmp_path, monkeypatch):
+def test_sweep_interrupted_then_resumed_never_reads_test(ray_session, tiny_data, tmp_path, monkeypatch):
     # The test subset's shards are deleted: any attempt to read them (load_dataset) would raise DataError.
     data = tmp_path / "tiny"
-    shutil.copytree(REPO / "data" / "tiny", data)
+    shutil.copytree(tiny_data, data)
     info = load_dataset_info(data)
     test_shards = data / info.shards_dir / info.test_subset
     shutil.move(test_shards, tmp_path / "test_shards_aside")
