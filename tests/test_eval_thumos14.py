@@ -16,8 +16,10 @@ from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detect
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 import evaluate  # noqa: E402
 
-# The shared data sits beside the repository (../shared); RAYTAL_EXTERNAL_DATA points elsewhere.
-EXT = Path(os.environ.get("RAYTAL_EXTERNAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "external"))
+# The shared data sits beside the repository (../shared) or at /work/shared; RAYTAL_EXTERNAL_DATA overrides.
+_CANDIDATES = [Path(os.environ["RAYTAL_EXTERNAL_DATA"])] if "RAYTAL_EXTERNAL_DATA" in os.environ else [
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "external", Path("/work/shared/data/external")]
+EXT = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 TH = EXT / "thumos14"
 TURN = TH / "turn_tap"
 ANET_SAMPLE = EXT / "anet" / "sample_detection_prediction.json"
