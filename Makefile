@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# Synthetic tiny dataset -> main job on a local Ray -> mAP table and plots in $(DEMO_RUN).
+# Synthetic tiny dataset -> main job (APL self-training, 1 round) on a local Ray -> mAP table and plots in $(DEMO_RUN).
 demo: $(STAMP)
 	$(PY) jobs/make_dataset.py --preset tiny --out $(DEMO_DATA)
-	$(PY) jobs/selftrain.py --config configs/tiny_npl.yaml --set run.dir=$(DEMO_RUN)
+	$(PY) jobs/selftrain.py --config configs/tiny_apl.yaml --set run.dir=$(DEMO_RUN)
 
 # The suite minus the multi-minute integration tests (multi-node simulation, fault injection, ray job
 # submit against a CLI-started head): those run with `make test-slow`.
