@@ -268,7 +268,7 @@ def _output_files(out_dir: str) -> tuple[pafs.FileSystem, list[str]]:
     return fs, sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
 
 
-def _clean_output(out_dir: str) -> None:
+def clean_output(out_dir: str) -> None:
     """Remove the Parquet files of an earlier run: Ray names output files per run, so re-running a round
     would otherwise add a second copy instead of overwriting."""
     fs, files = _output_files(out_dir)
@@ -343,7 +343,7 @@ def run_pseudolabel_pipeline(
     # Absolute paths: Ray tasks do not run in the driver's working directory (nor on its node).
     out_dir = out_dir if "://" in out_dir else str(Path(out_dir).resolve())
     shard_files = [f if "://" in str(f) else str(Path(f).resolve()) for f in shard_files]
-    _clean_output(out_dir)
+    clean_output(out_dir)
     good, videos_in, file_errors = check_shard_files(shard_files)
     if good:
         ds = ray.data.read_parquet(good).select_columns(SHARD_SCHEMA.names)

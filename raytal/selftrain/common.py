@@ -4,10 +4,10 @@ training data of a round, and evaluation. Kept Ray-free so a Ray worker and a un
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from raytal.config import Config
@@ -50,8 +50,6 @@ def eval_fusion_fn(cfg: Config):
 def evaluate_model(cfg: Config, model: Detector, videos: list[Video], tious=THUMOS_TIOUS) -> DetectionResult:
     infer = cfg.infer
     if cfg.recipe.gaufuse.enabled:
-        import dataclasses
-
         infer = dataclasses.replace(infer, nms="fusion")
     preds = predict_videos(model, videos, infer, fusion_fn=eval_fusion_fn(cfg))
     gt = SegmentTable.from_videos(videos)
@@ -59,17 +57,15 @@ def evaluate_model(cfg: Config, model: Detector, videos: list[Video], tious=THUM
     return evaluate_detection(gt, pred, tious)
 
 
-class TeacherLabeler:
-    """Teacher inference + the recipe's labeling for a list of videos: the unit of pseudo-label work.
+class TeacherPredictor:
+    """The teacher's inference for lists of videos: built once per Ray actor (the checkpoint is read
+    once) or once per in-process round; the recipe's labeling then runs per video (``label_video``)."""
 
-    Built once per Ray actor (the checkpoint is read once) or once per in-process round.
-    """
-
-    def __init__(self, cfg: Config, checkpoint: str | Path, num_classes: int, icd: ICDContext | None = None):
+    def __init__(self, cfg: Config, checkpoint: str | Path):
         threads = cfg.train.torch_threads
         if threads > 0:
             torch.set_num_threads(threads)
-        self.cfg, self.num_classes, self.icd = cfg, num_classes, icd
+        self.cfg = cfg
         self.model = load_detector(cfg, checkpoint)
         if cfg.ray.use_gpu and torch.cuda.is_available():  # a GPU actor (Ray set CUDA_VISIBLE_DEVICES)
             self.model = self.model.cuda()
@@ -98,16 +94,8 @@ def round_training_videos(split_dir: Path, pseudo_dir: Path | None) -> tuple[lis
     return labeled, [v for v in pseudo if len(v.labels) or v.targets is not None or v.teacher_scores is not None]
 
 
-def pseudo_table(videos: list[Video]) -> SegmentTable:
-    return SegmentTable.from_videos([v for v in videos if v.segments is not None])
-
-
-def count_per_class(labels: np.ndarray, num_classes: int) -> list[int]:
-    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).tolist()
-
-
-def _teacher_infer(cfg: Config, checkpoint: str, num_classes: int):
-    return TeacherLabeler(cfg, checkpoint, num_classes).predict
+def _teacher_infer(cfg: Config, checkpoint: str):
+    return TeacherPredictor(cfg, checkpoint).predict
 
 
 def pseudolabel_callables(cfg: Config, checkpoint: str, num_classes: int, icd: ICDContext | None):
@@ -118,5 +106,5 @@ def pseudolabel_callables(cfg: Config, checkpoint: str, num_classes: int, icd: I
     """
     if is_weak_checkpoint(checkpoint):  # weak setting, round 1: the base WTAL model labels the videos
         return weak_pseudolabel_callables(cfg, checkpoint, num_classes)
-    make_infer = functools.partial(_teacher_infer, cfg, checkpoint, num_classes)
+    make_infer = functools.partial(_teacher_infer, cfg, checkpoint)
     return make_infer, functools.partial(label_video, cfg, num_classes, icd=icd)

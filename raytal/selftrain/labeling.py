@@ -26,7 +26,7 @@ from raytal.data.video import Video
 from raytal.postprocess.fusion import gaussian_fusion
 from raytal.postprocess.nms import nms
 from raytal.pseudo.apl import joint_score, split_by_quality
-from raytal.pseudo.icd import ICDiscriminator, icd_scores, instance_features, refine_with_icd
+from raytal.pseudo.icd import ICDiscriminator, icd_scores, instance_features, refine_with_icd, train_icd
 from raytal.pseudo.linpro import dense_labels
 from raytal.pseudo.noco import cala
 from raytal.pseudo.npl import boundary_variance_scores, class_adaptive_filter
@@ -77,8 +77,6 @@ def fit_icd(cfg: Config, labeled: list[Video]) -> ICDContext:
     apl = cfg.recipe.apl
     feats, labels = labeled_instance_features(labeled)
     model = ICDiscriminator(feats.shape[1], apl.icd_hidden)
-    from raytal.pseudo.icd import train_icd  # local: only APL runs pay for it
-
     train_icd(model, feats, labels, steps=apl.icd_steps, lr=apl.icd_lr, seed=cfg.run.seed)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return ICDContext(state, feats.shape[1], apl.icd_hidden, feats, labels)

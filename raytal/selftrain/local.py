@@ -32,11 +32,11 @@ class LocalBackend:
         icd: ICDContext | None,
     ) -> dict:
         from raytal.distributed.pseudolabel import (
-            InferStage, PipelineSummary, _clean_output, check_shard_files, label_batch, summarize_output,
+            InferStage, PipelineSummary, clean_output, check_shard_files, label_batch, summarize_output,
         )
         start = time.perf_counter()
         make_infer, label_fn = pseudolabel_callables(cfg, teacher, num_classes, icd)
-        _clean_output(str(out_dir))
+        clean_output(str(out_dir))
         good, videos_in, file_errors = check_shard_files([str(p) for p in list_shards(split_dir / "unlabeled")])
         infer = InferStage(make_infer, None, max(1, cfg.train.torch_threads))
         for i, path in enumerate(good):
