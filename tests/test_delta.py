@@ -40,6 +40,8 @@ def test_regeneration_epochs_sorted_and_validated():
         regeneration_epochs([10], 10)
     with pytest.raises(ValueError, match="outside"):
         regeneration_epochs([-1], 10)
+    with pytest.raises(ValueError, match="outside"):
+        regeneration_epochs([0], 10)  # epoch 0 would relabel with the untrained student
     with pytest.raises(ValueError, match="distinct"):
         regeneration_epochs([3, 3], 10)
     with pytest.raises(ValueError, match="int"):

@@ -45,13 +45,13 @@ class RecordingBackend(LocalBackend):
         self.kill_before_student = kill_before_student
         self.refuse_all = refuse_all
 
-    def train(self, cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim):
+    def train(self, cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim, **segment):
         self.calls.append(("train", Path(stage_dir).parent.name))
         if self.refuse_all:
             raise AssertionError(f"a finished run asked to train {stage_dir}")
         if self.kill_before_student and pseudo_dir is not None:
             raise SimulatedKill(f"killed before {stage_dir}")
-        return super().train(cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim)
+        return super().train(cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim, **segment)
 
     def pseudolabel(self, cfg, teacher, round_index, split_dir, out_dir, num_classes, icd):
         self.calls.append(("pseudo", f"round_{round_index}"))

@@ -20,9 +20,10 @@ class RayBackend:
 
     def train(
         self, cfg: Config, stage_dir: Path, split_dir: Path, pseudo_dir: Path | None, init: str | None,
-        num_classes: int, input_dim: int,
+        num_classes: int, input_dim: int, *, prev_pseudo_dir: Path | None = None, stop_epoch: int | None = None,
     ) -> str:
-        return train_ray(cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim)
+        return train_ray(cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim,
+                         prev_pseudo_dir=prev_pseudo_dir, stop_epoch=stop_epoch)
 
     def pseudolabel(
         self, cfg: Config, teacher: str, round_index: int, split_dir: Path, out_dir: Path, num_classes: int,

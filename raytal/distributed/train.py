@@ -100,16 +100,22 @@ def _worker_loop(config: dict) -> None:
 
     run_training(
         cfg, Path(config["split_dir"]), Path(config["pseudo_dir"]) if config["pseudo_dir"] else None,
-        config["init"], config["num_classes"], config["input_dim"], restore=restore, on_epoch=on_epoch,
+        config["init"], config["num_classes"], config["input_dim"], restore=restore,
+        prev_pseudo_dir=Path(config["prev_pseudo_dir"]) if config["prev_pseudo_dir"] else None,
+        stop_epoch=config["stop_epoch"], on_epoch=on_epoch,
         rank=rank, world_size=world, device=device, wrap_model=ray.train.torch.prepare_model, progress=False,
     )
 
 
 def train_ray(
     cfg: Config, stage_dir: Path, split_dir: Path, pseudo_dir: Path | None, init: str | None,
-    num_classes: int, input_dim: int,
+    num_classes: int, input_dim: int, *, prev_pseudo_dir: Path | None = None, stop_epoch: int | None = None,
 ) -> str:
-    """Train one stage with ``cfg.ray.num_workers`` workers; returns the path of the final checkpoint."""
+    """Train one stage with ``cfg.ray.num_workers`` workers; returns the path of the final checkpoint.
+
+    Segments of a GauFuse regeneration schedule (``stop_epoch``) share ``stage_dir``: the next segment is
+    the same Ray Train run started again, so it restores the checkpoint where the previous one stopped.
+    """
     stage_dir = Path(stage_dir).resolve()
     stage_dir.mkdir(parents=True, exist_ok=True)
     rc = cfg.ray
@@ -122,6 +128,7 @@ def train_ray(
             cfg=cfg, stage_dir=str(stage_dir), split_dir=str(Path(split_dir).resolve()),
             pseudo_dir=str(Path(pseudo_dir).resolve()) if pseudo_dir else None, init=init,
             num_classes=num_classes, input_dim=input_dim, fail_once=os.environ.get(FAIL_ONCE_ENV),
+            prev_pseudo_dir=str(Path(prev_pseudo_dir).resolve()) if prev_pseudo_dir else None, stop_epoch=stop_epoch,
         ),
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(

@@ -34,15 +34,17 @@ def delta_labels(prev: np.ndarray | None, cur: np.ndarray) -> np.ndarray:
 def regeneration_epochs(schedule: list[int], epochs: int) -> list[int]:
     """The epochs at which pseudo labels are regenerated, validated and sorted.
 
-    Each entry must be an int in [0, epochs) and appear once (a duplicate is most likely a typo).
+    Each entry must be an int in [1, epochs) and appear once (a duplicate is most likely a typo): the
+    first generation comes from the teacher before the student trains, so a regeneration at epoch 0
+    would only relabel with an untrained student.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
     for e in schedule:
         if isinstance(e, bool) or not isinstance(e, (int, np.integer)):
             raise ValueError(f"schedule: expected int epochs, got {e!r}")
-        if not 0 <= e < epochs:
-            raise ValueError(f"schedule: epoch {e} is outside [0, {epochs})")
+        if not 1 <= e < epochs:
+            raise ValueError(f"schedule: epoch {e} is outside [1, {epochs}) (train.epochs = {epochs})")
     if len(set(schedule)) != len(schedule):
         raise ValueError(f"schedule: expected distinct epochs, got {list(schedule)}")
     return sorted(int(e) for e in schedule)

@@ -19,6 +19,7 @@ from raytal.eval.table import SegmentTable
 from raytal.model.detector import Detector
 from raytal.model.inference import predict_videos
 from raytal.postprocess.fusion import gaussian_fusion
+from raytal.pseudo.delta import delta_labels
 from raytal.selftrain.labeling import ICDContext, label_video, labeling_infer, needs_dense
 from raytal.selftrain.weak import is_weak_checkpoint, weak_pseudolabel_callables
 from raytal.train.checkpoint import load_checkpoint
@@ -80,17 +81,28 @@ class TeacherPredictor:
         return label_video(self.cfg, self.num_classes, video, pred, self.icd)
 
 
-def round_training_videos(split_dir: Path, pseudo_dir: Path | None) -> tuple[list[Video], list[Video]]:
+def round_training_videos(
+    split_dir: Path, pseudo_dir: Path | None, prev_pseudo_dir: Path | None = None,
+) -> tuple[list[Video], list[Video]]:
     """(labeled, pseudo-labeled) training videos of a round, read from the run's shards.
 
     Every training worker reads them itself (they are small next to the features it trains on), so a
-    2-worker run sees exactly the global batches of a 1-worker run.
+    2-worker run sees exactly the global batches of a 1-worker run. With ``prev_pseudo_dir`` (the previous
+    generation of a GauFuse regeneration schedule) each video's dense targets become the Δ labels
+    Y^(g) − Y^(g−1); a video without previous targets (an error row then) keeps Y^(g), as a first generation.
     """
     labeled = list(read_shards(split_dir / "labeled"))
     if pseudo_dir is None:
         return labeled, []
     unlabeled = list(read_shards(split_dir / "unlabeled"))
     pseudo = apply_pseudo_labels(unlabeled, read_pseudo_labels(pseudo_dir))
+    if prev_pseudo_dir is not None:
+        prev = read_pseudo_labels(prev_pseudo_dir)
+        pseudo = [
+            v if v.targets is None else dataclasses.replace(v, targets=delta_labels(
+                prev[v.video_id].targets if v.video_id in prev else None, v.targets))
+            for v in pseudo
+        ]
     return labeled, [v for v in pseudo if len(v.labels) or v.targets is not None or v.teacher_scores is not None]
 
 

@@ -40,12 +40,15 @@ def quality_table(metrics: dict) -> str:
     if not rows:
         return "(no pseudo labels: supervised run)"
     lines = ["| round | pseudo | gt | class acc | mean tIoU | positive acc | errors |", "|---|---|---|---|---|---|---|"]
+
+    def row(name: str, q: dict, p: dict) -> str:
+        return (f"| {name} | {q['num_pseudo']} | {q['num_gt']} | {100 * q['class_accuracy']:.1f} | "
+                f"{100 * q['mean_tiou']:.1f} | {100 * q['positive_accuracy']:.1f} | {p['num_errors']} |")
+
     for r in rows:
-        q, p = r["quality"], r["pseudo"]
-        lines.append(
-            f"| {r['round']} | {q['num_pseudo']} | {q['num_gt']} | {100 * q['class_accuracy']:.1f} | "
-            f"{100 * q['mean_tiou']:.1f} | {100 * q['positive_accuracy']:.1f} | {p['num_errors']} |"
-        )
+        lines.append(row(str(r["round"]), r["quality"], r["pseudo"]))
+        # GauFuse regenerations within the round, by the student at that epoch
+        lines += [row(f"{r['round']} (epoch {g['epoch']})", g["quality"], g["pseudo"]) for g in r.get("regenerations", [])]
     return "\n".join(lines)
 
 

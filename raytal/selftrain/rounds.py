@@ -13,6 +13,7 @@ finished stages (a training stage interrupted mid-way resumes from its last epoc
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Protocol
@@ -25,6 +26,7 @@ from raytal.data.pseudo_io import apply_pseudo_labels, read_pseudo_labels
 from raytal.data.shards import read_shards
 from raytal.eval.quality import pseudo_label_quality
 from raytal.eval.table import SegmentTable
+from raytal.pseudo.delta import regeneration_epochs
 from raytal.selftrain.common import evaluate_model, load_detector
 from raytal.selftrain.labeling import ICDContext, fit_icd
 from raytal.selftrain.report import write_report
@@ -38,7 +40,7 @@ log = logging.getLogger("raytal.selftrain")
 class Backend(Protocol):
     def train(
         self, cfg: Config, stage_dir: Path, split_dir: Path, pseudo_dir: Path | None, init: str | None,
-        num_classes: int, input_dim: int,
+        num_classes: int, input_dim: int, *, prev_pseudo_dir: Path | None = None, stop_epoch: int | None = None,
     ) -> str: ...
 
     def pseudolabel(
@@ -94,11 +96,36 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
     log.info("split: %d labeled, %d unlabeled, %d val, %d test videos",
              len(ds.labeled), len(ds.unlabeled), len(ds.val), len(ds.test))
 
-    def train(round_index: int, pseudo_dir: Path | None, init: str | None) -> str:
+    def train(round_index: int, pseudo_dir: Path | None, init: str | None, prev_pseudo_dir: Path | None = None) -> str:
         name = f"round_{round_index}/train"
         log.info("%s: %s", name, "teacher on labeled videos" if pseudo_dir is None else "student on labeled + pseudo")
         return stages.run(name, backend.train, cfg, run_dir / f"round_{round_index}" / "train", split_dir,
-                          pseudo_dir, init, num_classes, input_dim)
+                          pseudo_dir, init, num_classes, input_dim, prev_pseudo_dir=prev_pseudo_dir)
+
+    def train_until(round_index: int, epoch: int, pseudo_dir: Path, init: str | None, prev: Path | None) -> str:
+        """One segment of a student's training that stops at ``epoch``; its checkpoint is kept as
+        ``epoch_<e>.pt`` (the stage's final.pt is rewritten by the next segment)."""
+        stage_dir = run_dir / f"round_{round_index}" / "train"
+        final = backend.train(cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim,
+                              prev_pseudo_dir=prev, stop_epoch=epoch)
+        return str(shutil.copyfile(final, stage_dir / f"epoch_{epoch}.pt"))
+
+    # GauFuse regenerates the pseudo labels with the student at these epochs and trains on the Δ labels.
+    regen = _regeneration_epochs(cfg)
+
+    def train_student(round_index: int, pseudo_dir: Path, init: str | None) -> str:
+        prev = None
+        for epoch in regen:
+            student = stages.run(f"round_{round_index}/train_to_{epoch}", train_until, round_index, epoch,
+                                 pseudo_dir, init, prev)
+            gen_dir = run_dir / f"round_{round_index}" / f"pseudo_at_{epoch}"
+            summary = stages.run(f"round_{round_index}/pseudo_at_{epoch}", backend.pseudolabel, cfg, student,
+                                 round_index, split_dir, gen_dir, num_classes, icd)
+            q = stages.run(f"round_{round_index}/quality_at_{epoch}", _quality, cfg, split_dir, gen_dir, num_classes)
+            log.info("round %d: pseudo labels regenerated at epoch %d: %d rows, class acc %.1f %%, positive acc %.1f %%",
+                     round_index, epoch, summary["rows_out"], 100 * q["class_accuracy"], 100 * q["positive_accuracy"])
+            prev, pseudo_dir = pseudo_dir, gen_dir
+        return train(round_index, pseudo_dir, init, prev)
 
     if cfg.run.eval_subset not in ("test", "val"):
         raise ConfigError(f"run.eval_subset: expected 'test' or 'val', got {cfg.run.eval_subset!r}")
@@ -131,7 +158,7 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
         stages.run(f"round_{r}/quality", _quality, cfg, split_dir, pseudo_dir, num_classes)
         # A base-model teacher has another architecture: its student starts from scratch.
         init = teacher if cfg.train.student_init == "teacher" and not is_weak_checkpoint(teacher) else None
-        teacher = train(r, pseudo_dir, init)
+        teacher = train_student(r, pseudo_dir, init)
         evaluate(r, teacher)
 
     metrics = collect_metrics(cfg, stages)
@@ -162,17 +189,37 @@ def _timelines(cfg: Config, stages, videos, run_dir: Path) -> list[dict]:
     return out
 
 
+def _regeneration_epochs(cfg: Config) -> list[int]:
+    """The student epochs at which GauFuse regenerates its pseudo labels (none for other recipes)."""
+    if not cfg.recipe.gaufuse.enabled:
+        return []
+    try:
+        return regeneration_epochs(cfg.recipe.gaufuse.schedule, cfg.train.epochs)
+    except ValueError as e:
+        raise ConfigError(f"recipe.gaufuse.schedule: {e}") from e
+
+
 def collect_metrics(cfg: Config, stages) -> dict:
-    """metrics.json content: per round mAP per threshold, pseudo-label quality and stage timings."""
+    """metrics.json content: per round mAP per threshold, pseudo-label quality and stage timings.
+
+    With a GauFuse regeneration schedule, ``regenerations`` lists each generation's epoch, pipeline summary
+    and quality, and the training and pseudo-labeling timings include every segment and regeneration.
+    """
     rounds = []
+    regen = _regeneration_epochs(cfg)
     for r in range(cfg.run.rounds + 1):
         entry: dict = {"round": r, "eval": stages.result(f"round_{r}/eval"), "timings": {}}
         for stage in ("pseudo", "quality", "train", "eval"):
-            name = f"round_{r}/{stage}"
-            if stages.done(name):
-                entry["timings"][stage] = stages.seconds(name)
+            extra = [f"round_{r}/{stage}_{'to' if stage == 'train' else 'at'}_{e}" for e in regen] if r > 0 else []
+            names = [n for n in (f"round_{r}/{stage}", *extra) if stages.done(n)]
+            if names:
+                entry["timings"][stage] = round(sum(stages.seconds(n) for n in names), 3)
         if r > 0:
             entry["pseudo"] = stages.result(f"round_{r}/pseudo")
             entry["quality"] = stages.result(f"round_{r}/quality")
+            entry["regenerations"] = [
+                {"epoch": e, "pseudo": stages.result(f"round_{r}/pseudo_at_{e}"),
+                 "quality": stages.result(f"round_{r}/quality_at_{e}")} for e in regen
+            ]
         rounds.append(entry)
     return {"run": cfg.run.name, "rounds": rounds, "finished_at": time.time()}

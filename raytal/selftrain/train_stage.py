@@ -31,6 +31,8 @@ def run_training(
     input_dim: int,
     *,
     restore: dict | None = None,
+    prev_pseudo_dir: Path | None = None,
+    stop_epoch: int | None = None,
     on_epoch: EpochHook | None = None,
     rank: int = 0,
     world_size: int = 1,
@@ -41,15 +43,19 @@ def run_training(
     """Train a detector for ``cfg.train.epochs`` on the round's labeled (+ pseudo-labeled) videos.
 
     ``init_checkpoint`` starts the student from the teacher (``train.student_init: teacher``);
-    ``restore`` is a Trainer state (from the last epoch checkpoint) to resume from.
+    ``restore`` is a Trainer state (from the last epoch checkpoint) to resume from. A GauFuse regeneration
+    schedule trains a stage in segments: ``stop_epoch`` ends this one early (the learning-rate schedule
+    still spans ``cfg.train.epochs``) and ``prev_pseudo_dir`` turns the dense targets into Δ labels.
     """
-    labeled, pseudo = round_training_videos(Path(split_dir), Path(pseudo_dir) if pseudo_dir else None)
+    labeled, pseudo = round_training_videos(
+        Path(split_dir), Path(pseudo_dir) if pseudo_dir else None, Path(prev_pseudo_dir) if prev_pseudo_dir else None
+    )
     model = build_detector(cfg, num_classes, input_dim)
     if init_checkpoint:
         state = load_checkpoint(init_checkpoint)
         model.load_state_dict(state.get("ema") or state["model"])
     trainer = Trainer(
-        cfg, model, labeled, pseudo or None, loss_fn=make_loss_fn(cfg), rank=rank, world_size=world_size,
+        cfg, model, labeled, pseudo or None, loss_fn=make_loss_fn(cfg, delta_targets=prev_pseudo_dir is not None), rank=rank, world_size=world_size,
         device=device, wrap_model=wrap_model,
     )
     start = 0
@@ -57,7 +63,8 @@ def run_training(
         trainer.load_state_dict(restore)
         start = int(restore["epoch"])
     hook = (lambda epoch, metrics: on_epoch(epoch, metrics, trainer)) if on_epoch else None
-    fit(trainer, cfg.train.epochs, start_epoch=start, on_epoch_end=hook, progress=progress and rank == 0)
+    end = cfg.train.epochs if stop_epoch is None else stop_epoch
+    fit(trainer, end, start_epoch=start, on_epoch_end=hook, progress=progress and rank == 0)
     return trainer
 
 
@@ -90,9 +97,10 @@ def epoch_scalars(stage_dir: Path) -> Callable[[int, dict], None]:
 
 def train_local(
     cfg: Config, stage_dir: Path, split_dir: Path, pseudo_dir: Path | None, init_checkpoint: str | None,
-    num_classes: int, input_dim: int,
+    num_classes: int, input_dim: int, *, prev_pseudo_dir: Path | None = None, stop_epoch: int | None = None,
 ) -> str:
-    """In-process stage with an epoch checkpoint in ``stage_dir/last.pt``; resumes from it."""
+    """In-process stage with an epoch checkpoint in ``stage_dir/last.pt``; resumes from it (also where
+    the previous segment of a regeneration schedule stopped)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     last = stage_dir / "last.pt"
     restore = load_checkpoint(last) if last.exists() else None
@@ -106,7 +114,8 @@ def train_local(
         last_metrics.update(metrics)
 
     trainer = run_training(
-        cfg, split_dir, pseudo_dir, init_checkpoint, num_classes, input_dim, restore=restore, on_epoch=on_epoch
+        cfg, split_dir, pseudo_dir, init_checkpoint, num_classes, input_dim, restore=restore,
+        prev_pseudo_dir=prev_pseudo_dir, stop_epoch=stop_epoch, on_epoch=on_epoch,
     )
     final = stage_dir / "final.pt"
     save_checkpoint(final, final_state(trainer, num_classes, input_dim, last_metrics))

@@ -9,7 +9,8 @@ whose per-instance weights scale their positive terms), weighted by NPL's α or 
   contrastive loss as an auxiliary term;
 - NTC positive/negative learning on non-target classes of the pseudo videos' level-0 snippets, from the
   teacher's snippet scores;
-- GauFuse snippet loss on LinPro dense targets (BCE on level-0 scores);
+- GauFuse snippet loss on LinPro dense targets (BCE on level-0 scores), or, after a regeneration of the
+  pseudo labels, the Δ-label loss on the change of the dense targets (``delta_targets``);
 - NoCo: the batch's pseudo instances are corrected online by the EMA teacher first (raytal.train.noco).
 """
 
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from raytal.config import Config
 from raytal.losses.consistency import temporal_consistency_loss
 from raytal.losses.contrastive import acp_loss
+from raytal.losses.delta import delta_label_loss
 from raytal.losses.nontarget import nontarget_loss
 from raytal.losses.quality import locq_loss, quality_target, segment_tiou_tnd
 from raytal.model.batch import Batch
@@ -75,8 +77,12 @@ def _level0(out: DetectorOutput, T: int) -> torch.Tensor:
     return idx[:T]
 
 
-def make_loss_fn(cfg: Config) -> LossFn:
-    """The recipe's objective as a Trainer ``loss_fn(model, batch, out, trainer)``."""
+def make_loss_fn(cfg: Config, delta_targets: bool = False) -> LossFn:
+    """The recipe's objective as a Trainer ``loss_fn(model, batch, out, trainer)``.
+
+    ``delta_targets``: the pseudo videos' dense targets are GauFuse Δ labels (Y^(g) − Y^(g−1), signed), so
+    the snippet term is the Δ-label loss instead of BCE on Y.
+    """
     r, tr, m = cfg.recipe, cfg.train, cfg.model
     base = dict(
         focal_alpha=tr.focal_alpha, focal_gamma=tr.focal_gamma, reg_weight=tr.reg_weight,
@@ -130,10 +136,15 @@ def make_loss_fn(cfg: Config) -> LossFn:
             dense = batch.targets[pseudo]
             valid = batch.mask[pseudo][..., None] & torch.isfinite(dense)
             logits = out.cls_logits[pseudo][:, _level0(out, T)]
-            bce = F.binary_cross_entropy_with_logits(logits, torch.nan_to_num(dense), reduction="none")
-            snippet = (bce * valid).sum() / valid.sum().clamp(min=1)
+            if delta_targets:
+                C = dense.shape[-1]
+                rows = valid.all(-1).reshape(-1)
+                snippet = delta_label_loss(torch.sigmoid(logits).reshape(-1, C), dense.reshape(-1, C), rows)
+            else:
+                bce = F.binary_cross_entropy_with_logits(logits, torch.nan_to_num(dense), reduction="none")
+                snippet = (bce * valid).sum() / valid.sum().clamp(min=1)
             total = total + r.gaufuse.delta_weight * snippet
-            terms["snippet"] = snippet.detach()
+            terms["delta" if delta_targets else "snippet"] = snippet.detach()
         if r.apl.enabled and r.apl.acp:
             acp = acp_loss(out.pyramid, batch.mask, batch.feats, r.apl.acp_parts, r.apl.acp_temperature, acp_gen)
             total = total + r.apl.lambda_acp * acp

@@ -1,0 +1,119 @@
+"""GauFuse's regeneration schedule (issue 11): the student relabels the unlabeled videos at the configured
+epochs and trains on the Δ labels between consecutive generations."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from raytal.config import ConfigError, load_config
+from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row, read_pseudo_labels
+from raytal.data.shards import write_shards
+from raytal.data.video import Video
+from raytal.selftrain.common import round_training_videos
+from raytal.selftrain.local import LocalBackend
+from raytal.selftrain.rounds import run_selftrain
+from raytal.train.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _video(vid: str, labeled: bool) -> Video:
+    return Video(vid, "validation", duration=4.0, fps=1.0, feat_stride=1, num_frames=4,
+                 features=np.zeros((4, 3), dtype=np.float32), segments=np.array([[0.0, 2.0]]),
+                 labels=np.array([0]), labeled=labeled)
+
+
+def _write_generation(directory: Path, targets: dict[str, np.ndarray | None]) -> None:
+    rows = []
+    for vid, y in targets.items():
+        if y is None:
+            rows.append(pseudo_row(vid, 1, "t.pt", None, None, None, None, None, error="boom"))
+        else:
+            rows.append(pseudo_row(vid, 1, "t.pt", np.array([[0.0, 2.0]]), np.array([1]), np.array([0.8]),
+                                   np.array([1.0]), ["fusion"], targets=y))
+    directory.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=PSEUDO_SCHEMA), directory / "part-0.parquet")
+
+
+def test_training_videos_carry_delta_labels_after_a_regeneration(tmp_path):
+    split = tmp_path / "data"
+    write_shards([_video("L", True)], split / "labeled")
+    write_shards([_video("a", False), _video("b", False)], split / "unlabeled")
+    y0a = np.array([[0.5, 0.0], [0.5, 0.0], [0.0, 0.0], [0.0, 0.0]], dtype=np.float32)
+    y1a = np.array([[0.25, 0.0], [0.75, 0.5], [0.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    y1b = np.array([[0.0, 0.5], [0.0, 0.5], [0.0, 0.0], [0.0, 0.0]], dtype=np.float32)
+    _write_generation(tmp_path / "g0", {"a": y0a, "b": None})  # b failed in generation 0
+    _write_generation(tmp_path / "g1", {"a": y1a, "b": y1b})
+
+    _, first = round_training_videos(split, tmp_path / "g1")
+    np.testing.assert_array_equal({v.video_id: v.targets for v in first}["a"], y1a)  # no predecessor: Y itself
+
+    labeled, pseudo = round_training_videos(split, tmp_path / "g1", tmp_path / "g0")
+    by_id = {v.video_id: v for v in pseudo}
+    assert [v.video_id for v in labeled] == ["L"] and sorted(by_id) == ["a", "b"]
+    # Δ = Y1 − Y0 worked out by hand: the label of class 0 moved from snippet 0 to snippet 1, class 1 grew
+    expected_a = np.array([[-0.25, 0.0], [0.25, 0.5], [0.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    np.testing.assert_allclose(by_id["a"].targets, expected_a)
+    np.testing.assert_allclose(by_id["b"].targets, y1b)  # an error row before: a first generation
+    np.testing.assert_array_equal(by_id["a"].labels, [1])  # instances come from the new generation
+
+
+def _cfg(tiny_data: Path, run_dir: Path, *extra: str):
+    return load_config(ROOT / "configs" / "tiny_gaufuse.yaml", [
+        f"data.root={tiny_data}", f"run.dir={run_dir}", "run.rounds=1", "train.epochs=4", "train.warmup_epochs=1",
+        "recipe.gaufuse.schedule=[2]", *extra,
+    ])
+
+
+class _KilledBeforeLastSegment(LocalBackend):
+    """Dies where a driver kill would: after the regeneration, before the last training segment."""
+
+    def train(self, cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim, **segment):
+        if segment.get("prev_pseudo_dir") is not None and segment.get("stop_epoch") is None:
+            raise KeyboardInterrupt("killed")
+        return super().train(cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim, **segment)
+
+
+def test_schedule_regenerates_and_trains_on_delta_labels(tiny_data: Path, tmp_path: Path):
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    metrics = run_selftrain(_cfg(tiny_data, run), LocalBackend())
+
+    stages = json.loads((run / "stages.json").read_text())["stages"]
+    for name in ("round_1/pseudo", "round_1/train_to_2", "round_1/pseudo_at_2", "round_1/quality_at_2", "round_1/train"):
+        assert name in stages, f"stage {name} missing from the ledger"
+    segment = load_checkpoint(run / "round_1" / "train" / "epoch_2.pt")
+    final = load_checkpoint(run / "round_1" / "train" / "final.pt")
+    assert segment["epoch"] == 2 and final["epoch"] == 4
+    assert "snippet" in segment["metrics"] and "delta" not in segment["metrics"]  # generation 0: BCE on Y
+    assert "delta" in final["metrics"] and math.isfinite(final["metrics"]["delta"])  # then the Δ-label loss
+
+    gen0, gen1 = read_pseudo_labels(run / "round_1" / "pseudo"), read_pseudo_labels(run / "round_1" / "pseudo_at_2")
+    assert sorted(gen0) == sorted(gen1)  # every unlabeled video relabeled
+    assert all(r.teacher.endswith("epoch_2.pt") for r in gen1.values())  # by the student, not the teacher
+    regen = metrics["rounds"][1]["regenerations"]
+    assert [g["epoch"] for g in regen] == [2] and regen[0]["pseudo"]["rows_out"] == len(gen1)
+    assert "(epoch 2)" in (run / "report.md").read_text()
+
+    # Killed after the regeneration: the same command resumes and ends with the uninterrupted run's weights.
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        run_selftrain(_cfg(tiny_data, resumed), _KilledBeforeLastSegment())
+    run_selftrain(_cfg(tiny_data, resumed), LocalBackend())
+    again = load_checkpoint(resumed / "round_1" / "train" / "final.pt")
+    for k, v in final["model"].items():
+        torch.testing.assert_close(again["model"][k], v, rtol=0, atol=0)
+
+
+def test_schedule_outside_the_epochs_is_a_config_error(tiny_data: Path, tmp_path: Path):
+    cfg = _cfg(tiny_data, tmp_path / "bad", "recipe.gaufuse.schedule=[4]")
+    with pytest.raises(ConfigError, match="recipe.gaufuse.schedule.*outside"):
+        run_selftrain(cfg, LocalBackend())
