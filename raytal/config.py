@@ -164,7 +164,7 @@ class NoCoConfig:
     theta_c: float = 0.5
     cala_nms: float = 0.5
     theta_a: float = 0.5
-    ema_momentum: float = 0.999
+    ema_momentum: float = 0.999  # the EMA teacher's (the Trainer's EMA, in place of train.ema_momentum)
     theta_aic: float = 0.5
     theta_s: float = 0.3
     gamma: float = 1.0
@@ -314,6 +314,19 @@ def _merge_into(obj: Any, values: dict[str, Any], prefix: str, source: str) -> N
             setattr(obj, key, _coerce(value, hints[key], f"{source}: '{where}'"))
 
 
+def read_yaml_mapping(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """The mapping at the top of a YAML file (``yaml.safe_load``; empty file = {}); anything else raises
+    ``error`` naming the file."""
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise error(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict[str, Any], str]]:
     """Return the chain of (mapping, source) from the deepest ``_base_`` to ``path``."""
     path = path.resolve()
@@ -321,13 +334,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict[str, 
         raise ConfigError(f"{path}: _base_ cycle through {', '.join(map(str, seen))}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path, ConfigError)
     chain: list[tuple[dict[str, Any], str]] = []
     base = data.pop("_base_", None)
     if base is not None:

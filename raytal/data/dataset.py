@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from raytal.config import DataConfig
+from raytal.config import DataConfig, read_yaml_mapping
 from raytal.data.annotations import Annotations, load_annotations
 from raytal.data.errors import DataError, where
 from raytal.data.features import load_features
@@ -57,13 +57,7 @@ def load_dataset_info(root: str | Path) -> DatasetInfo:
     path = Path(root) / "dataset.yaml"
     if not path.is_file():
         raise DataError(f"{path}: dataset.yaml not found (build the dataset with jobs/make_dataset.py)")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise DataError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a mapping")
+    data = read_yaml_mapping(path, DataError)
     fields = {f.name: f for f in dataclasses.fields(DatasetInfo)}
     for key in data:
         if key not in fields:

@@ -17,7 +17,7 @@ and a 2-worker run corrects each video exactly as a 1-worker run does.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,7 +28,9 @@ from raytal.model.batch import Batch
 from raytal.model.detector import DetectorOutput
 from raytal.pseudo.noco import aic, mic
 
-LossFn = Callable[..., dict[str, Tensor]]
+if TYPE_CHECKING:  # objective.py imports this module
+    from raytal.train.objective import LossFn
+
 
 
 def teacher_predictions(

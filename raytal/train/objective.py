@@ -16,7 +16,7 @@ whose per-instance weights scale their positive terms), weighted by NPL's α or 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,8 @@ from raytal.model.detector import DetectorOutput
 from raytal.train.noco import noco_loss_fn
 from raytal.pseudo.ntc import partition_nontarget, scores_to_distribution
 
-LossFn = Callable[..., dict[str, torch.Tensor]]
+# loss_fn(model, batch, out, trainer) -> named terms, "loss" the one to minimise
+LossFn = Callable[[torch.nn.Module, Batch, DetectorOutput, Any], dict[str, torch.Tensor]]
 
 
 def _positive_offsets(out: DetectorOutput, targets: list, videos: torch.Tensor):

@@ -22,13 +22,10 @@ from tqdm import tqdm
 from raytal.config import Config
 from raytal.data.video import Video
 from raytal.model.batch import Batch, collate
-from raytal.model.detector import DetectorOutput
 from raytal.train.checkpoint import numpy_rng_state, set_numpy_rng_state
 from raytal.train.ema import ModelEMA, unwrap
-from raytal.train.objective import make_loss_fn
+from raytal.train.objective import LossFn, make_loss_fn
 from raytal.train.schedule import warmup_cosine_scheduler
-
-LossFn = Callable[[nn.Module, Batch, DetectorOutput, "Trainer"], dict[str, Tensor]]
 
 # Independent RNG streams derived from the seed (SeedSequence entropy lists).
 _LABELED_STREAM, _PSEUDO_STREAM, _CROP_STREAM, _TORCH_STREAM = 11, 12, 13, 14
@@ -166,7 +163,8 @@ class Trainer:
         self.loss_fn: LossFn = loss_fn or make_loss_fn(cfg)
         self.model = model.to(self.device)
         self.net = wrap_model(self.model) if wrap_model is not None else self.model
-        self.ema = ModelEMA(self.model, t.ema_momentum)
+        # NoCo's teacher is this EMA, at NoCo's momentum.
+        self.ema = ModelEMA(self.model, cfg.recipe.noco.ema_momentum if cfg.recipe.noco.enabled else t.ema_momentum)
         self.optimizer = torch.optim.AdamW(self._param_groups(t.weight_decay), lr=t.lr)
         self.steps_per_epoch = len(self.epoch_plan(0))
         self.scheduler = warmup_cosine_scheduler(self.optimizer, self.steps_per_epoch, t.epochs, t.warmup_epochs)
