@@ -11,8 +11,8 @@ Runs are grouped into recipes:
   --group-by recipe  the enabled recipe flags of config.yaml, e.g. "apl+ntc" ("supervised" if none).
 Columns, each the mean ± sample standard deviation (ddof=1) over the runs of a group, in percent (a
 group of one run shows its value alone):
-  final avg mAP      average mAP over the tIoU thresholds after the last round
-  final mAP@0.5      mAP at tIoU 0.5 after the last round
+  final avg mAP      average mAP over the tIoU thresholds after the last round (or round --round R)
+  final mAP@0.5      mAP at tIoU 0.5 after the last round (or round R)
   round-0 avg mAP    the teacher trained on labeled videos only (the supervised baseline)
   class acc, mean tIoU, positive acc
                      pseudo-label quality of the last round that made pseudo labels ("–" for
@@ -64,7 +64,9 @@ def recipe_name(run_name: str) -> str:
     return SEED_SUFFIX.sub("", run_name)
 
 
-def load_run(path: str | Path) -> Run:
+def load_run(path: str | Path, round_index: int | None = None) -> Run:
+    """A finished run's figures after its last round, or after round ``round_index`` (earlier rounds of a
+    longer run, e.g. to set 1-round runs beside the first round of 2-round runs)."""
     path = Path(path)
     metrics_file, config_file = path / "metrics.json", path / "config.yaml"
     if not metrics_file.is_file():
@@ -74,6 +76,11 @@ def load_run(path: str | Path) -> Run:
     try:
         metrics = json.loads(metrics_file.read_text())
         rounds = sorted(metrics["rounds"], key=lambda r: r["round"])
+        if round_index is not None:
+            rounds = [r for r in rounds if r["round"] <= round_index]
+            if not rounds or rounds[-1]["round"] != round_index:
+                raise CompareError(f"{metrics_file}: no round {round_index} (the run has rounds "
+                                   f"0..{max(r['round'] for r in metrics['rounds'])})")
         curve = [float(r["eval"]["average_mAP"]) for r in rounds]
         final, first = rounds[-1]["eval"], rounds[0]["eval"]
         values = {"final avg mAP": float(final["average_mAP"]), "final mAP@0.5": float(final["mAP"]["0.5"]),
@@ -165,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--group-by", choices=("name", "recipe"), default="name",
                    help="group runs by run.name minus its seed tag (default) or by the enabled recipe flags")
     p.add_argument("--out", default="compare.png", help="plot file (PNG) to write (default: compare.png)")
+    p.add_argument("--round", type=int, default=None, metavar="R",
+                   help="report every run after round R instead of its last round (each run must reach R)")
     args = p.parse_args(argv)
     try:
-        runs = [load_run(d) for d in args.runs]
+        runs = [load_run(d, args.round) for d in args.runs]
     except CompareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

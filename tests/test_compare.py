@@ -144,3 +144,16 @@ def test_runs_sharing_a_seed_are_flagged(tmp_path, capsys):
     assert "warning: recipe 'npl': 2 runs but only seeds [0]" in captured.err
     assert compare.main([str(a), "--out", str(tmp_path / "p.png")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_round_option_reports_an_earlier_round(tmp_path, capsys):
+    two = write_run(tmp_path, "two", name="t_npl_s0", seed=0, recipe=["npl"], evals=[(0.25, 0.1), (0.30, 0.2), (0.50, 0.6)],
+                    quality=(0.5, 0.4, 0.1))
+    one = write_run(tmp_path, "one", name="t_npl_s1", seed=1, recipe=["npl"], evals=[(0.25, 0.1), (0.40, 0.4)],
+                    quality=(0.7, 0.4, 0.3))
+    assert compare.main([str(two), str(one), "--round", "1", "--out", str(tmp_path / "p.png")]) == 0
+    # round 1 of both: avg mean(.30, .40) = .35, deviations ±.05 → std sqrt(2·.0025/1) = .070711
+    assert row_of(capsys.readouterr().out, "t_npl")[3:5] == ["35.00 ± 7.07", "30.00 ± 14.14"]
+    assert compare.main([str(two), str(one), "--round", "2", "--out", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert "one/metrics.json" in err and "no round 2" in err
