@@ -19,7 +19,7 @@ from raytal.eval.detection import DetectionResult
 from raytal.model.wtal import WTALModel
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain
-from raytal.selftrain.weak import eval_json, load_weak, weak_label_video, weak_pseudo_predictions
+from raytal.selftrain.weak import eval_json, keep_video_classes, load_weak, weak_label_video, weak_pseudo_predictions
 from raytal.train.checkpoint import load_checkpoint, save_checkpoint
 from raytal.train.weak import predict_weak
 
@@ -150,3 +150,14 @@ def test_noco_round_through_ray(weak_root, tmp_path, ray_session):
     metrics = run_selftrain(cfg, RayBackend(cfg))
     base, student = _check_round(run_dir, metrics, "cala")
     assert student > base, f"NoCo student {student:.4f} did not improve on the base model {base:.4f}"
+
+
+def test_keep_video_classes_drops_other_classes_of_any_teacher():
+    pred = {"segments": np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 6.0]]), "scores": np.array([0.9, 0.8, 0.7]),
+            "labels": np.array([2, 1, 2]), "quality": np.array([[0.5, 0.1], [0.6, 0.2], [0.7, 0.3]]),
+            "dense": np.zeros((5, 3))}
+    out = keep_video_classes(_video([2]), pred)
+    assert out["labels"].tolist() == [2, 2] and out["scores"].tolist() == [0.9, 0.7]
+    assert out["segments"].tolist() == [[0.0, 1.0], [4.0, 6.0]] and out["quality"].tolist() == [[0.5, 0.1], [0.7, 0.3]]
+    assert out["dense"].shape == (5, 3)  # per-video arrays untouched
+    assert keep_video_classes(_video([]), pred) is pred  # no labels: the model's own classes

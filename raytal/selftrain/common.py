@@ -21,7 +21,7 @@ from raytal.model.inference import predict_videos
 from raytal.postprocess.fusion import gaussian_fusion
 from raytal.pseudo.delta import delta_labels
 from raytal.selftrain.labeling import ICDContext, label_video, labeling_infer, needs_dense
-from raytal.selftrain.weak import is_weak_checkpoint, weak_pseudolabel_callables
+from raytal.selftrain.weak import is_weak_checkpoint, keep_video_classes, weak_pseudolabel_callables
 from raytal.train.checkpoint import load_checkpoint
 
 THUMOS_TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -72,13 +72,13 @@ class TeacherPredictor:
             self.model = self.model.cuda()
 
     def predict(self, videos: list[Video]) -> list[dict]:
-        return predict_videos(
+        preds = predict_videos(
             self.model, videos, labeling_infer(self.cfg), batch_size=self.cfg.ray.infer_batch_size,
             dense=needs_dense(self.cfg),
         )
-
-    def label(self, video: Video, pred: dict) -> dict:
-        return label_video(self.cfg, self.num_classes, video, pred, self.icd)
+        if self.cfg.data.setting == "weak":  # a detector teacher of the weak setting (round ≥ 2, regenerations)
+            preds = [keep_video_classes(v, p) for v, p in zip(videos, preds)]
+        return preds
 
 
 def round_training_videos(

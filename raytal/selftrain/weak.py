@@ -94,22 +94,30 @@ def evaluate_weak(cfg: Config, model: WTALModel, videos: list[Video], tious=WEAK
     return evaluate_detection(gt, SegmentTable.from_predictions([v.video_id for v in videos], preds), tious)
 
 
+def keep_video_classes(video: Video, pred: dict) -> dict:
+    """``pred`` (segments, scores, labels, and any per-video keys) without the instances of classes the video is
+    known not to contain: the video-level labels are the weak setting's supervision, for the base model's
+    proposals and for a detector teacher's alike. A video without labels keeps the model's own choice."""
+    known = np.asarray(video.video_labels, dtype=np.int64).reshape(-1)
+    if not known.size:
+        return pred
+    keep = np.isin(pred["labels"], known)
+    per_instance = ("segments", "scores", "labels", "quality")  # "quality": APL's tIoU/tND per instance
+    return {**pred, **{k: np.asarray(pred[k])[keep] for k in per_instance if k in pred}}
+
+
 def weak_pseudo_predictions(cfg: Config, model: WTALModel, videos: list[Video]) -> list[dict]:
     """Raw TCAM proposals per training video, restricted to the video's known classes.
 
-    The video-level labels are the weak setting's supervision, so a proposal of a class the video is
-    known not to contain is dropped; a video without labels keeps the model's own class choice. Scores
-    are clipped to [0, 1]: an outer-inner contrast plus the γ-weighted video score can exceed 1, and the
-    pseudo-label stages read a score as a confidence (LinPro's target value, CALA/HPM weights).
+    Scores are clipped to [0, 1]: an outer-inner contrast plus the γ-weighted video score can exceed 1,
+    and the pseudo-label stages read a score as a confidence (LinPro's target value, CALA/HPM weights).
     """
     preds = predict_weak(model, videos, cfg.weak, model.num_classes, nms="fusion", fusion_fn=_raw,
                          max_segments=cfg.infer.pre_nms_topk)
     out = []
     for v, p in zip(videos, preds):
-        known = np.asarray(v.video_labels, dtype=np.int64).reshape(-1)
-        keep = np.isin(p["labels"], known) if known.size else np.ones(len(p["labels"]), dtype=bool)
-        out.append({"segments": p["segments"][keep], "scores": np.clip(p["scores"][keep], 0.0, 1.0),
-                    "labels": p["labels"][keep]})
+        p = keep_video_classes(v, {k: p[k] for k in ("segments", "scores", "labels")})
+        out.append({**p, "scores": np.clip(p["scores"], 0.0, 1.0)})
     return out
 
 
