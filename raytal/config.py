@@ -196,6 +196,9 @@ class WeakConfig:
     thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     class_threshold: float = 0.2  # a class enters proposal generation if its video score exceeds this
     oic_margin: float = 0.25
+    # The base model's proposals become pseudo labels from this score (outer-inner contrast) up. Its scale
+    # is not a detector's, so recipe.min_score (which later, detector teachers use) cannot serve both.
+    pseudo_min_score: float = 0.0
 
 
 @dataclass

@@ -69,7 +69,7 @@ def test_training_videos_carry_delta_labels_after_a_regeneration(tmp_path):
 def _cfg(tiny_data: Path, run_dir: Path, *extra: str):
     return load_config(ROOT / "configs" / "tiny_gaufuse.yaml", [
         f"data.root={tiny_data}", f"run.dir={run_dir}", "run.rounds=1", "train.epochs=4", "train.warmup_epochs=1",
-        "recipe.gaufuse.schedule=[2]", *extra,
+        "recipe.gaufuse.schedule=[1, 2]", *extra,
     ])
 
 
@@ -88,19 +88,23 @@ def test_schedule_regenerates_and_trains_on_delta_labels(tiny_data: Path, tmp_pa
     metrics = run_selftrain(_cfg(tiny_data, run), LocalBackend())
 
     stages = json.loads((run / "stages.json").read_text())["stages"]
-    for name in ("round_1/pseudo", "round_1/train_to_2", "round_1/pseudo_at_2", "round_1/quality_at_2", "round_1/train"):
+    for name in ("round_1/pseudo", "round_1/train_to_1", "round_1/pseudo_at_1", "round_1/quality_at_1",
+                 "round_1/train_to_2", "round_1/pseudo_at_2", "round_1/quality_at_2", "round_1/train"):
         assert name in stages, f"stage {name} missing from the ledger"
-    segment = load_checkpoint(run / "round_1" / "train" / "epoch_2.pt")
+    first, second = (load_checkpoint(run / "round_1" / "train" / f"epoch_{e}.pt") for e in (1, 2))
     final = load_checkpoint(run / "round_1" / "train" / "final.pt")
-    assert segment["epoch"] == 2 and final["epoch"] == 4
-    assert "snippet" in segment["metrics"] and "delta" not in segment["metrics"]  # generation 0: BCE on Y
-    assert "delta" in final["metrics"] and math.isfinite(final["metrics"]["delta"])  # then the Δ-label loss
+    assert (first["epoch"], second["epoch"], final["epoch"]) == (1, 2, 4)
+    # The teacher's labels (to epoch 1) and the student's first generation (to epoch 2) train as they are
+    # (BCE on Y); from the student's second generation on, the Δ-label loss.
+    for segment in (first, second):
+        assert "snippet" in segment["metrics"] and "delta" not in segment["metrics"]
+    assert "delta" in final["metrics"] and math.isfinite(final["metrics"]["delta"])
 
-    gen0, gen1 = read_pseudo_labels(run / "round_1" / "pseudo"), read_pseudo_labels(run / "round_1" / "pseudo_at_2")
-    assert sorted(gen0) == sorted(gen1)  # every unlabeled video relabeled
-    assert all(r.teacher.endswith("epoch_2.pt") for r in gen1.values())  # by the student, not the teacher
+    gen0, gen2 = read_pseudo_labels(run / "round_1" / "pseudo"), read_pseudo_labels(run / "round_1" / "pseudo_at_2")
+    assert sorted(gen0) == sorted(gen2)  # every unlabeled video relabeled
+    assert all(r.teacher.endswith("epoch_2.pt") for r in gen2.values())  # by the student, not the teacher
     regen = metrics["rounds"][1]["regenerations"]
-    assert [g["epoch"] for g in regen] == [2] and regen[0]["pseudo"]["rows_out"] == len(gen1)
+    assert [g["epoch"] for g in regen] == [1, 2] and regen[1]["pseudo"]["rows_out"] == len(gen2)
     assert "(epoch 2)" in (run / "report.md").read_text()
 
     # Killed after the regeneration: the same command resumes and ends with the uninterrupted run's weights.

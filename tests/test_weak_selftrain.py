@@ -161,3 +161,17 @@ def test_keep_video_classes_drops_other_classes_of_any_teacher():
     assert out["segments"].tolist() == [[0.0, 1.0], [4.0, 6.0]] and out["quality"].tolist() == [[0.5, 0.1], [0.7, 0.3]]
     assert out["dense"].shape == (5, 3)  # per-video arrays untouched
     assert keep_video_classes(_video([]), pred) is pred  # no labels: the model's own classes
+
+
+def test_weak_pseudo_min_score_drops_weak_proposals():
+    torch.manual_seed(0)
+    model = WTALModel(8, 3, hidden=16, dropout=0.0).eval()
+    video = _video([0, 1, 2], seed=3)
+    cfg = Config()
+    everything = weak_pseudo_predictions(cfg, model, [video])[0]
+    cut = float(np.median(everything["scores"]))
+    cfg.weak.pseudo_min_score = cut
+    kept = weak_pseudo_predictions(cfg, model, [video])[0]
+    expected = everything["scores"] >= cut
+    assert 0 < len(kept["scores"]) == int(expected.sum()) < len(everything["scores"])
+    np.testing.assert_array_equal(kept["segments"], everything["segments"][expected])

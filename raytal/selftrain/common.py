@@ -88,7 +88,7 @@ def round_training_videos(
 
     Every training worker reads them itself (they are small next to the features it trains on), so a
     2-worker run sees exactly the global batches of a 1-worker run. With ``prev_pseudo_dir`` (the previous
-    generation of a GauFuse regeneration schedule) each video's dense targets become the Δ labels
+    generation of the student in a GauFuse regeneration schedule) each video's dense targets become the Δ labels
     Y^(g) − Y^(g−1); a video without previous targets (an error row then) keeps Y^(g), as a first generation.
     """
     labeled = list(read_shards(split_dir / "labeled"))

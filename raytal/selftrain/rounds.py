@@ -114,8 +114,10 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
     regen = _regeneration_epochs(cfg)
 
     def train_student(round_index: int, pseudo_dir: Path, init: str | None) -> str:
+        # Δ labels compare two generations of the student itself: the teacher's labels (generation 0)
+        # and the student's first generation are trained as they are, like any first generation.
         prev = None
-        for epoch in regen:
+        for i, epoch in enumerate(regen):
             student = stages.run(f"round_{round_index}/train_to_{epoch}", train_until, round_index, epoch,
                                  pseudo_dir, init, prev)
             gen_dir = run_dir / f"round_{round_index}" / f"pseudo_at_{epoch}"
@@ -124,7 +126,7 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
             q = stages.run(f"round_{round_index}/quality_at_{epoch}", _quality, cfg, split_dir, gen_dir, num_classes)
             log.info("round %d: pseudo labels regenerated at epoch %d: %d rows, class acc %.1f %%, positive acc %.1f %%",
                      round_index, epoch, summary["rows_out"], 100 * q["class_accuracy"], 100 * q["positive_accuracy"])
-            prev, pseudo_dir = pseudo_dir, gen_dir
+            prev, pseudo_dir = (pseudo_dir if i > 0 else None), gen_dir
         return train(round_index, pseudo_dir, init, prev)
 
     if cfg.run.eval_subset not in ("test", "val"):

@@ -111,13 +111,16 @@ def weak_pseudo_predictions(cfg: Config, model: WTALModel, videos: list[Video]) 
 
     Scores are clipped to [0, 1]: an outer-inner contrast plus the γ-weighted video score can exceed 1,
     and the pseudo-label stages read a score as a confidence (LinPro's target value, CALA/HPM weights).
+    Proposals scoring below ``weak.pseudo_min_score`` are dropped.
     """
     preds = predict_weak(model, videos, cfg.weak, model.num_classes, nms="fusion", fusion_fn=_raw,
                          max_segments=cfg.infer.pre_nms_topk)
     out = []
     for v, p in zip(videos, preds):
         p = keep_video_classes(v, {k: p[k] for k in ("segments", "scores", "labels")})
-        out.append({**p, "scores": np.clip(p["scores"], 0.0, 1.0)})
+        keep = p["scores"] >= cfg.weak.pseudo_min_score
+        out.append({"segments": p["segments"][keep], "scores": np.clip(p["scores"][keep], 0.0, 1.0),
+                    "labels": p["labels"][keep]})
     return out
 
 
