@@ -121,3 +121,21 @@ def test_schedule_outside_the_epochs_is_a_config_error(tiny_data: Path, tmp_path
     cfg = _cfg(tiny_data, tmp_path / "bad", "recipe.gaufuse.schedule=[4]")
     with pytest.raises(ConfigError, match="recipe.gaufuse.schedule.*outside"):
         run_selftrain(cfg, LocalBackend())
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_schedule_through_ray(tiny_data: Path, tmp_path: Path, ray_session):
+    """The same segments on the Ray back-end: Ray Train restarts its run where the last segment stopped and
+    the regenerations go through the Ray Data pipeline."""
+    from raytal.distributed.backend import RayBackend
+
+    run = tmp_path / "ray"
+    cfg = _cfg(tiny_data, run)
+    run_selftrain(cfg, RayBackend(cfg))
+    epochs = [load_checkpoint(run / "round_1" / "train" / f)["epoch"] for f in ("epoch_1.pt", "epoch_2.pt", "final.pt")]
+    assert epochs == [1, 2, 4]
+    assert "delta" in load_checkpoint(run / "round_1" / "train" / "final.pt")["metrics"]
+    unlabeled = read_pseudo_labels(run / "round_1" / "pseudo")
+    for e in (1, 2):
+        assert sorted(read_pseudo_labels(run / "round_1" / f"pseudo_at_{e}")) == sorted(unlabeled)
