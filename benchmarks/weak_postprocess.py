@@ -15,39 +15,31 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
-
 from raytal.config import Config, load_config
 from raytal.data.dataset import load_dataset
-from raytal.eval.detection import DetectionResult, evaluate_detection
-from raytal.eval.table import SegmentTable
+from raytal.eval.detection import DetectionResult
 from raytal.selftrain.common import evaluate_model, load_detector
-from raytal.selftrain.weak import WEAK_TIOUS, fusion_at_test, is_weak_checkpoint, load_weak
-from raytal.train.weak import predict_weak
+from raytal.selftrain.weak import WEAK_TIOUS, eval_json, evaluate_weak, is_weak_checkpoint, load_weak
 
 
 def _averages(res: DetectionResult) -> tuple[float, float]:
-    low = res.tious >= 0.3 - 1e-9
-    return 100 * float(np.mean(res.mAP)), 100 * float(np.mean(res.mAP[low]))
+    j = eval_json(res)
+    return 100 * j["average_mAP"], 100 * j["average_mAP_0.3_0.7"]
 
 
 def _base_model(cfg: Config, ckpt: str, test) -> dict[str, DetectionResult]:
     model = load_weak(ckpt)
-    gt = SegmentTable.from_videos(test)
-    out = {}
-    for name, kwargs in (("hard NMS 0.5", dict(nms="hard", iou_threshold=0.5)),
-                         ("fusion T=0.03", dict(nms="fusion", fusion_fn=fusion_at_test(cfg)))):
-        preds = predict_weak(model, test, cfg.weak, model.num_classes, max_segments=cfg.infer.max_segments, **kwargs)
-        out[name] = evaluate_detection(gt, SegmentTable.from_predictions([v.video_id for v in test], preds), WEAK_TIOUS)
-    return out
+    return {"hard NMS 0.5": evaluate_weak(cfg, model, test, nms="hard"), "fusion T=0.03": evaluate_weak(cfg, model, test)}
 
 
 def _detector(cfg: Config, ckpt: str, test) -> dict[str, DetectionResult]:
     model = load_detector(cfg, ckpt)
-    nms_only = dataclasses.replace(cfg, recipe=dataclasses.replace(
-        cfg.recipe, gaufuse=dataclasses.replace(cfg.recipe.gaufuse, enabled=False)))
-    fused = dataclasses.replace(cfg, recipe=dataclasses.replace(
-        cfg.recipe, gaufuse=dataclasses.replace(cfg.recipe.gaufuse, enabled=True)))
+
+    def with_gaufuse(enabled: bool) -> Config:  # evaluate_model fuses at test time exactly when GauFuse is on
+        return dataclasses.replace(cfg, recipe=dataclasses.replace(
+            cfg.recipe, gaufuse=dataclasses.replace(cfg.recipe.gaufuse, enabled=enabled)))
+
+    nms_only, fused = with_gaufuse(False), with_gaufuse(True)
     variants = {
         "Soft-NMS": nms_only,
         "hard NMS 0.5": dataclasses.replace(nms_only, infer=dataclasses.replace(cfg.infer, nms="hard", iou_threshold=0.5)),

@@ -96,19 +96,21 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
     log.info("split: %d labeled, %d unlabeled, %d val, %d test videos",
              len(ds.labeled), len(ds.unlabeled), len(ds.val), len(ds.test))
 
+    def train_dir(round_index: int) -> Path:
+        return run_dir / f"round_{round_index}" / "train"
+
     def train(round_index: int, pseudo_dir: Path | None, init: str | None, prev_pseudo_dir: Path | None = None) -> str:
         name = f"round_{round_index}/train"
         log.info("%s: %s", name, "teacher on labeled videos" if pseudo_dir is None else "student on labeled + pseudo")
-        return stages.run(name, backend.train, cfg, run_dir / f"round_{round_index}" / "train", split_dir,
+        return stages.run(name, backend.train, cfg, train_dir(round_index), split_dir,
                           pseudo_dir, init, num_classes, input_dim, prev_pseudo_dir=prev_pseudo_dir)
 
     def train_until(round_index: int, epoch: int, pseudo_dir: Path, init: str | None, prev: Path | None) -> str:
         """One segment of a student's training that stops at ``epoch``; its checkpoint is kept as
         ``epoch_<e>.pt`` (the stage's final.pt is rewritten by the next segment)."""
-        stage_dir = run_dir / f"round_{round_index}" / "train"
-        final = backend.train(cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim,
+        final = backend.train(cfg, train_dir(round_index), split_dir, pseudo_dir, init, num_classes, input_dim,
                               prev_pseudo_dir=prev, stop_epoch=epoch)
-        return str(shutil.copyfile(final, stage_dir / f"epoch_{epoch}.pt"))
+        return str(shutil.copyfile(final, train_dir(round_index) / f"epoch_{epoch}.pt"))
 
     # GauFuse regenerates the pseudo labels with the student at these epochs and trains on the Δ labels.
     regen = _regeneration_epochs(cfg)
@@ -146,7 +148,7 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
     if cfg.run.teacher:  # a teacher shared between runs (Tune trials whose keys do not change round 0)
         teacher = stages.run("round_0/train", lambda: str(Path(cfg.run.teacher).resolve()))
     elif cfg.data.setting == "weak":  # video-level labels only: the base WTAL model is the first teacher
-        teacher = stages.run("round_0/train", train_weak_stage, cfg, run_dir / "round_0" / "train", split_dir,
+        teacher = stages.run("round_0/train", train_weak_stage, cfg, train_dir(0), split_dir,
                              num_classes)
     else:
         teacher = train(0, None, None)

@@ -86,9 +86,13 @@ def _raw(seg: np.ndarray, score: np.ndarray, lab: np.ndarray) -> tuple[np.ndarra
     return seg, score, lab
 
 
-def evaluate_weak(cfg: Config, model: WTALModel, videos: list[Video], tious=WEAK_TIOUS) -> DetectionResult:
+def evaluate_weak(
+    cfg: Config, model: WTALModel, videos: list[Video], tious=WEAK_TIOUS, nms: str = "fusion",
+) -> DetectionResult:
+    """The base model on ``videos``: Gaussian weighted fusion at test time, or ``nms="hard"`` (NMS 0.5)."""
     _set_threads(cfg)
-    preds = predict_weak(model, videos, cfg.weak, model.num_classes, nms="fusion", fusion_fn=fusion_at_test(cfg),
+    fusion_fn = fusion_at_test(cfg) if nms == "fusion" else None
+    preds = predict_weak(model, videos, cfg.weak, model.num_classes, nms=nms, fusion_fn=fusion_fn,
                          max_segments=cfg.infer.max_segments)
     gt = SegmentTable.from_videos(videos)
     return evaluate_detection(gt, SegmentTable.from_predictions([v.video_id for v in videos], preds), tious)

@@ -32,7 +32,6 @@ if TYPE_CHECKING:  # objective.py imports this module
     from raytal.train.objective import LossFn
 
 
-
 def teacher_predictions(
     out: DetectorOutput, index: int, length: int, min_score: float, topk: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
