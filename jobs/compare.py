@@ -88,7 +88,8 @@ def load_run(path: str | Path, round_index: int | None = None) -> Run:
         quality = [r["quality"] for r in rounds if "quality" in r]
         for column, key in (("class acc", "class_accuracy"), ("mean tIoU", "mean_tiou"),
                             ("positive acc", "positive_accuracy")):
-            values[column] = float(quality[-1][key]) if quality else float("nan")
+            undefined = not quality or quality[-1][key] is None  # supervised run, or no pseudo labels
+            values[column] = float("nan") if undefined else float(quality[-1][key])
     except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as e:
         raise CompareError(f"{metrics_file}: not a selftrain metrics.json (expected rounds[].eval.mAP['0.5'], "
                            f"average_mAP and quality; {type(e).__name__}: {e})") from e

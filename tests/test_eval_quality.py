@@ -44,10 +44,10 @@ def test_no_overlap_is_no_match_even_with_ground_truth_in_the_video():
     assert q["class_accuracy"] == 0.0 and q["mean_tiou"] == 0.0
 
 
-def test_empty_pseudo_is_nan_free():
+def test_empty_pseudo_has_undefined_accuracies_not_zero():
     q = pseudo_label_quality(GT, SegmentTable.empty(), num_classes=2)
-    assert q["class_accuracy"] == 0.0 and q["mean_tiou"] == 0.0 and q["positive_accuracy"] == 0.0
-    assert q["count_ratio"] == [0.0, 0.0]
+    assert q["class_accuracy"] is None and q["mean_tiou"] is None and q["positive_accuracy"] is None
+    assert q["count_ratio"] == [0.0, 0.0] and q["num_pseudo"] == 0
 
 
 def test_label_out_of_range_is_an_error():

@@ -27,7 +27,7 @@ def pseudo_label_quality(gt: SegmentTable, pseudo: SegmentTable, num_classes: in
     ``mean_tiou`` (mean tIoU to the best-matching ground truth), ``positive_accuracy`` (right class and
     tIoU >= 0.5), ``count_ratio`` ([C] list: #pseudo / #gt of each class; 0 when both are 0, inf when only
     the ground truth has none), ``num_pseudo``, ``num_gt``. With no pseudo instances the three
-    fractions are 0.
+    fractions are undefined: None (JSON null), so a report can say so instead of showing 0 %.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
@@ -60,11 +60,14 @@ def pseudo_label_quality(gt: SegmentTable, pseudo: SegmentTable, num_classes: in
         best_cls[qi[first]] = g_lab[rj[first]]
 
     right = best_cls == pseudo.labels
-    denom = max(n, 1)
+
+    def fraction(hits: np.ndarray) -> float | None:
+        return float(hits.sum() / n) if n else None
+
     return {
-        "class_accuracy": float(right.sum() / denom),
-        "mean_tiou": float(best_iou.sum() / denom),
-        "positive_accuracy": float((right & (best_iou >= 0.5)).sum() / denom),
+        "class_accuracy": fraction(right),
+        "mean_tiou": fraction(best_iou),
+        "positive_accuracy": fraction(right & (best_iou >= 0.5)),
         "count_ratio": ratio.tolist(),
         "num_pseudo": int(n),
         "num_gt": int(len(gt)),

@@ -16,6 +16,11 @@ import numpy as np  # noqa: E402
 QUALITY_KEYS = ("class_accuracy", "mean_tiou", "positive_accuracy")
 
 
+def percent(fraction: float | None) -> str:
+    """A quality fraction as a percentage; '–' when it is undefined (no pseudo labels)."""
+    return "–" if fraction is None else f"{100 * fraction:.1f}"
+
+
 def write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
@@ -42,8 +47,8 @@ def quality_table(metrics: dict) -> str:
     lines = ["| round | pseudo | gt | class acc | mean tIoU | positive acc | errors |", "|---|---|---|---|---|---|---|"]
 
     def row(name: str, q: dict, p: dict) -> str:
-        return (f"| {name} | {q['num_pseudo']} | {q['num_gt']} | {100 * q['class_accuracy']:.1f} | "
-                f"{100 * q['mean_tiou']:.1f} | {100 * q['positive_accuracy']:.1f} | {p['num_errors']} |")
+        return (f"| {name} | {q['num_pseudo']} | {q['num_gt']} | "
+                + " | ".join(percent(q[k]) for k in QUALITY_KEYS) + f" | {p['num_errors']} |")
 
     for r in rows:
         lines.append(row(str(r["round"]), r["quality"], r["pseudo"]))
@@ -72,7 +77,8 @@ def plot_rounds(path: Path, metrics: dict) -> None:
     axes[0].legend(fontsize=7)
     q = [r for r in rounds if "quality" in r]
     for key in QUALITY_KEYS:
-        axes[1].plot([r["round"] for r in q], [100 * r["quality"][key] for r in q], "o-", label=key)
+        axes[1].plot([r["round"] for r in q], [np.nan if r["quality"][key] is None else 100 * r["quality"][key]
+                                               for r in q], "o-", label=key)
     axes[1].set(xlabel="round", ylabel="%", title="pseudo-label quality")
     if q:
         axes[1].legend(fontsize=7)

@@ -29,7 +29,7 @@ from raytal.eval.table import SegmentTable
 from raytal.pseudo.delta import regeneration_epochs
 from raytal.selftrain.common import evaluate_model, load_detector
 from raytal.selftrain.labeling import ICDContext, fit_icd
-from raytal.selftrain.report import write_report
+from raytal.selftrain.report import percent, write_report
 from raytal.selftrain.weak import (
     WEAK_TIOUS, eval_json, evaluate_weak, is_weak_checkpoint, load_weak, predict_checkpoint, train_weak_stage,
 )
@@ -126,8 +126,9 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
             summary = stages.run(f"round_{round_index}/pseudo_at_{epoch}", backend.pseudolabel, cfg, student,
                                  round_index, split_dir, gen_dir, num_classes, icd)
             q = stages.run(f"round_{round_index}/quality_at_{epoch}", _quality, cfg, split_dir, gen_dir, num_classes)
-            log.info("round %d: pseudo labels regenerated at epoch %d: %d rows, class acc %.1f %%, positive acc %.1f %%",
-                     round_index, epoch, summary["rows_out"], 100 * q["class_accuracy"], 100 * q["positive_accuracy"])
+            log.info("round %d: pseudo labels regenerated at epoch %d: %d rows, %d instances, class acc %s %%, "
+                     "positive acc %s %%", round_index, epoch, summary["rows_out"], q["num_pseudo"],
+                     percent(q["class_accuracy"]), percent(q["positive_accuracy"]))
             prev, pseudo_dir = (pseudo_dir if i > 0 else None), gen_dir
         return train(round_index, pseudo_dir, init, prev)
 
