@@ -246,6 +246,34 @@ def test_poisoned_inputs_become_error_rows(ray_session, tmp_path):
     assert len(rec[good_b.video_id].segments) == 1 and rec[good_b.video_id].error is None
 
 
+def test_fused_stage_writes_the_rows_of_inference_then_labeling(tmp_path):
+    """CPU actors label inside the inference actor (InferLabelStage); GPU pools hand predictions to
+    label_batch tasks. Same rows, in the same order, error rows included."""
+    from raytal.distributed.pseudolabel import InferLabelStage, InferStage, label_batch
+
+    vids = _videos(4)
+    nan_v = dataclasses.replace(vids[1], video_id="poison_nan", features=vids[1].features.copy())
+    nan_v.features[0, 0] = np.nan
+    wrong_d = dataclasses.replace(vids[2], video_id="poison_dim", features=vids[2].features[:, :31].copy())
+    bad_label = dataclasses.replace(vids[3], video_id="poison_label")
+    shard = write_shards([vids[0], nan_v, wrong_d, bad_label], tmp_path, rows_per_shard=4, check=False)[0]
+    batch = pq.read_table(shard)
+    labeling = {"label_video": fake_label_video, "round": 3, "teacher": "ck"}
+    split = label_batch(InferStage(make_fake_infer, D, 1)(batch), **labeling)
+    fused = InferLabelStage(make_fake_infer, D, 1, **labeling)(batch)
+    assert fused.equals(split)
+    rows = fused.to_pylist()
+    assert [r["video_id"] for r in rows] == ["poison_nan", "poison_dim", vids[0].video_id, "poison_label"]
+    assert [r["error"] is None for r in rows] == [False, False, True, False]
+    assert "D = 31" in rows[1]["error"] and "exploded" in rows[3]["error"]
+    # The labeling stage never sees the hidden ground truth the unlabeled shard carries (for quality metrics).
+    assert len(vids[0].segments) > 0
+    seen = []
+    InferLabelStage(make_fake_infer, D, 1, label_video=lambda v, p: seen.append(v) or fake_label_video(v, p),
+                    round=3, teacher="ck")(batch)
+    assert [len(v.segments) for v in seen] == [0, 0] and not any(v.labeled for v in seen)
+
+
 def test_shard_precheck_reports_unreadable_files_and_takes_uris(clean_shards, tmp_path):
     from raytal.distributed.pseudolabel import check_shard_files, list_shard_files
 

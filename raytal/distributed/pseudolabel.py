@@ -4,6 +4,9 @@
     so the teacher checkpoint is loaded once per actor, not per batch) -> label_video map tasks (the
     recipe's pure pseudo-label stages) -> write_parquet(out_dir) in PSEUDO_SCHEMA.
 
+With CPU actors the labeling runs inside the inference actor (``InferLabelStage``): same stage
+functions, one object-store hop less.
+
 Nothing is collected on the driver: batches stream through the stages and the summary is built from
 a final read of the small output columns. Every video that reaches the pipeline leaves one row; a
 per-video failure (undecodable or non-finite features, wrong feature dimension, an exception in
@@ -19,6 +22,7 @@ Every readable file is processed as usual.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections.abc import Callable
@@ -140,7 +144,8 @@ def _pred_row(video: Video, pred: dict) -> dict[str, Any]:
 
 
 class InferStage:
-    """Actor: builds the teacher once (``make_infer()``), then runs it on batches of shard rows."""
+    """Actor: builds the teacher once (``make_infer()``), then runs it on batches of shard rows and
+    returns prediction rows for a separate labeling stage (``label_batch``)."""
 
     def __init__(self, make_infer: Callable[[], InferFn], feature_dim: int | None, torch_threads: int) -> None:
         import torch
@@ -150,34 +155,79 @@ class InferStage:
         self.feature_dim = feature_dim
         self.infer = make_infer()
 
-    def _run(self, videos: list[Video]) -> list[dict]:
+    def _run(self, videos: list[Video]) -> list[tuple[Video, dict]]:
         preds = self.infer(videos)
         if len(preds) != len(videos):
             raise ValueError(f"teacher returned {len(preds)} predictions for {len(videos)} videos")
-        return [_pred_row(v, p) for v, p in zip(videos, preds)]
+        return list(zip(videos, preds))
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        errors: list[tuple[str, str]] = []
-        videos = rows_to_videos(batch, source="shard", errors=errors, check_finite=True)
-        rows = [_error_pred_row(vid, reason) for vid, reason in errors]
+    def predict(self, batch: pa.Table) -> tuple[list[tuple[str, str]], list[tuple[Video, dict]]]:
+        """([(video id, reason)] for the videos that failed, [(video, prediction)] for the rest)."""
+        failed: list[tuple[str, str]] = []
+        videos = rows_to_videos(batch, source="shard", errors=failed, check_finite=True)
         good = []
         for v in videos:
             if self.feature_dim is not None and v.features.shape[1] != self.feature_dim:
-                rows.append(_error_pred_row(
-                    v.video_id, f"shard: video '{v.video_id}': field 'features': D = {v.features.shape[1]}, "
-                    f"the teacher expects D = {self.feature_dim}"))
+                failed.append((v.video_id, f"shard: video '{v.video_id}': field 'features': "
+                               f"D = {v.features.shape[1]}, the teacher expects D = {self.feature_dim}"))
             else:
                 good.append(v)
-        if good:
-            try:
-                rows += self._run(good)
-            except Exception:  # noqa: BLE001 - isolate the failing video(s) by retrying one at a time
-                for v in good:
-                    try:
-                        rows += self._run([v])
-                    except Exception as e:  # noqa: BLE001 - one bad video is an error row, not a dead job
-                        rows.append(_error_pred_row(v.video_id, f"inference failed: {type(e).__name__}: {e}"))
+        if not good:
+            return failed, []
+        try:
+            return failed, self._run(good)
+        except Exception:  # noqa: BLE001 - isolate the failing video(s) by retrying one at a time
+            done = []
+            for v in good:
+                try:
+                    done += self._run([v])
+                except Exception as e:  # noqa: BLE001 - one bad video is an error row, not a dead job
+                    failed.append((v.video_id, f"inference failed: {type(e).__name__}: {e}"))
+            return failed, done
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        failed, done = self.predict(batch)
+        rows = [_error_pred_row(vid, reason) for vid, reason in failed] + [_pred_row(v, p) for v, p in done]
         return pa.Table.from_pylist(rows, schema=_PRED_SCHEMA)
+
+
+def _label_row(video_id: str, make: Callable[[], tuple[Video, dict]], label_video: LabelFn, round: int,
+               teacher: str) -> dict[str, Any]:
+    """One PSEUDO_SCHEMA row: ``label_video`` on ``make()``'s (video, prediction); a raise -> error row."""
+    try:
+        out = label_video(*make())
+        return pseudo_row(
+            video_id, round, teacher, out["segments"], out["labels"], out["scores"], out["weights"],
+            out["origins"], out.get("targets"), out.get("teacher_scores"), relaxed=out.get("relaxed", 0),
+        )
+    except Exception as e:  # noqa: BLE001 - one bad video is an error row, not a dead job
+        return pseudo_row(video_id, round, teacher, [], [], [], [], [], error=f"labeling failed: {type(e).__name__}: {e}")
+
+
+class InferLabelStage(InferStage):
+    """Actor: teacher inference and the recipe's labeling in one call, returning pseudo-label rows.
+
+    For CPU actors: a separate labeling task would only add a hop (features and predictions through
+    the object store) and compete with the actors for the same cores. Rows are the ones
+    ``label_batch(InferStage(...)(batch))`` gives, in the same order.
+    """
+
+    def __init__(self, make_infer: Callable[[], InferFn], feature_dim: int | None, torch_threads: int, *,
+                 label_video: LabelFn, round: int, teacher: str) -> None:
+        super().__init__(make_infer, feature_dim, torch_threads)
+        self.label_video, self.round, self.teacher = label_video, int(round), str(teacher)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        failed, done = self.predict(batch)
+        rows = [pseudo_row(vid, self.round, self.teacher, [], [], [], [], [], error=reason) for vid, reason in failed]
+        # Labeling sees the video without its hidden ground truth, as after the hop in label_batch.
+        rows += [_label_row(v.video_id, lambda v=v, p=p: (_unlabeled(v), p), self.label_video, self.round,
+                            self.teacher) for v, p in done]
+        return pa.Table.from_pylist(rows, schema=PSEUDO_SCHEMA)
+
+
+def _unlabeled(video: Video) -> Video:
+    return dataclasses.replace(video, labeled=False, segments=np.zeros((0, 2)), labels=np.zeros(0, np.int64))
 
 
 def _video_of(cols: dict[str, list], i: int) -> Video:
@@ -202,16 +252,9 @@ def label_batch(batch: pa.Table, *, label_video: LabelFn, round: int, teacher: s
     for i, vid in enumerate(cols["video_id"]):
         if cols["error"][i] is not None:
             rows.append(pseudo_row(vid, round, teacher, [], [], [], [], [], error=cols["error"][i]))
-            continue
-        try:
-            out = label_video(_video_of(cols, i), decode_prediction(cols["prediction"][i]))
-            rows.append(pseudo_row(
-                vid, round, teacher, out["segments"], out["labels"], out["scores"], out["weights"],
-                out["origins"], out.get("targets"), out.get("teacher_scores"), relaxed=out.get("relaxed", 0),
-            ))
-        except Exception as e:  # noqa: BLE001 - one bad video is an error row, not a dead job
-            rows.append(pseudo_row(vid, round, teacher, [], [], [], [], [],
-                                   error=f"labeling failed: {type(e).__name__}: {e}"))
+        else:
+            rows.append(_label_row(vid, lambda i=i: (_video_of(cols, i), decode_prediction(cols["prediction"][i])),
+                                   label_video, round, teacher))
     return pa.Table.from_pylist(rows, schema=PSEUDO_SCHEMA)
 
 
@@ -318,6 +361,7 @@ def run_pseudolabel_pipeline(
     use_gpu: bool,
     task_cpus: float = 0.5,
     feature_dim: int | None = None,
+    fuse_labeling: bool | None = None,
 ) -> PipelineSummary:
     """Pseudo-label the videos of ``shard_files`` into ``out_dir`` (overwritten); Ray must be running.
 
@@ -327,6 +371,10 @@ def run_pseudolabel_pipeline(
     (seconds), labels, scores, weights, origins and optionally targets, teacher_scores [T, C] and
     relaxed (count). ``feature_dim`` (the teacher's D) turns a wrong D into a clear error row before
     inference. Results do not depend on ``pool_size``: each video's row is a function of that video.
+
+    ``fuse_labeling`` (default: on CPU actors, off with GPUs) labels inside the inference actors
+    (``InferLabelStage``) instead of in separate CPU map tasks (``task_cpus`` each), which let GPU actors
+    move on to the next batch while the CPU solves LinPro; both give the same rows.
     """
     import ray
     import ray.data
@@ -346,27 +394,28 @@ def run_pseudolabel_pipeline(
     clean_output(out_dir)
     good, videos_in, file_errors = check_shard_files(shard_files)
     if good:
+        fuse = not use_gpu if fuse_labeling is None else fuse_labeling
+        labeling = {"label_video": label_video, "round": int(round), "teacher": str(teacher)}
         ds = ray.data.read_parquet(good).select_columns(SHARD_SCHEMA.names)
         ds = ds.map_batches(
-            InferStage,
+            InferLabelStage if fuse else InferStage,
             fn_constructor_kwargs={
                 "make_infer": make_infer,
                 "feature_dim": feature_dim,
                 "torch_threads": max(1, int(actor_cpus)),
+                **(labeling if fuse else {}),
             },
             batch_size=batch_size,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool_size),
+            # Start the whole pool at once: Ray Data grows a pool only when its actors' queues stay
+            # long, which a round of a few minutes may never reach; the pool can still shrink to 1.
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool_size, initial_size=pool_size),
             num_cpus=actor_cpus,
             num_gpus=1 if use_gpu else 0,
         )
-        ds = ds.map_batches(
-            label_batch,
-            fn_kwargs={"label_video": label_video, "round": int(round), "teacher": str(teacher)},
-            batch_size=batch_size,
-            batch_format="pyarrow",
-            num_cpus=task_cpus,
-        )
+        if not fuse:
+            ds = ds.map_batches(label_batch, fn_kwargs=labeling, batch_size=batch_size, batch_format="pyarrow",
+                                num_cpus=task_cpus)
         ds.write_parquet(out_dir)
     rows, errors, reasons, per_class, relaxed = summarize_output(out_dir) if good else (0, 0, [], {}, 0)
     if rows != videos_in:

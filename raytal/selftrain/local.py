@@ -1,7 +1,7 @@
 """The in-process back-end: the same stages as the Ray back-end, run one after another in this process.
 
 For debugging, notebooks and ``--in-process`` runs. Pseudo-labeling applies the Ray pipeline's own
-stage functions (``InferStage``, ``label_batch``) to one shard file at a time, so the rows it writes —
+stage (``InferLabelStage``, inference + labeling) to one shard file at a time, so the rows it writes —
 error rows included — are the ones the Ray pipeline writes.
 """
 
@@ -33,18 +33,18 @@ class LocalBackend:
         icd: ICDContext | None,
     ) -> dict:
         from raytal.distributed.pseudolabel import (
-            InferStage, PipelineSummary, clean_output, check_shard_files, label_batch, summarize_output,
+            InferLabelStage, PipelineSummary, clean_output, check_shard_files, summarize_output,
         )
         start = time.perf_counter()
         make_infer, label_fn = pseudolabel_callables(cfg, teacher, num_classes, icd)
         clean_output(str(out_dir))
         good, videos_in, file_errors = check_shard_files([str(p) for p in list_shards(split_dir / "unlabeled")])
-        infer = InferStage(make_infer, None, max(1, cfg.train.torch_threads))
+        stage = InferLabelStage(make_infer, None, max(1, cfg.train.torch_threads), label_video=label_fn,
+                                round=round_index, teacher=teacher)
         for i, path in enumerate(good):
             table = pq.read_table(path)
             for lo in range(0, table.num_rows, cfg.ray.infer_batch_size):
-                preds = infer(table.slice(lo, cfg.ray.infer_batch_size))
-                rows = label_batch(preds, label_video=label_fn, round=round_index, teacher=teacher)
+                rows = stage(table.slice(lo, cfg.ray.infer_batch_size))
                 pq.write_table(rows, Path(out_dir) / f"part-{i:05d}-{lo:07d}.parquet")
         rows, errors, reasons, per_class, relaxed = summarize_output(str(out_dir))
         return dataclasses.asdict(PipelineSummary(
