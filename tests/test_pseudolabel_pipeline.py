@@ -274,6 +274,19 @@ def test_fused_stage_writes_the_rows_of_inference_then_labeling(tmp_path):
     assert [len(v.segments) for v in seen] == [0, 0] and not any(v.labeled for v in seen)
 
 
+def test_pool_starts_full_only_with_room_for_the_read_tasks():
+    from raytal.distributed.pseudolabel import initial_pool_size
+
+    # 2 actors x 0.5 CPU + one 0.5-CPU read/write task = 2.0 CPUs needed.
+    assert initial_pool_size(2, 0.5, 0.5, False, {"CPU": 2.0}) == 2
+    # Another round already holds 1 CPU of a 2-CPU Ray: starting 2 actors would leave 0 CPU for reads.
+    assert initial_pool_size(2, 0.5, 0.5, False, {"CPU": 1.0}) == 1
+    assert initial_pool_size(3, 1.0, 0.5, False, {"CPU": 3.5}) == 3
+    assert initial_pool_size(3, 1.0, 0.5, False, {}) == 1
+    # GPU actors start as a full pool even before the GPU nodes exist: pending actors bring them up.
+    assert initial_pool_size(4, 0.5, 0.5, True, {"CPU": 8.0}) == 4
+
+
 def test_shard_precheck_reports_unreadable_files_and_takes_uris(clean_shards, tmp_path):
     from raytal.distributed.pseudolabel import check_shard_files, list_shard_files
 

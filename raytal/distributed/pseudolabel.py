@@ -347,6 +347,22 @@ def summarize_output(out_dir: str) -> tuple[int, int, list[tuple[str, str]], dic
     return rows, errors, reasons, per_class, relaxed
 
 
+def initial_pool_size(pool_size: int, actor_cpus: float, task_cpus: float, use_gpu: bool,
+                      available: dict[str, float]) -> int:
+    """How many inference actors to start with: the whole pool if it is made of GPU actors (pending ones
+    are what brings GPU nodes up, and they hold nothing while they wait) or if the cluster has CPU for
+    it now and for one read/write task beside it; else 1, and Ray Data grows the pool as CPUs free up.
+
+    Ray Data grows a pool only when its actors' queues stay long, which a round of a few minutes may
+    never reach, so starting full is what makes a pool of P run P-wide. But CPU actors that take every
+    CPU leave none for the read tasks that feed them (two rounds sharing a 2-CPU Ray did exactly that
+    and deadlocked); one actor leaves the CPUs it does not take to those tasks.
+    """
+    if use_gpu:
+        return pool_size
+    return pool_size if available.get("CPU", 0.0) >= pool_size * actor_cpus + task_cpus - 1e-9 else 1
+
+
 def run_pseudolabel_pipeline(
     shard_files: list[str],
     out_dir: str,
@@ -396,7 +412,8 @@ def run_pseudolabel_pipeline(
     if good:
         fuse = not use_gpu if fuse_labeling is None else fuse_labeling
         labeling = {"label_video": label_video, "round": int(round), "teacher": str(teacher)}
-        ds = ray.data.read_parquet(good).select_columns(SHARD_SCHEMA.names)
+        io_args = {"num_cpus": task_cpus}  # read/write tasks: fractional, so they fit beside the actors
+        ds = ray.data.read_parquet(good, ray_remote_args=io_args).select_columns(SHARD_SCHEMA.names)
         ds = ds.map_batches(
             InferLabelStage if fuse else InferStage,
             fn_constructor_kwargs={
@@ -407,16 +424,18 @@ def run_pseudolabel_pipeline(
             },
             batch_size=batch_size,
             batch_format="pyarrow",
-            # Start the whole pool at once: Ray Data grows a pool only when its actors' queues stay
-            # long, which a round of a few minutes may never reach; the pool can still shrink to 1.
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool_size, initial_size=pool_size),
+            compute=ray.data.ActorPoolStrategy(
+                min_size=1, max_size=pool_size,
+                initial_size=initial_pool_size(pool_size, actor_cpus, task_cpus, use_gpu,
+                                               ray.available_resources()),
+            ),
             num_cpus=actor_cpus,
             num_gpus=1 if use_gpu else 0,
         )
         if not fuse:
             ds = ds.map_batches(label_batch, fn_kwargs=labeling, batch_size=batch_size, batch_format="pyarrow",
                                 num_cpus=task_cpus)
-        ds.write_parquet(out_dir)
+        ds.write_parquet(out_dir, ray_remote_args=io_args)
     rows, errors, reasons, per_class, relaxed = summarize_output(out_dir) if good else (0, 0, [], {}, 0)
     if rows != videos_in:
         raise RuntimeError(f"pseudo-label pipeline wrote {rows} rows for {videos_in} input videos")
