@@ -10,8 +10,9 @@ Prints, in one run:
   - throughput (videos/s) of the Ray pipeline with 2 CPU workers vs the plain loop (target >= 1.6x);
   - Ray's overhead with 1 worker vs the plain loop (target <= 15 %);
   - peak memory (PSS summed over the job's whole process tree: driver, GCS, raylet, workers, sampled
-    every 0.2 s; summed RSS is printed too) of the pipeline on --mem-large vs --mem-small streamed videos (target <= 1.2x). The
-    memory runs use a narrow teacher (--mem-width): memory depends on data flow, not on compute.
+    every 0.2 s; summed RSS is printed too) of the pipeline on --mem-large vs --mem-small streamed
+    videos (target <= 1.2x). The memory runs use a narrow teacher (--mem-width): memory depends on data
+    flow, not on compute.
 
     .venv/bin/python benchmarks/bench_pseudolabel.py [--videos 1000] [--mem-small 1000] [--mem-large 10000]
 

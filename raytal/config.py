@@ -209,7 +209,7 @@ class RayConfig:
     cpus_per_worker: float = 0.5  # fractional so Ray Data can run beside training on small nodes
     gpus_per_worker: float = 1.0
     max_failures: int = 2
-    actor_pool_size: int = 2  # teacher-inference actors (upper bound of the autoscaling pool)
+    actor_pool_size: int = 2  # teacher-inference actors (they also label on CPU); the pool starts full when it fits
     actor_cpus: float = 0.5
     infer_batch_size: int = 8  # videos per inference batch
     rows_per_shard: int = 256

@@ -201,7 +201,8 @@ def _label_row(video_id: str, make: Callable[[], tuple[Video, dict]], label_vide
             out["origins"], out.get("targets"), out.get("teacher_scores"), relaxed=out.get("relaxed", 0),
         )
     except Exception as e:  # noqa: BLE001 - one bad video is an error row, not a dead job
-        return pseudo_row(video_id, round, teacher, [], [], [], [], [], error=f"labeling failed: {type(e).__name__}: {e}")
+        reason = f"labeling failed: {type(e).__name__}: {e}"
+        return pseudo_row(video_id, round, teacher, [], [], [], [], [], error=reason)
 
 
 class InferLabelStage(InferStage):
