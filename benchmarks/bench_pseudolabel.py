@@ -14,7 +14,7 @@ Prints, in one run:
     videos (target <= 1.2x). The memory runs use a narrow teacher (--mem-width): memory depends on data
     flow, not on compute.
 
-    .venv/bin/python benchmarks/bench_pseudolabel.py [--videos 1000] [--mem-small 1000] [--mem-large 10000]
+    .venv/bin/python benchmarks/bench_pseudolabel.py [--videos 4000] [--mem-small 1000] [--mem-large 10000]
 
 The 2-core machine may be shared: the ratios are only meaningful when it is otherwise idle.
 """
@@ -183,7 +183,8 @@ def child(files: list[str], out: str, width: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--videos", type=int, default=1000, help="videos for the throughput runs")
+    p.add_argument("--videos", type=int, default=4000,
+                   help="videos for the throughput runs (each Ray run pays a fixed actor start-up of a few seconds)")
     p.add_argument("--width", type=int, default=512, help="teacher channels (throughput runs)")
     p.add_argument("--layers", type=int, default=12, help="teacher conv layers (~20 ms per video on one core)")
     p.add_argument("--mem-small", type=int, default=1000)

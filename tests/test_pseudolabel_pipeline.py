@@ -287,6 +287,15 @@ def test_pool_starts_full_only_with_room_for_the_read_tasks():
     assert initial_pool_size(4, 0.5, 0.5, True, {"CPU": 8.0}) == 4
 
 
+def test_blocks_hold_a_few_batches_and_every_actor_gets_several():
+    from raytal.distributed.pseudolabel import block_rows
+
+    assert block_rows(1000, 8, 2) == 32  # 4 batches of 8
+    assert block_rows(180, 8, 2) == 23  # ceil(180 / (4 blocks x 2 actors))
+    assert block_rows(29, 8, 2) == 4  # a tiny round still feeds both actors: 8 blocks
+    assert block_rows(3, 8, 4) == 1 and block_rows(0, 8, 2) == 1
+
+
 def test_shard_precheck_reports_unreadable_files_and_takes_uris(clean_shards, tmp_path):
     from raytal.distributed.pseudolabel import check_shard_files, list_shard_files
 
@@ -296,8 +305,10 @@ def test_shard_precheck_reports_unreadable_files_and_takes_uris(clean_shards, tm
     not_a_shard = tmp_path / "other.parquet"
     pq.write_table(pa.table({"x": [1, 2]}), not_a_shard)
     uri = "file://" + str(Path(clean_shards[1]).resolve())
-    good, count, bad = check_shard_files([clean_shards[0], uri, str(broken), str(not_a_shard)])
+    good, count, nbytes, bad = check_shard_files([clean_shards[0], uri, str(broken), str(not_a_shard)])
     assert good == [clean_shards[0], uri] and count == 4 + 4  # 4 rows per clean shard
+    feature_bytes = sum(v.features.nbytes for v in read_shards(clean_shards[:2]))
+    assert feature_bytes < nbytes < 2 * feature_bytes  # the float32 features are most of a shard's size
     assert [p for p, _ in bad] == [str(broken), str(not_a_shard)]
     assert "video_id" in bad[1][1] or "missing" in bad[1][1]
     shard_dir = "file://" + str(Path(clean_shards[0]).resolve().parent)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +45,12 @@ from raytal.data.video import Video
 InferFn = Callable[[list[Video]], list[dict]]
 LabelFn = Callable[[Video, dict], dict]
 MAX_REASONS = 5  # error reasons kept in the summary (smallest video ids, so the choice is deterministic)
+# Ray Data's Parquet reader puts small shard files together into one block, and an actor takes one block
+# per call, so a round of a few shards ran on one actor while the rest of the pool idled. The pipeline
+# sizes blocks instead: BATCHES_PER_BLOCK inference batches, and at least BLOCKS_PER_ACTOR per actor.
+BATCHES_PER_BLOCK = 4
+BLOCKS_PER_ACTOR = 4
+MIN_ROWS_PER_FILE = 256  # pseudo-label rows are small: gather blocks into files of at least this many
 
 # What the inference stage hands to the labeling stage: the video record without its hidden ground
 # truth, and the teacher's prediction as an .npz blob (arrays only, loaded with allow_pickle=False).
@@ -284,9 +290,16 @@ def list_shard_files(source: str) -> list[str]:
     return sorted(f"{scheme}://{i.path}" for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
 
 
-def check_shard_files(shard_files: list[str]) -> tuple[list[str], int, list[tuple[str, str]]]:
-    """(readable files, their video count, [(file, reason)] for the rest), reading footers and ids only."""
-    good, bad, count = [], [], 0
+class ShardCheck(NamedTuple):
+    good: list[str]  # readable shard files
+    videos: int  # videos in them
+    nbytes: int  # their uncompressed size (Parquet footers), to size Ray Data blocks
+    errors: list[tuple[str, str]]  # (file, reason) for the rest
+
+
+def check_shard_files(shard_files: list[str]) -> ShardCheck:
+    """Which shard files are readable, reading footers and ids only."""
+    good, bad, count, nbytes = [], [], 0, 0
     for path in shard_files:
         try:
             fs, inner = _filesystem(str(path))
@@ -296,6 +309,7 @@ def check_shard_files(shard_files: list[str]) -> tuple[list[str], int, list[tupl
                 if missing:
                     raise DataError(f"column '{missing[0]}' missing; not a raytal shard")
                 ids = pf.read(columns=["video_id"]).column("video_id")
+                size = sum(pf.metadata.row_group(i).total_byte_size for i in range(pf.metadata.num_row_groups))
             if ids.null_count:
                 raise DataError("null video_id")
         except (pa.ArrowException, OSError, DataError) as e:
@@ -303,7 +317,14 @@ def check_shard_files(shard_files: list[str]) -> tuple[list[str], int, list[tupl
             continue
         good.append(str(path))
         count += len(ids)
-    return good, count, bad
+        nbytes += size
+    return ShardCheck(good, count, nbytes, bad)
+
+
+def block_rows(videos: int, batch_size: int, pool_size: int) -> int:
+    """Videos per Ray Data block: BATCHES_PER_BLOCK inference batches, or fewer so that a small round
+    still gives every actor BLOCKS_PER_ACTOR blocks (an actor takes one block per call)."""
+    return max(1, min(BATCHES_PER_BLOCK * batch_size, -(-videos // (BLOCKS_PER_ACTOR * pool_size))))
 
 
 def _output_files(out_dir: str) -> tuple[pafs.FileSystem, list[str]]:
@@ -346,6 +367,20 @@ def summarize_output(out_dir: str) -> tuple[int, int, list[tuple[str, str]], dic
         for c, n in zip(ids.tolist(), counts.tolist()):
             per_class[c] = per_class.get(c, 0) + n
     return rows, errors, reasons, per_class, relaxed
+
+
+def _read_shards(files: list[str], block_bytes: int, remote_args: dict):
+    """``read_parquet`` whose read tasks emit blocks of about ``block_bytes`` (the dataset keeps this
+    context; the process-wide default is restored for whatever else the driver reads)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.target_min_block_size, ctx.target_max_block_size
+    ctx.target_min_block_size, ctx.target_max_block_size = 1, block_bytes
+    try:
+        return ray.data.read_parquet(files, ray_remote_args=remote_args)
+    finally:
+        ctx.target_min_block_size, ctx.target_max_block_size = saved
 
 
 def initial_pool_size(pool_size: int, actor_cpus: float, task_cpus: float, use_gpu: bool,
@@ -409,12 +444,13 @@ def run_pseudolabel_pipeline(
     out_dir = out_dir if "://" in out_dir else str(Path(out_dir).resolve())
     shard_files = [f if "://" in str(f) else str(Path(f).resolve()) for f in shard_files]
     clean_output(out_dir)
-    good, videos_in, file_errors = check_shard_files(shard_files)
+    good, videos_in, nbytes, file_errors = check_shard_files(shard_files)
     if good:
         fuse = not use_gpu if fuse_labeling is None else fuse_labeling
         labeling = {"label_video": label_video, "round": int(round), "teacher": str(teacher)}
         io_args = {"num_cpus": task_cpus}  # read/write tasks: fractional, so they fit beside the actors
-        ds = ray.data.read_parquet(good, ray_remote_args=io_args).select_columns(SHARD_SCHEMA.names)
+        block_bytes = max(1, nbytes * block_rows(videos_in, batch_size, pool_size) // max(videos_in, 1))
+        ds = _read_shards(good, block_bytes, io_args).select_columns(SHARD_SCHEMA.names)
         ds = ds.map_batches(
             InferLabelStage if fuse else InferStage,
             fn_constructor_kwargs={
@@ -436,7 +472,7 @@ def run_pseudolabel_pipeline(
         if not fuse:
             ds = ds.map_batches(label_batch, fn_kwargs=labeling, batch_size=batch_size, batch_format="pyarrow",
                                 num_cpus=task_cpus)
-        ds.write_parquet(out_dir, ray_remote_args=io_args)
+        ds.write_parquet(out_dir, min_rows_per_file=MIN_ROWS_PER_FILE, ray_remote_args=io_args)
     rows, errors, reasons, per_class, relaxed = summarize_output(out_dir) if good else (0, 0, [], {}, 0)
     if rows != videos_in:
         raise RuntimeError(f"pseudo-label pipeline wrote {rows} rows for {videos_in} input videos")

@@ -38,7 +38,7 @@ class LocalBackend:
         start = time.perf_counter()
         make_infer, label_fn = pseudolabel_callables(cfg, teacher, num_classes, icd)
         clean_output(str(out_dir))
-        good, videos_in, file_errors = check_shard_files([str(p) for p in list_shards(split_dir / "unlabeled")])
+        good, videos_in, _, file_errors = check_shard_files([str(p) for p in list_shards(split_dir / "unlabeled")])
         stage = InferLabelStage(make_infer, None, max(1, cfg.train.torch_threads), label_video=label_fn,
                                 round=round_index, teacher=teacher)
         for i, path in enumerate(good):
