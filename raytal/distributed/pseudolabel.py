@@ -45,7 +45,7 @@ from raytal.data.video import Video
 InferFn = Callable[[list[Video]], list[dict]]
 LabelFn = Callable[[Video, dict], dict]
 MAX_REASONS = 5  # error reasons kept in the summary (smallest video ids, so the choice is deterministic)
-# Ray Data's Parquet reader puts small shard files together into one block, and an actor takes one block
+# Ray Data's Parquet reader put a round's small shard files into one block, and an actor takes one block
 # per call, so a round of a few shards ran on one actor while the rest of the pool idled. The pipeline
 # sizes blocks instead: BATCHES_PER_BLOCK inference batches, and at least BLOCKS_PER_ACTOR per actor.
 BATCHES_PER_BLOCK = 4
@@ -369,18 +369,36 @@ def summarize_output(out_dir: str) -> tuple[int, int, list[tuple[str, str]], dic
     return rows, errors, reasons, per_class, relaxed
 
 
-def _read_shards(files: list[str], block_bytes: int, remote_args: dict):
-    """``read_parquet`` whose read tasks emit blocks of about ``block_bytes`` (the dataset keeps this
-    context; the process-wide default is restored for whatever else the driver reads)."""
+def _file_blocks(batch: pa.Table, *, rows: int):
+    """Read task: shard file paths -> tables of ``rows`` videos, streamed one Parquet batch at a time."""
+    for path in batch.column("path").to_pylist():
+        fs, inner = _filesystem(path)
+        with fs.open_input_file(inner) as f:
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=rows, columns=SHARD_SCHEMA.names):
+                yield pa.Table.from_batches([rb])
+
+
+def _read_shards(files: list[str], rows: int, block_bytes: int, remote_args: dict):
+    """The shard files as a dataset of blocks of about ``rows`` videos (``block_bytes``), read one file
+    per task. Ray Data's own Parquet reader bundles small files into one block per round and kept
+    hundreds of MB of decoded data in its worker, growing with the number of videos."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     saved = ctx.target_min_block_size, ctx.target_max_block_size
-    ctx.target_min_block_size, ctx.target_max_block_size = 1, block_bytes
+    ctx.target_min_block_size, ctx.target_max_block_size = 1, block_bytes  # the dataset keeps a copy
     try:
-        return ray.data.read_parquet(files, ray_remote_args=remote_args)
+        paths = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
     finally:
         ctx.target_min_block_size, ctx.target_max_block_size = saved
+    # Reads SPREAD over the nodes, as Ray Data's readers do. Given as a remote-args function, which also
+    # keeps Ray Data from fusing the read into the actors (each actor would then read whole files).
+    return paths.map_batches(_file_blocks, fn_kwargs={"rows": rows}, batch_size=1, batch_format="pyarrow",
+                             ray_remote_args_fn=_spread, **remote_args)
+
+
+def _spread() -> dict[str, str]:
+    return {"scheduling_strategy": "SPREAD"}
 
 
 def initial_pool_size(pool_size: int, actor_cpus: float, task_cpus: float, use_gpu: bool,
@@ -449,8 +467,12 @@ def run_pseudolabel_pipeline(
         fuse = not use_gpu if fuse_labeling is None else fuse_labeling
         labeling = {"label_video": label_video, "round": int(round), "teacher": str(teacher)}
         io_args = {"num_cpus": task_cpus}  # read/write tasks: fractional, so they fit beside the actors
-        block_bytes = max(1, nbytes * block_rows(videos_in, batch_size, pool_size) // max(videos_in, 1))
-        ds = _read_shards(good, block_bytes, io_args).select_columns(SHARD_SCHEMA.names)
+        rows = block_rows(videos_in, batch_size, pool_size)
+        block_bytes = max(1, nbytes * rows // max(videos_in, 1))
+        ds = _read_shards(good, rows, block_bytes, io_args)
+        # The pool keeps the size it starts with: Ray Data shrinks a pool whose actor waits a moment for
+        # input, and grows it again only under a long queue, so a round could end on one actor.
+        actors = initial_pool_size(pool_size, actor_cpus, task_cpus, use_gpu, ray.available_resources())
         ds = ds.map_batches(
             InferLabelStage if fuse else InferStage,
             fn_constructor_kwargs={
@@ -461,11 +483,7 @@ def run_pseudolabel_pipeline(
             },
             batch_size=batch_size,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(
-                min_size=1, max_size=pool_size,
-                initial_size=initial_pool_size(pool_size, actor_cpus, task_cpus, use_gpu,
-                                               ray.available_resources()),
-            ),
+            compute=ray.data.ActorPoolStrategy(min_size=actors, max_size=pool_size, initial_size=actors),
             num_cpus=actor_cpus,
             num_gpus=1 if use_gpu else 0,
         )
