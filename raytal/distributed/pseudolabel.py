@@ -1,8 +1,9 @@
 """Ray Data pseudo-label pipeline (SPEC §3 "Pseudo labels", §6 "Ray Data"): shards -> Parquet rows.
 
-    read_parquet(unlabeled shards) -> teacher inference in an actor pool (make_infer() once per actor,
-    so the teacher checkpoint is loaded once per actor, not per batch) -> label_video map tasks (the
-    recipe's pure pseudo-label stages) -> write_parquet(out_dir) in PSEUDO_SCHEMA.
+    unlabeled shard files (read tasks, one file each, streamed in blocks of a few inference batches) ->
+    teacher inference in an actor pool (make_infer() once per actor, so the teacher checkpoint is loaded
+    once per actor, not per batch) -> label_video map tasks (the recipe's pure pseudo-label stages) ->
+    write_parquet(out_dir) in PSEUDO_SCHEMA.
 
 With CPU actors the labeling runs inside the inference actor (``InferLabelStage``): same stage
 functions, one object-store hop less.
