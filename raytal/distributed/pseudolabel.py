@@ -197,6 +197,10 @@ class InferStage:
         return pa.Table.from_pylist(rows, schema=_PRED_SCHEMA)
 
 
+def _error_row(video_id: str, round: int, teacher: str, reason: str) -> dict[str, Any]:
+    return pseudo_row(video_id, round, teacher, [], [], [], [], [], error=reason)
+
+
 def _label_row(video_id: str, make: Callable[[], tuple[Video, dict]], label_video: LabelFn, round: int,
                teacher: str) -> dict[str, Any]:
     """One PSEUDO_SCHEMA row: ``label_video`` on ``make()``'s (video, prediction); a raise -> error row."""
@@ -207,8 +211,7 @@ def _label_row(video_id: str, make: Callable[[], tuple[Video, dict]], label_vide
             out["origins"], out.get("targets"), out.get("teacher_scores"), relaxed=out.get("relaxed", 0),
         )
     except Exception as e:  # noqa: BLE001 - one bad video is an error row, not a dead job
-        reason = f"labeling failed: {type(e).__name__}: {e}"
-        return pseudo_row(video_id, round, teacher, [], [], [], [], [], error=reason)
+        return _error_row(video_id, round, teacher, f"labeling failed: {type(e).__name__}: {e}")
 
 
 class InferLabelStage(InferStage):
@@ -226,7 +229,7 @@ class InferLabelStage(InferStage):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         failed, done = self.predict(batch)
-        rows = [pseudo_row(vid, self.round, self.teacher, [], [], [], [], [], error=reason) for vid, reason in failed]
+        rows = [_error_row(vid, self.round, self.teacher, reason) for vid, reason in failed]
         # Labeling sees the video without its hidden ground truth, as after the hop in label_batch.
         rows += [_label_row(v.video_id, lambda v=v, p=p: (_unlabeled(v), p), self.label_video, self.round,
                             self.teacher) for v, p in done]
@@ -258,7 +261,7 @@ def label_batch(batch: pa.Table, *, label_video: LabelFn, round: int, teacher: s
     rows = []
     for i, vid in enumerate(cols["video_id"]):
         if cols["error"][i] is not None:
-            rows.append(pseudo_row(vid, round, teacher, [], [], [], [], [], error=cols["error"][i]))
+            rows.append(_error_row(vid, round, teacher, cols["error"][i]))
         else:
             rows.append(_label_row(vid, lambda i=i: (_video_of(cols, i), decode_prediction(cols["prediction"][i])),
                                    label_video, round, teacher))
