@@ -226,11 +226,9 @@ def _seen(marks: Path) -> dict[str, set[str]]:
 
 
 def _small_blocks() -> None:
-    """Make the tiny set look like a big one to Ray Data. It reads the 29 videos (~13 KiB each) into ONE
-    block, and one block is one task for one actor; real unlabeled sets are thousands of times bigger and
-    split into many blocks: a 32 KiB block limit gives the tiny set that shape. And the pool grows only
-    when its actors have more queued work than slots (utilization >= 1.75 by default), which a job of a
-    few seconds never reaches: grow it as soon as one block waits."""
+    """Make the tiny set look like a big one to Ray Data: a 32 KiB block limit splits the actors' outputs
+    (the pipeline sizes its read blocks itself) into many labeling tasks, and the pool grows as soon as one
+    block waits instead of at Ray's utilization 1.75, which a job of a few seconds never reaches."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
