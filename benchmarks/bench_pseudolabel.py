@@ -9,6 +9,7 @@ one ParquetWriter, so the ratios measure Ray's parallelism and overhead, nothing
 Prints, in one run:
   - throughput (videos/s) of the Ray pipeline with 2 CPU workers vs the plain loop (target >= 1.6x);
   - Ray's overhead with 1 worker vs the plain loop (target <= 15 %);
+  - the machine's ceiling for the first ratio: two plain loops at once, each on half of the videos (no Ray);
   - peak memory (PSS summed over the job's whole process tree: driver, GCS, raylet, workers, sampled
     every 0.2 s; summed RSS is printed too) of the pipeline on --mem-large vs --mem-small streamed
     videos (target <= 1.2x). The memory runs use a narrow teacher (--mem-width): memory depends on data
@@ -121,6 +122,17 @@ def run_plain(files: list[str], out: Path, teacher: ConvTeacher) -> float:
     return time.perf_counter() - start
 
 
+def run_plain_pair(files: list[str], out: Path, teacher: ConvTeacher) -> float:
+    """Two plain loops in two processes at once, on alternate shard files; returns seconds until both end."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # a fresh interpreter each, like a Ray worker (no forked torch state)
+    start = time.perf_counter()
+    with ctx.Pool(2) as pool:
+        pool.starmap(run_plain, [(files[i::2], out / str(i), teacher) for i in range(2)])
+    return time.perf_counter() - start
+
+
 def run_ray(files: list[str], out: Path, teacher: ConvTeacher, pool: int) -> float:
     s = run_pseudolabel_pipeline(
         files, str(out), make_infer=teacher, label_video=label_runs, round=1, teacher="bench",
@@ -211,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         teacher = ConvTeacher(args.width, args.layers)
         thr = first(args.videos)
         plain = run_plain(thr, tmp_path / "plain", teacher)
+        pair = run_plain_pair(thr, tmp_path / "pair", teacher)
         ensure_ray(num_cpus=2)
         run_ray(first(ROWS_PER_SHARD), tmp_path / "warm", teacher, pool=2)  # worker processes + imports
         one = run_ray(thr, tmp_path / "ray1", teacher, pool=1)
@@ -222,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"throughput, {n} videos: plain loop {n / plain:.1f} videos/s | Ray 1 worker {n / one:.1f} | "
               f"Ray 2 workers {n / two:.1f}")
         print(f"Ray 2 workers vs plain loop: {plain / two:.2f}x (target >= 1.6x)")
+        print(f"ceiling on this machine, two plain loops at once (no Ray): {plain / pair:.2f}x")
         print(f"Ray 1 worker overhead vs plain loop: {100 * (one / plain - 1):+.1f} % (target <= 15 %)")
 
         small_rss, small, ts = peak_memory(first(args.mem_small), tmp_path / "mem_small", args.mem_width)

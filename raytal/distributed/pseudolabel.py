@@ -51,6 +51,10 @@ MAX_REASONS = 5  # error reasons kept in the summary (smallest video ids, so the
 # sizes blocks instead: BATCHES_PER_BLOCK inference batches, and at least BLOCKS_PER_ACTOR per actor.
 BATCHES_PER_BLOCK = 4
 BLOCKS_PER_ACTOR = 4
+# Pseudo-label rows are small: with labeling in the actors, the write gathers blocks into files of at least
+# this many rows (fewer write tasks). Not with separate labeling tasks: Ray Data then fuses those tasks
+# into one task per file, so a small round would label on one node.
+MIN_ROWS_PER_FILE = 256
 
 # What the inference stage hands to the labeling stage: the video record without its hidden ground
 # truth, and the teacher's prediction as an .npz blob (arrays only, loaded with allow_pickle=False).
@@ -493,7 +497,7 @@ def run_pseudolabel_pipeline(
         if not fuse:
             ds = ds.map_batches(label_batch, fn_kwargs=labeling, batch_size=batch_size, batch_format="pyarrow",
                                 num_cpus=task_cpus)
-        ds.write_parquet(out_dir, ray_remote_args=io_args)
+        ds.write_parquet(out_dir, min_rows_per_file=MIN_ROWS_PER_FILE if fuse else None, ray_remote_args=io_args)
     rows, errors, reasons, per_class, relaxed = summarize_output(out_dir) if good else (0, 0, [], {}, 0)
     if rows != videos_in:
         raise RuntimeError(f"pseudo-label pipeline wrote {rows} rows for {videos_in} input videos")
