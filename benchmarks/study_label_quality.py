@@ -9,8 +9,8 @@ The measured quality of the result (pseudo_label_quality, as in a run's report) 
 are printed and written to ``<out>/result.json``.
 
     python benchmarks/study_label_quality.py --split runs/r6/s0/teacher_plain/data --out runs/oracle/exact
-    python benchmarks/study_label_quality.py --split runs/r6/s0/teacher_plain/data --out runs/oracle/measured \\
-        --recall 0.55 --class-acc 0.6 --jitter 0.25
+    python benchmarks/study_label_quality.py --split runs/r6/s0/teacher_plain/data --out runs/oracle/like_recipes \\
+        --recall 0.9 --class-acc 0.62 --jitter 0.3
 
 ``--split`` is a selftrain run's ``data/`` directory (its labeled/unlabeled shards); ``--config`` must
 describe the same dataset and labeled ratio (default: the supervised config at 10 %).
@@ -29,12 +29,10 @@ import pyarrow.parquet as pq
 
 from raytal.config import load_config
 from raytal.data.dataset import load_dataset
-from raytal.data.pseudo_io import PSEUDO_SCHEMA, apply_pseudo_labels, pseudo_row, read_pseudo_labels
+from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row
 from raytal.data.shards import read_shards
 from raytal.data.video import Video
-from raytal.eval.detection import SegmentTable
-from raytal.eval.quality import pseudo_label_quality
-from raytal.selftrain.common import evaluate_model, load_detector
+from raytal.selftrain.rounds import evaluate_checkpoint, round_quality
 from raytal.selftrain.train_stage import train_local
 
 
@@ -58,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", required=True, help="a selftrain run's data/ directory (labeled/, unlabeled/ shards)")
     p.add_argument("--out", required=True, help="output directory (pseudo/, train/, result.json)")
     p.add_argument("--config", default="configs/thumos14_supervised.yaml")
-    p.add_argument("--set", action="append", default=["data.labeled_ratio=0.1"], metavar="KEY=VALUE",
-                   help="config override (repeatable); default data.labeled_ratio=0.1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override (repeatable), after data.labeled_ratio=0.1")
     p.add_argument("--recall", type=float, default=1.0, help="fraction of ground-truth instances kept")
     p.add_argument("--class-acc", type=float, default=1.0, help="fraction of kept instances with their true class")
     p.add_argument("--jitter", type=float, default=0.0, help="boundary noise std as a fraction of the length")
@@ -68,25 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     if not (0 <= args.recall <= 1 and 0 <= args.class_acc <= 1 and args.jitter >= 0):
         p.error("--recall and --class-acc must be in [0, 1], --jitter >= 0")
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, ["data.labeled_ratio=0.1", *args.set])
     split, out = Path(args.split), Path(args.out)
     ds = load_dataset(cfg.data, load_test=True)
     num_classes, input_dim = ds.num_classes, ds.info.feature_dim
-    unlabeled = list(read_shards(split / "unlabeled"))
     rng = np.random.default_rng(args.seed)
-    rows = [degrade(v, args.recall, args.class_acc, args.jitter, num_classes, rng) for v in unlabeled]
+    rows = [degrade(v, args.recall, args.class_acc, args.jitter, num_classes, rng)
+            for v in read_shards(split / "unlabeled")]
     (out / "pseudo").mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=PSEUDO_SCHEMA), out / "pseudo" / "oracle.parquet")
 
-    pseudo = apply_pseudo_labels(unlabeled, read_pseudo_labels(out / "pseudo"))
-    q = pseudo_label_quality(SegmentTable.from_videos(unlabeled), SegmentTable.from_videos(pseudo), num_classes)
+    # Quality and test mAP by the functions a selftrain round uses for its report.
+    q = round_quality(cfg, split, out / "pseudo", num_classes)
     final = train_local(cfg, out / "train", split, out / "pseudo", None, num_classes, input_dim)
-    res = evaluate_model(cfg, load_detector(cfg, final), ds.test)
     result = {
         "recall": args.recall, "class_acc": args.class_acc, "jitter": args.jitter, "seed": args.seed,
         "num_pseudo": int(q["num_pseudo"]), "num_gt": int(q["num_gt"]),
         "class_accuracy": q["class_accuracy"], "mean_tiou": q["mean_tiou"], "positive_accuracy": q["positive_accuracy"],
-        "average_mAP": res.to_json()["average_mAP"],
+        "average_mAP": evaluate_checkpoint(cfg, final, ds.test)["average_mAP"],
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

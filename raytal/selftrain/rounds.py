@@ -55,7 +55,7 @@ def run_dir_of(cfg: Config) -> Path:
     return Path("runs") / (cfg.run.name or "selftrain")
 
 
-def _quality(cfg: Config, split_dir: Path, pseudo_dir: Path, num_classes: int) -> dict:
+def round_quality(cfg: Config, split_dir: Path, pseudo_dir: Path, num_classes: int) -> dict:
     """Pseudo-label quality against the unlabeled videos' hidden ground truth (SPEC §7)."""
     unlabeled = list(read_shards(split_dir / "unlabeled"))
     pseudo = apply_pseudo_labels(unlabeled, read_pseudo_labels(pseudo_dir))
@@ -63,7 +63,7 @@ def _quality(cfg: Config, split_dir: Path, pseudo_dir: Path, num_classes: int) -
     return {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in q.items()}
 
 
-def _evaluate(cfg: Config, checkpoint: str, test) -> dict:
+def evaluate_checkpoint(cfg: Config, checkpoint: str, test) -> dict:
     if cfg.data.setting == "weak":  # base model or detector; the weak papers' tIoUs 0.1:0.1:0.7
         if is_weak_checkpoint(checkpoint):
             return eval_json(evaluate_weak(cfg, load_weak(checkpoint), test))
@@ -125,7 +125,7 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
             gen_dir = run_dir / f"round_{round_index}" / f"pseudo_at_{epoch}"
             summary = stages.run(f"round_{round_index}/pseudo_at_{epoch}", backend.pseudolabel, cfg, student,
                                  round_index, split_dir, gen_dir, num_classes, icd)
-            q = stages.run(f"round_{round_index}/quality_at_{epoch}", _quality, cfg, split_dir, gen_dir, num_classes)
+            q = stages.run(f"round_{round_index}/quality_at_{epoch}", round_quality, cfg, split_dir, gen_dir, num_classes)
             log.info("round %d: pseudo labels regenerated at epoch %d: %d rows, %d instances, class acc %s %%, "
                      "positive acc %s %%", round_index, epoch, summary["rows_out"], q["num_pseudo"],
                      percent(q["class_accuracy"]), percent(q["positive_accuracy"]))
@@ -140,7 +140,7 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
                           + (" (set data.val_ratio > 0)" if cfg.run.eval_subset == "val" else ""))
 
     def evaluate(round_index: int, checkpoint: str) -> dict:
-        res = stages.run(f"round_{round_index}/eval", _evaluate, cfg, checkpoint, eval_videos)
+        res = stages.run(f"round_{round_index}/eval", evaluate_checkpoint, cfg, checkpoint, eval_videos)
         log.info("round %d: %s average mAP %.2f %%", round_index, cfg.run.eval_subset, 100 * res["average_mAP"])
         if on_round is not None:
             on_round(round_index, res)
@@ -160,7 +160,7 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
         summary = stages.run(f"round_{r}/pseudo", backend.pseudolabel, cfg, teacher, r, split_dir, pseudo_dir,
                              num_classes, icd)
         log.info("round %d pseudo labels: %s", r, {k: summary[k] for k in ("videos_in", "rows_out", "num_errors")})
-        stages.run(f"round_{r}/quality", _quality, cfg, split_dir, pseudo_dir, num_classes)
+        stages.run(f"round_{r}/quality", round_quality, cfg, split_dir, pseudo_dir, num_classes)
         # A base-model teacher has another architecture: its student starts from scratch.
         init = teacher if cfg.train.student_init == "teacher" and not is_weak_checkpoint(teacher) else None
         teacher = train_student(r, pseudo_dir, init)
