@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from raytal.eval.detection import evaluate_detection
-from raytal.eval.table import SegmentTable
+from raytal.core.segments import SegmentTable
 from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detections
 
 TIOUS = np.linspace(0.5, 0.95, 10)  # ActivityNet's thresholds (SPEC §7)

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from raytal.data.annotations import load_annotations
-from raytal.data.grid import seconds_to_grid
+from raytal.core.grid import seconds_to_grid
 from raytal.pseudo.linpro import linpro_batch
 
 ANNOTATIONS = Path("/work/shared/data/thumos14.json")

@@ -34,11 +34,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raytal.data.grid import grid_to_seconds
+from raytal.core.grid import grid_to_seconds
 from raytal.data.pseudo_io import PSEUDO_SCHEMA
 from raytal.data.shards import write_shards
 from raytal.data.synthetic import class_sets_of, make_world, stream_unlabeled, tiny_timelines
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.distributed.pseudolabel import InferLabelStage, run_pseudolabel_pipeline
 from raytal.distributed.session import ensure_ray
 

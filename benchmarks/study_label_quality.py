@@ -31,7 +31,7 @@ from raytal.config import load_config
 from raytal.data.dataset import load_dataset
 from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row
 from raytal.data.shards import read_shards
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.selftrain.rounds import evaluate_checkpoint, round_quality
 from raytal.selftrain.train_stage import train_local
 

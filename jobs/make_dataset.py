@@ -24,7 +24,7 @@ import numpy as np
 
 from raytal.data.annotations import Annotations, load_annotations, save_annotations
 from raytal.data.dataset import DatasetInfo, convert_to_shards, save_dataset_info
-from raytal.data.errors import DataError
+from raytal.core.errors import DataError
 from raytal.data.features import load_features, save_features
 from raytal.data.shards import write_shards
 from raytal.data.synthetic import (

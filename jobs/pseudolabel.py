@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from raytal.config import ConfigError, add_config_args, config_from_args
-from raytal.data.errors import DataError
+from raytal.core.errors import DataError
 from raytal.distributed.pseudolabel import list_shard_files, run_pseudolabel_pipeline
 from raytal.distributed.session import ensure_ray
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from raytal.config import ConfigError, add_config_args, config_from_args
 from raytal.data.dataset import load_dataset
-from raytal.data.errors import DataError
+from raytal.core.errors import DataError
 from raytal.train.supervised import train_supervised
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raytal.cli import job_config, job_parser  # noqa: E402
 from raytal.config import ConfigError  # noqa: E402
-from raytal.data.errors import DataError  # noqa: E402
+from raytal.core.errors import DataError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from raytal.data.annotations import Annotations, load_annotations, save_annotations
-from raytal.data.errors import DataError
-from raytal.data.video import Video
+from raytal.core.errors import DataError
+from raytal.core.video import Video
 
 
 def write(tmp_path, obj, name="ann.json"):

@@ -7,7 +7,7 @@ import yaml
 
 from raytal.config import DataConfig
 from raytal.data.dataset import load_dataset, load_dataset_info, write_split_shards
-from raytal.data.errors import DataError
+from raytal.core.errors import DataError
 from raytal.data.shards import read_shards
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from raytal.data.errors import DataError
+from raytal.core.errors import DataError
 from raytal.data.features import check_features, load_features, save_features
-from raytal.data.video import Video
+from raytal.core.video import Video
 
 
 def video(end=10.0):

@@ -3,9 +3,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raytal.data.errors import DataError
+from raytal.core.errors import DataError
 from raytal.data.shards import SCHEMA, read_shards, rows_to_videos, video_to_row, videos_to_table, write_shards
-from raytal.data.video import Video
+from raytal.core.video import Video
 
 
 def make(i, T=5, D=3, subset="train", labeled=True):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from raytal.data.splits import apply_split, split_train, stratified_split, video_level_labels
-from raytal.data.video import Video
+from raytal.core.video import Video
 
 
 def one_class_sets(num_classes=5, per_class=4):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.eval.detection import evaluate_detection
 from raytal.eval.report import format_map_table
-from raytal.eval.table import SegmentTable
+from raytal.core.segments import SegmentTable
 
 
 def table(rows, scores=True):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from raytal.eval.quality import pseudo_label_quality
-from raytal.eval.table import SegmentTable
+from raytal.core.segments import SegmentTable
 
 
 def table(rows):

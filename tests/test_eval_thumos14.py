@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raytal.data.errors import DataError
+from raytal.core.errors import DataError
 from raytal.eval.detection import evaluate_detection
-from raytal.eval.table import SegmentTable
+from raytal.core.segments import SegmentTable
 from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))

@@ -16,7 +16,7 @@ import torch
 from raytal.config import ConfigError, load_config
 from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row, read_pseudo_labels
 from raytal.data.shards import write_shards
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.selftrain.common import round_training_videos
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain

@@ -1,6 +1,6 @@
 import numpy as np
 
-from raytal.postprocess.iou import pairwise_iou
+from raytal.core.iou import pairwise_iou
 
 
 def test_pairwise_iou_hand_values():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.model.batch import collate
 
 

@@ -4,12 +4,12 @@ import numpy as np
 import torch
 
 from raytal.config import InferConfig, ModelConfig
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.model.batch import collate
 from raytal.model.criterion import detection_loss
 from raytal.model.detector import Detector
 from raytal.model.inference import predict_videos
-from raytal.postprocess.iou import pairwise_iou
+from raytal.core.iou import pairwise_iou
 
 C, D = 3, 8
 

@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raytal.data.errors import DataError
+from raytal.core.errors import DataError
 from raytal.data.pseudo_io import PSEUDO_SCHEMA, apply_pseudo_labels, pseudo_row, read_pseudo_labels
 from raytal.data.shards import read_shards, write_shards
 from raytal.data.synthetic import class_sets_of, make_world, synthesize_video, tiny_timelines
-from raytal.data.video import Video
+from raytal.core.video import Video
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 import pseudolabel as pseudolabel_job  # noqa: E402

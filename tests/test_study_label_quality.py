@@ -8,7 +8,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from study_label_quality import degrade  # noqa: E402
 
-from raytal.data.video import Video  # noqa: E402
+from raytal.core.video import Video  # noqa: E402
 
 
 def _video() -> Video:

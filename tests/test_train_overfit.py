@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from raytal.config import load_config
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.eval.detection import evaluate_detection
-from raytal.eval.table import SegmentTable
+from raytal.core.segments import SegmentTable
 from raytal.model.detector import Detector
 from raytal.model.inference import predict_videos
 from raytal.train.trainer import Trainer, fit

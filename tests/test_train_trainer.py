@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from raytal.config import load_config
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.model.batch import collate
 from raytal.model.detector import Detector
 from raytal.train.checkpoint import load_checkpoint, save_checkpoint

@@ -14,7 +14,7 @@ import torch
 
 from raytal.config import Config, load_config
 from raytal.data.pseudo_io import read_pseudo_labels
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.eval.detection import DetectionResult
 from raytal.model.wtal import WTALModel
 from raytal.selftrain.local import LocalBackend

@@ -12,7 +12,7 @@ from raytal.config import WeakConfig
 from raytal.data.splits import video_level_labels
 from raytal.data.synthetic import class_sets_of, generate, make_world, tiny_timelines
 from raytal.model.wtal import WTALModel
-from raytal.postprocess.iou import pairwise_iou
+from raytal.core.iou import pairwise_iou
 from raytal.train.weak import predict_weak, train_weak
 
 NUM_CLASSES = 5

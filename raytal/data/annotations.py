@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from raytal.data.errors import DataError, check_video_id, where
-from raytal.data.video import Video
+from raytal.core.errors import DataError, check_video_id, where
+from raytal.core.video import Video
 
 # Segments may stick out of [0, duration] by this much (seconds) and are then clipped silently.
 SEGMENT_TOLERANCE_S = 0.05

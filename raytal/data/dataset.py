@@ -26,11 +26,11 @@ import yaml
 
 from raytal.config import DataConfig, read_yaml_mapping
 from raytal.data.annotations import Annotations, load_annotations
-from raytal.data.errors import DataError, where
+from raytal.core.errors import DataError, where
 from raytal.data.features import load_features
 from raytal.data.shards import list_shards, read_shards, write_shards
 from raytal.data.splits import TrainSplit, apply_split, split_train
-from raytal.data.video import Video
+from raytal.core.video import Video
 
 
 @dataclass

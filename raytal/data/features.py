@@ -4,7 +4,7 @@
 Parquet converter and the shard reader all call it, so every path reports the same error.
 
 "Shorter than the annotations imply": snippet T-1 covers frames up to (T-1)*feat_stride + num_frames,
-i.e. grid position T-1 + num_frames/(2*feat_stride) (raytal.data.grid convention). A video whose last
+i.e. grid position T-1 + num_frames/(2*feat_stride) (raytal.core.grid convention). A video whose last
 annotation ends beyond that position plus ``tolerance`` snippets (default 1: the last partial clip
 that a feature extractor drops) has features that are too short.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from raytal.data.errors import DataError, check_video_id, where
-from raytal.data.grid import seconds_to_grid
-from raytal.data.video import Video
+from raytal.core.errors import DataError, check_video_id, where
+from raytal.core.grid import seconds_to_grid
+from raytal.core.video import Video
 
 LENGTH_TOLERANCE_SNIPPETS = 1.0
 

@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raytal.data.errors import DataError, where
-from raytal.data.video import Video
+from raytal.core.errors import DataError, where
+from raytal.core.video import Video
 
 INSTANCE_TYPE = pa.struct(
     [

@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raytal.data.errors import DataError, check_video_id, where
+from raytal.core.errors import DataError, check_video_id, where
 from raytal.data.features import check_features
-from raytal.data.video import Video
+from raytal.core.video import Video
 
 ANNOTATION_TYPE = pa.struct([("label_id", pa.int32()), ("start", pa.float64()), ("end", pa.float64())])
 SCHEMA = pa.schema(

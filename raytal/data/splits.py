@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raytal.data.video import Video
+from raytal.core.video import Video
 
 # Independent random streams of one split seed.
 _VAL_STREAM = 1

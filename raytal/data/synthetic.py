@@ -19,7 +19,7 @@ World (built once from ``seed`` and the class list):
 * A generic background vector B.
 
 Per video (its own random stream, so one video's features do not depend on the others):
-* Instance i of class c on grid positions [s_i, e_i] (``raytal.data.grid.seconds_to_grid``): membership
+* Instance i of class c on grid positions [s_i, e_i] (``raytal.core.grid.seconds_to_grid``): membership
   m_i(t) = sigmoid((t - s_i)/w) * sigmoid((e_i - t)/w), w = 0.25 + 0.5*difficulty snippets
   (blurred boundaries: features ramp over a few snippets). Phase position u = clip((t - s_i)/(e_i - s_i),
   0, 1) gives triangular weights start = max(0, 1 - 2u), middle = 1 - |2u - 1|, end = max(0, 2u - 1).
@@ -51,9 +51,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from raytal.data.grid import seconds_to_grid
+from raytal.core.grid import seconds_to_grid
 from raytal.data.splits import video_level_labels
-from raytal.data.video import Video
+from raytal.core.video import Video
 
 WORLD_STREAM, VIDEO_STREAM, STREAMED_STREAM, TIMELINE_STREAM = 0, 1, 2, 3
 

@@ -37,11 +37,11 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raytal.data.errors import DataError
+from raytal.core.errors import DataError
 from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row
 from raytal.data.shards import SCHEMA as SHARD_SCHEMA
 from raytal.data.shards import list_shards, rows_to_videos
-from raytal.data.video import Video
+from raytal.core.video import Video
 
 InferFn = Callable[[list[Video]], list[dict]]
 LabelFn = Callable[[Video, dict], dict]

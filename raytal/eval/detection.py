@@ -42,7 +42,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from raytal.eval.table import SegmentTable
+from raytal.core.iou import interval_iou
+from raytal.core.segments import SegmentTable
 
 PROTOCOLS = ("activitynet", "thumos14")
 
@@ -115,9 +116,7 @@ def _pair_overlap(
     if protocol == "thumos14":
         hull = np.maximum(a_end, b_end) - np.minimum(a_start, b_start)
         return np.divide(inter, hull, out=np.zeros_like(inter), where=inter > 0)
-    inter = np.clip(inter, 0.0, None)
-    union = (a_end - a_start) + (b_end - b_start) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return interval_iou(a_start, a_end, b_start, b_end)
 
 
 def group_pairs(

@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from raytal.core.iou import interval_iou
 from raytal.eval.detection import group_pairs
-from raytal.eval.table import SegmentTable
-
-
-def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = np.clip(np.minimum(a[:, 1], b[:, 1]) - np.maximum(a[:, 0], b[:, 0]), 0.0, None)
-    union = (a[:, 1] - a[:, 0]) + (b[:, 1] - b[:, 0]) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+from raytal.core.segments import SegmentTable
 
 
 def pseudo_label_quality(gt: SegmentTable, pseudo: SegmentTable, num_classes: int) -> dict:
@@ -48,7 +43,7 @@ def pseudo_label_quality(gt: SegmentTable, pseudo: SegmentTable, num_classes: in
         g_seg, g_lab = gt.segments[g_order], gt.labels[g_order]
 
         def overlap(qi: np.ndarray, rj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            iou = _pair_iou(pseudo.segments[qi], g_seg[rj])
+            iou = interval_iou(pseudo.segments[qi, 0], pseudo.segments[qi, 1], g_seg[rj, 0], g_seg[rj, 1])
             return iou > 0, iou
 
         qi, rj, iou = group_pairs(p_vid, g_vid[g_order], overlap, len(g_vid) + len(p_vid))

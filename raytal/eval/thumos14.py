@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from raytal.data.errors import DataError, where
-from raytal.eval.table import SegmentTable
+from raytal.core.errors import DataError, where
+from raytal.core.segments import SegmentTable
 
 # THUMOS 101-class index -> name, for the 20 temporal detection classes.
 THUMOS14_DETECTION_CLASSES: dict[int, str] = {

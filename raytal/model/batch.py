@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raytal.data.grid import seconds_to_grid
-from raytal.data.video import Video
+from raytal.core.grid import seconds_to_grid
+from raytal.core.video import Video
 
 
 @dataclass

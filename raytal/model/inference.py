@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from raytal.config import InferConfig
-from raytal.data.grid import grid_to_seconds
-from raytal.data.video import Video
+from raytal.core.grid import grid_to_seconds
+from raytal.core.video import Video
 from raytal.model.batch import Batch, collate
 from raytal.model.detector import Detector, DetectorOutput
 from raytal.postprocess.nms import nms as hard_nms

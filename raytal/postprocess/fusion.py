@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from raytal.core.iou import interval_iou
+
 
 # Rounds of the leader fixed point before the sequential scan takes over.
 _MAX_ROUNDS = 8
@@ -53,17 +55,6 @@ def _check_inputs(
     return seg, sc, lab.astype(np.int64)
 
 
-def _iou(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
-    """Elementwise IoU of (a0, a1) and (b0, b1), the formula of ``pairwise_iou`` (0 for a zero union).
-
-    Symmetric bit for bit (min, max and + commute in IEEE arithmetic), so both phases and either
-    orientation of a pair give the same decision.
-    """
-    inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0.0, None)
-    union = (a1 - a0) + (b1 - b0) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def _close_pairs(seg: np.ndarray, cls: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """All pairs (j, i), j < i, of the same class with IoU > θ_g (indices into ``seg``; n >= 1).
 
@@ -91,8 +82,8 @@ def _close_pairs(seg: np.ndarray, cls: np.ndarray, iou_threshold: float) -> tupl
         cnt = count[lo_row:hi_row]
         p = np.repeat(np.arange(lo_row, hi_row), cnt)
         q = p + 1 + np.arange(p.shape[0]) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        # _iou's arithmetic with start[q] >= start[p] (so max(start) = start[q]); a zero union has
-        # a zero intersection, and 0/0 = NaN is not > θ, as _iou's 0.
+        # interval_iou's arithmetic with start[q] >= start[p] (so max(start) = start[q]); a zero union has
+        # a zero intersection, and 0/0 = NaN is not > θ, as interval_iou's 0.
         inter = np.minimum(end[p], end[q])
         inter -= start[q]
         np.maximum(inter, 0.0, out=inter)
@@ -158,7 +149,7 @@ def _dense_phase(seg: np.ndarray, bounds: Iterable[tuple[int, int]], iou_thresho
                 break
             m += k
             members = remaining[m:e] & (
-                _iou(seg[m, 0], seg[m, 1], seg[m:e, 0], seg[m:e, 1]) > iou_threshold
+                interval_iou(seg[m, 0], seg[m, 1], seg[m:e, 0], seg[m:e, 1]) > iou_threshold
             )
             members[0] = True
             leader_of[m:e][members] = m

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from raytal.core.iou import interval_iou
+
 
 def _check(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     segments = np.asarray(segments, dtype=np.float64)
@@ -23,9 +25,7 @@ def _check(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> tupl
 
 
 def _iou_one(seg: np.ndarray, others: np.ndarray) -> np.ndarray:
-    inter = np.clip(np.minimum(seg[1], others[:, 1]) - np.maximum(seg[0], others[:, 0]), 0.0, None)
-    union = (seg[1] - seg[0]) + (others[:, 1] - others[:, 0]) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return interval_iou(seg[0], seg[1], others[:, 0], others[:, 1])
 
 
 def nms(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,

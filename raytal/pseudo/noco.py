@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from raytal.postprocess.iou import pairwise_iou
+from raytal.core.iou import pairwise_iou
 from raytal.postprocess.nms import nms
 
 

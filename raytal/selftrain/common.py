@@ -13,9 +13,9 @@ import torch
 from raytal.config import Config
 from raytal.data.pseudo_io import apply_pseudo_labels, read_pseudo_labels
 from raytal.data.shards import read_shards
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.eval.detection import DetectionResult, evaluate_detection
-from raytal.eval.table import SegmentTable
+from raytal.core.segments import SegmentTable
 from raytal.model.detector import Detector
 from raytal.model.inference import predict_videos
 from raytal.postprocess.fusion import gaussian_fusion

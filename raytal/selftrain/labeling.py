@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from raytal.config import Config, InferConfig
-from raytal.data.grid import grid_to_seconds, seconds_to_grid
-from raytal.data.video import Video
+from raytal.core.grid import grid_to_seconds, seconds_to_grid
+from raytal.core.video import Video
 from raytal.postprocess.fusion import gaussian_fusion
 from raytal.postprocess.nms import nms
 from raytal.pseudo.apl import joint_score, split_by_quality

@@ -25,7 +25,7 @@ from raytal.data.dataset import load_dataset, write_split_shards
 from raytal.data.pseudo_io import apply_pseudo_labels, read_pseudo_labels
 from raytal.data.shards import read_shards
 from raytal.eval.quality import pseudo_label_quality
-from raytal.eval.table import SegmentTable
+from raytal.core.segments import SegmentTable
 from raytal.pseudo.delta import regeneration_epochs
 from raytal.selftrain.common import evaluate_model, load_detector
 from raytal.selftrain.labeling import ICDContext, fit_icd

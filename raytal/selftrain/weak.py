@@ -19,9 +19,9 @@ import torch
 
 from raytal.config import Config
 from raytal.data.shards import read_shards
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.eval.detection import DetectionResult, evaluate_detection
-from raytal.eval.table import SegmentTable
+from raytal.core.segments import SegmentTable
 from raytal.model.wtal import WTALModel
 from raytal.postprocess.fusion import gaussian_fusion
 from raytal.selftrain.labeling import label_video

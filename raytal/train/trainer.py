@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from raytal.config import Config
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.model.batch import Batch, collate
 from raytal.train.checkpoint import numpy_rng_state, set_numpy_rng_state
 from raytal.train.ema import ModelEMA, unwrap

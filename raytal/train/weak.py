@@ -23,9 +23,9 @@ import torch
 from tqdm import tqdm
 
 from raytal.config import WeakConfig
-from raytal.data.grid import grid_to_seconds
+from raytal.core.grid import grid_to_seconds
 from raytal.data.splits import video_level_labels
-from raytal.data.video import Video
+from raytal.core.video import Video
 from raytal.losses.mil import mil_loss
 from raytal.model.wtal import WTALModel, snippet_and_video_scores
 from raytal.postprocess.nms import nms as hard_nms

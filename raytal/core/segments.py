@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from raytal.data.video import Video
+from raytal.core.video import Video
 
 
 @dataclass
