@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from raytal.core.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration file or override that does not fit the schema."""
 
 

@@ -1,11 +1,19 @@
-"""The one error type for bad dataset input, with a message that names file, video and field."""
+"""Errors a user can fix, with messages that name the file, the video and the field.
+
+``InputError`` is every failure caused by what the user gave (a config, a dataset, a checkpoint, a
+prediction file): a job prints its one-line message and exits with status 2, no traceback.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-class DataError(ValueError):
+class InputError(ValueError):
+    """Bad user input of any kind; the message says what was expected and what was found."""
+
+
+class DataError(InputError):
     """Bad dataset input (annotation JSON, feature file, Parquet shard, dataset.yaml)."""
 
 
