@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from raytal.pseudo.ntc import partition_nontarget, scores_to_distribution
+from raytal.pseudo.nontarget_partition import partition_nontarget, scores_to_distribution
 
 
 def partition_loop(p: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

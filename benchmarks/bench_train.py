@@ -82,7 +82,7 @@ def _report_loop(config: dict) -> None:
     from ray.train import Checkpoint
 
     from raytal.distributed.train import _quiet_worker_logs
-    from raytal.train.checkpoint import load_checkpoint, save_checkpoint
+    from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
 
     _quiet_worker_logs()
     state, final = load_checkpoint(config["state"]), load_checkpoint(config["final"])

@@ -28,7 +28,7 @@ import numpy as np
 from raytal.data.annotations import load_annotations
 from raytal.core.errors import DataError, where
 from raytal.eval.detection import PROTOCOLS, evaluate_detection
-from raytal.eval.report import format_map_table
+from raytal.eval.tables import format_map_table
 from raytal.core.segments import SegmentTable
 from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detections
 

@@ -1,12 +1,16 @@
-"""Make one round's pseudo labels with the Ray Data pipeline (raytal/distributed/pseudolabel.py).
+"""Make one round's pseudo labels with a teacher checkpoint: the main job's pseudo-label stage on its own.
 
-    python jobs/pseudolabel.py --config configs/tiny_apl.yaml --checkpoint runs/x/round_0/teacher.pt \
-        --round 1 --stages MODULE:FUNCTION [--shards DIR_OR_FILE ...] [--out DIR] [--set key=value ...]
+    python jobs/pseudolabel.py --config configs/tiny_apl.yaml --checkpoint runs/tiny_apl/round_0/train/final.pt \
+        --round 1 [--shards DIR_OR_FILE ...] [--out DIR] [--in-process] [--stages MODULE:FUNCTION] [--set key=value ...]
 
-``--stages`` names ``FUNCTION(cfg, checkpoint) -> (make_infer, label_video)``: the teacher loader and
-the recipe's labeling stages (see ``run_pseudolabel_pipeline``). Shards default to the run's
-``<run>/data/unlabeled/`` and the output to ``<run>/round_<r>/pseudo/`` (overwritten). Uses the
-cluster of ``ray.address`` / RAY_ADDRESS, else a local Ray on 127.0.0.1.
+By default it labels what round ``--round`` of the main job labels: the split's unlabeled videos and the
+dataset's pool (the run's ``index.json`` when the run exists, else the split of ``--config``), with the
+recipes of the config (APL's ICD is trained on the split's labeled videos first), into
+``<run>/round_<r>/pseudo/`` (overwritten). ``--shards`` labels the videos of other shard files or
+directories instead (local or s3:// / gs://). ``--stages MODULE:FUNCTION`` replaces the recipes' stages:
+``FUNCTION(cfg, checkpoint, num_classes, context) -> (make_infer, label_video)``, the signature of
+``raytal.selftrain.teacher.labeling_callables`` (the default). Runs on the cluster of ``--address`` /
+``ray.address`` / RAY_ADDRESS, else a local Ray on 127.0.0.1, or without Ray with ``--in-process``.
 
 Exit status: 0 when every video has a row (error rows included: they are listed in the summary),
 1 when a shard file was unreadable (its videos have no rows), 2 for bad arguments or input.
@@ -14,15 +18,15 @@ Exit status: 0 when every video has a row (error rows included: they are listed 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from pathlib import Path
 
-from raytal.config import ConfigError, add_config_args, config_from_args
-from raytal.core.errors import DataError
-from raytal.distributed.pseudolabel import list_shard_files, run_pseudolabel_pipeline
-from raytal.distributed.session import ensure_ray
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raytal.cli import job_config, job_parser  # noqa: E402
+from raytal.core import storage  # noqa: E402
+from raytal.core.errors import DataError  # noqa: E402
 
 
 def load_stages(spec: str):
@@ -36,49 +40,65 @@ def load_stages(spec: str):
     return fn
 
 
-def run_dir(cfg) -> Path:
-    return Path(cfg.run.dir or Path("runs") / (cfg.run.name or "default"))
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
-    p.add_argument("--checkpoint", required=True, help="teacher checkpoint (its path is the teacher id)")
+    p = job_parser(__doc__)
+    p.add_argument("--checkpoint", required=True, help="teacher checkpoint, detector or weak base model (its path is the teacher id)")
     p.add_argument("--round", type=int, required=True, help="self-training round r (output round_<r>/pseudo)")
-    p.add_argument("--stages", required=True, help="MODULE:FUNCTION building (make_infer, label_video)")
-    p.add_argument(
-        "--shards", nargs="+", default=None, help="unlabeled shard dirs/files, local or s3:// (default <run>/data/unlabeled)"
-    )
+    p.add_argument("--stages", default="raytal.selftrain.teacher:labeling_callables",
+                   help="MODULE:FUNCTION building (make_infer, label_video) (default: the config's recipes)")
+    p.add_argument("--shards", nargs="+", default=None,
+                   help="shard dirs/files to label, local or s3:// (default: the split's unlabeled videos and the pool)")
     p.add_argument("--out", default=None, help="output dir (default <run>/round_<r>/pseudo)")
+    p.add_argument("--in-process", action="store_true", help="run in this process, without Ray")
     args = p.parse_args(argv)
-    if args.round < 0:
-        p.error("--round must be >= 0")
+    if args.round < 1:
+        p.error("--round must be >= 1 (round 0 trains the teacher)")
+    cfg = job_config(args)
+    if cfg is None:
+        return 2
+    from raytal.data.index import RunIndex, Source, build_index
+    from raytal.data.shards import list_shards, open_shard
+    from raytal.recipes.labeling import prepare_labeling
+    from raytal.selftrain.rounds import run_dir_of
+    from raytal.selftrain.spec import LabelSpec
+    from raytal.selftrain.teacher import teacher_kind
+
     try:
-        cfg = config_from_args(args)
         build = load_stages(args.stages)
-        sources = args.shards or [str(run_dir(cfg) / "data" / "unlabeled")]
-        files = [f for s in sources for f in list_shard_files(s)]
-        if not files:
-            raise DataError(f"no shard files under {sources}")
-        out = args.out or str(run_dir(cfg) / f"round_{args.round}" / "pseudo")
-        make_infer, label_video = build(cfg, args.checkpoint)
-    except (ConfigError, DataError, ValueError, ImportError) as e:
+        run = run_dir_of(cfg)
+        saved = storage.join(run, "index.json")
+        index = RunIndex.load(saved) if storage.is_file(saved) else build_index(cfg.data, with_test=False)
+        if args.shards:
+            files = [f for s in args.shards for f in list_shards(s)]
+            sources = tuple(("pool", Source(f, None, open_shard(f).metadata.num_rows)) for f in files)
+        else:
+            sources = tuple(index.pseudo_sources())
+        if not sources:
+            raise DataError(f"nothing to label: no shard files under {args.shards or index.root}")
+        kind = teacher_kind(args.checkpoint)
+        context = prepare_labeling(cfg, lambda: index.videos("labeled"), kind)
+        out = args.out or storage.join(run, f"round_{args.round}", "pseudo")
+        spec = LabelSpec(args.checkpoint, args.round, storage.resolve(out), index.num_classes, index.setting,
+                         sources, context)
+        make_infer, label_video = build(cfg, args.checkpoint, index.num_classes, context)
+    except (ValueError, ImportError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ensure_ray(cfg.ray.address)
-    summary = run_pseudolabel_pipeline(
-        files,
-        out,
-        make_infer=make_infer,
-        label_video=label_video,
-        round=args.round,
-        teacher=args.checkpoint,
-        batch_size=cfg.ray.infer_batch_size,
-        pool_size=cfg.ray.actor_pool_size,
-        actor_cpus=cfg.ray.actor_cpus,
-        use_gpu=cfg.ray.use_gpu,
-        feature_dim=cfg.model.input_dim or None,
-    )
+    if args.in_process:
+        from raytal.selftrain.pseudo_stage import label_in_process
+
+        summary = label_in_process(spec, make_infer, label_video, cfg.ray.infer_batch_size, cfg.train.torch_threads,
+                                   feature_dim=cfg.model.input_dim or None)
+    else:
+        from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
+        from raytal.distributed.session import ensure_ray
+
+        ensure_ray(cfg.ray.address)
+        rc = cfg.ray
+        summary = run_pseudolabel_pipeline(spec, make_infer=make_infer, label_video=label_video,
+                                           batch_size=rc.infer_batch_size, pool_size=rc.actor_pool_size,
+                                           actor_cpus=rc.actor_cpus, use_gpu=rc.use_gpu,
+                                           feature_dim=cfg.model.input_dim or None)
     print(summary.format())
     if summary.file_errors:
         print(f"error: {len(summary.file_errors)} shard file(s) unreadable; their videos have no rows", file=sys.stderr)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = job_config(args)
     if cfg is None:
         return 2
-    from raytal.selftrain.report import map_table, quality_table
+    from raytal.selftrain.report import quality_table, round_table
     from raytal.selftrain.rounds import run_dir_of, run_selftrain
 
     if args.in_process:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"\nrun directory: {run_dir_of(cfg)}\n\nTest mAP (%):\n{map_table(metrics)}\n")
+    print(f"\nrun directory: {run_dir_of(cfg)}\n\nTest mAP (%):\n{round_table(metrics)}\n")
     print(f"Pseudo-label quality (%):\n{quality_table(metrics)}")
     return 0
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from raytal.core import storage
 from raytal.core.errors import InputError
 
 
@@ -76,7 +77,6 @@ class TrainConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     reg_weight: float = 1.0
-    label_smoothing: float = 0.0
     seed: int = 0
     torch_threads: int = 0  # 0 = all cores of the process (Ray sets OMP_NUM_THREADS=1 in workers)
     student_init: str = "scratch"  # scratch | teacher
@@ -84,7 +84,11 @@ class TrainConfig:
     # An epoch is one pass over the larger of the labeled / pseudo-labeled sets, but at least this many
     # batches: with few labeled videos (10 % of a small set) a teacher would otherwise get a handful of steps.
     min_batches_per_epoch: int = 0
-    eval_every: int = 0  # evaluate on test every N epochs (0 = only at the end)
+    # > 0: an epoch is exactly this many global batches, however large the unlabeled pool (the streams
+    # continue into the next epoch); 0: one pass over the larger set, as above.
+    steps_per_epoch: int = 0
+    # Videos held in each training stream's shuffle buffer (memory per worker; the stream is never listed).
+    shuffle_buffer: int = 64
 
 
 @dataclass
@@ -134,7 +138,7 @@ class APLConfig:
     acp: bool = True
     acp_temperature: float = 0.1  # ς
     acp_parts: int = 32  # N
-    acp_pretrain_epochs: int = 5
+    acp_pretrain_epochs: int = 5  # ACP pre-training on every training video, labels unread, before round 0
 
 
 @dataclass
@@ -233,7 +237,6 @@ class RunConfig:
     dir: str = ""  # "" = runs/<name>
     rounds: int = 1
     seed: int = 0
-    log_every: int = 10
     eval_subset: str = "test"  # test | val: which split each round is evaluated on (Tune uses val)
     teacher: str = ""  # a finished round-0 checkpoint to start from instead of training the teacher
 
@@ -319,14 +322,13 @@ def _merge_into(obj: Any, values: dict[str, Any], prefix: str, source: str) -> N
             setattr(obj, key, _coerce(value, hints[key], f"{source}: '{where}'"))
 
 
-def read_yaml_mapping(path: Path, error: type[Exception]) -> dict[str, Any]:
-    """The mapping at the top of a YAML file (``yaml.safe_load``; empty file = {}); anything else raises
-    ``error`` naming the file."""
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise error(f"{path}: not valid YAML: {e}") from e
+def read_yaml_mapping(path: str | Path, error: type[Exception]) -> dict[str, Any]:
+    """The mapping at the top of a YAML file, local or a storage URI (``yaml.safe_load``; empty file =
+    {}); anything else raises ``error`` naming the file."""
+    try:
+        data = yaml.safe_load(storage.read_text(path)) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise error(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data

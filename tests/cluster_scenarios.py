@@ -59,7 +59,7 @@ def _split(cfg, run_dir: Path):
 def _untrained_teacher(cfg, path: Path, num_classes: int, input_dim: int) -> str:
     """A round-0 checkpoint without the training (the pseudo-label scenarios test plumbing, not quality)."""
     from raytal.selftrain.common import build_detector
-    from raytal.train.checkpoint import save_checkpoint
+    from raytal.engine.checkpoint import save_checkpoint
 
     model = build_detector(cfg, num_classes, input_dim)
     save_checkpoint(path, {"model": model.state_dict(), "ema": None, "num_classes": num_classes,
@@ -174,7 +174,7 @@ def multinode(work: Path, root: str) -> dict:
                        busy_until_nodes=2)
     pseudo.update(unlabeled=n_unlabeled, actors=_actor_nodes("MapWorker"), label_tasks=_task_nodes("label_batch"))
     final = backend.train(cfg, work / "run" / "round_1" / "train", split_dir, work / "pseudo", None, C, D)
-    from raytal.train.checkpoint import load_checkpoint
+    from raytal.engine.checkpoint import load_checkpoint
 
     train = {"final_epoch": int(load_checkpoint(final)["epoch"]), "workers": _actor_nodes("RayTrainWorker")}
     result = {"worker_nodes": _node_ids(workers), "head_node": cluster.head_node.node_id, "pseudo": pseudo,
@@ -325,7 +325,7 @@ def train_worker_fails(work: Path, root: str) -> dict:
     Ray starts so the workers inherit it): Ray Train restarts the group from the epoch-1 checkpoint."""
     from raytal.distributed.session import ensure_ray
     from raytal.distributed.train import train_ray
-    from raytal.train.checkpoint import load_checkpoint
+    from raytal.engine.checkpoint import load_checkpoint
 
     ensure_ray(num_cpus=2)
     cfg = _config(root, work / "run", "ray.num_workers=2", "ray.max_failures=1", "train.epochs=3")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from raytal.pseudo.delta import delta_labels, regeneration_epochs
+from raytal.pseudo.delta_labels import delta_labels, regeneration_epochs
 
 
 def test_delta_is_difference_of_generations():

@@ -3,7 +3,7 @@ import pytest
 
 from raytal.core.video import Video
 from raytal.eval.detection import evaluate_detection
-from raytal.eval.report import format_map_table
+from raytal.eval.tables import format_map_table
 from raytal.core.segments import SegmentTable
 
 

@@ -20,7 +20,7 @@ from raytal.core.video import Video
 from raytal.selftrain.common import round_training_videos
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain
-from raytal.train.checkpoint import load_checkpoint
+from raytal.engine.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from raytal.losses.delta import delta_label_loss
+from raytal.losses.delta_loss import delta_label_loss
 
 
 def test_hand_values_and_gradient_direction():

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from raytal.pseudo.apl import joint_score, positive_threshold, split_by_quality
+from raytal.pseudo.quality_selection import joint_score, positive_threshold, split_by_quality
 
 
 def test_joint_score_numpy_and_torch():

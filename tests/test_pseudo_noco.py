@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raytal.pseudo.noco import aic, cala, mic
+from raytal.pseudo.noise_correction import aic, cala, mic
 
 
 def test_cala_by_hand():

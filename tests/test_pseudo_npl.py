@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raytal.pseudo.npl import adaptive_counts, boundary_variance_scores, class_adaptive_filter
+from raytal.pseudo.boundary_ranking import adaptive_counts, boundary_variance_scores, class_adaptive_filter
 
 # Dense points of one video: level 0 at t = 0..4 (indices 0..4), level 1 at t = 0, 2, 4 (indices 5..7).
 T = np.array([0, 1, 2, 3, 4, 0, 2, 4], dtype=float)

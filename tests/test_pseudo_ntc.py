@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from raytal.pseudo.ntc import partition_nontarget, scores_to_distribution
+from raytal.pseudo.nontarget_partition import partition_nontarget, scores_to_distribution
 
 
 def test_scores_to_distribution_by_hand():

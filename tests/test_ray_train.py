@@ -23,7 +23,7 @@ import torch
 from raytal.config import Config, load_config
 from raytal.data.dataset import load_dataset, write_split_shards
 from raytal.distributed.train import FAIL_ONCE_ENV, train_ray
-from raytal.train.checkpoint import load_checkpoint
+from raytal.engine.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from raytal.model.inference import predict_videos
 from raytal.selftrain.common import load_detector
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain
-from raytal.train.checkpoint import load_checkpoint
+from raytal.engine.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from raytal.config import load_config
-from raytal.train.checkpoint import load_checkpoint, numpy_rng_state, save_checkpoint, set_numpy_rng_state
-from raytal.train.ema import ModelEMA
+from raytal.engine.checkpoint import load_checkpoint, numpy_rng_state, save_checkpoint, set_numpy_rng_state
+from raytal.engine.ema import ModelEMA
 from raytal.train.runlog import RunLog
-from raytal.train.schedule import WarmupCosine, warmup_cosine_scheduler
+from raytal.engine.schedule import WarmupCosine, warmup_cosine_scheduler
 
 
 # ------------------------------------------------------------------------------------------ schedule

@@ -12,7 +12,7 @@ import pytest
 
 from raytal.config import load_config
 from raytal.data.dataset import load_dataset
-from raytal.train.checkpoint import load_checkpoint
+from raytal.engine.checkpoint import load_checkpoint
 from raytal.train.supervised import config_changes, train_supervised
 
 REPO = Path(__file__).resolve().parents[1]

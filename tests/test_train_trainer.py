@@ -10,7 +10,7 @@ from raytal.config import load_config
 from raytal.core.video import Video
 from raytal.model.batch import collate
 from raytal.model.detector import Detector
-from raytal.train.checkpoint import load_checkpoint, save_checkpoint
+from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
 from raytal.train.trainer import Trainer, concat_batches, fit, global_batches, split_batch
 
 FPS, STRIDE, FRAMES, D, C = 16.0, 16, 16, 8, 3  # 1 snippet = 1 s; grid i = t - 0.5

@@ -20,7 +20,7 @@ from raytal.model.wtal import WTALModel
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain
 from raytal.selftrain.weak import eval_json, keep_video_classes, load_weak, weak_label_video, weak_pseudo_predictions
-from raytal.train.checkpoint import load_checkpoint, save_checkpoint
+from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
 from raytal.train.weak import predict_weak
 
 REPO = Path(__file__).resolve().parents[1]

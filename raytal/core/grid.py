@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from raytal.core.video import Video
+
 
 def seconds_to_grid(t: np.ndarray | float, fps: float, feat_stride: int, num_frames: int) -> np.ndarray:
     """Seconds -> (fractional) snippet index."""
@@ -20,3 +22,13 @@ def grid_to_seconds(
     """(Fractional) snippet index -> seconds, clamped to [0, duration]."""
     t = (np.asarray(i, dtype=np.float64) * feat_stride + 0.5 * num_frames) / fps
     return np.clip(t, 0.0, duration)
+
+
+def video_grid(video: Video, seconds: np.ndarray) -> np.ndarray:
+    """Seconds of ``video`` -> its snippet grid."""
+    return seconds_to_grid(seconds, video.fps, video.feat_stride, video.num_frames)
+
+
+def video_seconds(video: Video, grid: np.ndarray) -> np.ndarray:
+    """``video``'s snippet grid -> seconds, clamped to its duration."""
+    return grid_to_seconds(grid, video.fps, video.feat_stride, video.num_frames, video.duration)

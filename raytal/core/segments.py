@@ -98,3 +98,18 @@ class SegmentTable:
             np.concatenate([np.asarray(p["labels"]).reshape(-1).astype(np.int64) for p in preds]),
             np.concatenate([np.asarray(p["scores"], dtype=np.float64).reshape(-1) for p in preds]),
         )
+
+    @staticmethod
+    def concat(tables: Sequence["SegmentTable"]) -> "SegmentTable":
+        """The rows of ``tables`` in order (all with scores, or all without)."""
+        if not tables:
+            return SegmentTable.empty()
+        scored = {t.scores is not None for t in tables}
+        if len(scored) != 1:
+            raise ValueError("SegmentTable.concat: mixing tables with and without scores")
+        return SegmentTable(
+            np.concatenate([t.video for t in tables]),
+            np.concatenate([t.segments for t in tables]),
+            np.concatenate([t.labels for t in tables]),
+            np.concatenate([t.scores for t in tables]) if scored.pop() else None,
+        )

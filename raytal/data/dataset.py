@@ -1,17 +1,14 @@
-"""A dataset directory and its train/val/test split.
+"""A dataset directory: its description (``dataset.yaml``) and the converter that writes its shards.
 
-Layout of a dataset directory ``DIR`` (written by ``jobs/make_dataset.py``)::
+Layout of a dataset directory ``DIR`` (written by ``jobs/make_dataset.py``; local or a storage URI)::
 
-    DIR/dataset.yaml                 DatasetInfo (below)
-    DIR/annotations.json             ActionFormer-dialect annotations (may be elsewhere: see ``annotations``)
-    DIR/features/<video_id>.npy      float32 [T, D] (may be elsewhere: see ``features_dir``)
-    DIR/shards/<subset>/part-*.parquet   every annotated video, ``labeled=True``
-    DIR/shards/unlabeled/part-*.parquet  optional streamed unlabeled set (``unlabeled_shards``)
+    DIR/dataset.yaml                     DatasetInfo (below)
+    DIR/annotations.json                 ActionFormer-dialect annotations (may be elsewhere: ``annotations``)
+    DIR/features/<video_id>.npy          float32 [T, D] (may be elsewhere: ``features_dir``)
+    DIR/shards/<subset>/part-*.parquet   every annotated video of a subset
+    DIR/shards/unlabeled/part-*.parquet  the unlabeled pool (``unlabeled_shards``), any size
 
-The split depends on the run's config (labeled_ratio, split_seed, val_ratio), so it is *not* baked into
-``DIR/shards``: ``load_dataset`` reads the subsets' shards and splits them in memory, and
-``write_split_shards`` writes the split of one run to ``<run>/data/{labeled,unlabeled,val,test}/`` for
-the Ray pipeline (plus ``SplitDataset.extra_unlabeled_files``, which are read in place, never copied).
+A run never copies these shards: its split is an index over them (``raytal.data.index``).
 """
 
 from __future__ import annotations
@@ -24,13 +21,12 @@ from typing import Any
 
 import yaml
 
-from raytal.config import DataConfig, read_yaml_mapping
-from raytal.data.annotations import Annotations, load_annotations
+from raytal.config import read_yaml_mapping
+from raytal.core import storage
 from raytal.core.errors import DataError, where
+from raytal.data.annotations import Annotations
 from raytal.data.features import load_features
-from raytal.data.shards import list_shards, read_shards, write_shards
-from raytal.data.splits import TrainSplit, apply_split, split_train
-from raytal.core.video import Video
+from raytal.data.shards import write_shards
 
 
 @dataclass
@@ -48,14 +44,14 @@ class DatasetInfo:
     annotations: str = "annotations.json"
     features_dir: str = "features"
     shards_dir: str = "shards"
-    unlabeled_shards: str = ""  # "" = no streamed unlabeled set
+    unlabeled_shards: str = ""  # "" = no unlabeled pool
     generator: dict[str, Any] = field(default_factory=dict)  # how it was made (informational)
 
 
 def load_dataset_info(root: str | Path) -> DatasetInfo:
-    """Read ``root/dataset.yaml`` (yaml.safe_load); unknown or missing keys are errors naming the file."""
-    path = Path(root) / "dataset.yaml"
-    if not path.is_file():
+    """Read ``root/dataset.yaml``; unknown or missing keys are errors naming the file."""
+    path = storage.join(root, "dataset.yaml")
+    if not storage.is_file(path):
         raise DataError(f"{path}: dataset.yaml not found (build the dataset with jobs/make_dataset.py)")
     data = read_yaml_mapping(path, DataError)
     fields = {f.name: f for f in dataclasses.fields(DatasetInfo)}
@@ -84,97 +80,17 @@ def load_dataset_info(root: str | Path) -> DatasetInfo:
     return DatasetInfo(**data)
 
 
-def save_dataset_info(root: str | Path, info: DatasetInfo) -> Path:
-    path = Path(root) / "dataset.yaml"
-    with open(path, "w") as f:
-        yaml.safe_dump(dataclasses.asdict(info), f, sort_keys=False)
+def save_dataset_info(root: str | Path, info: DatasetInfo) -> str:
+    path = storage.join(root, "dataset.yaml")
+    storage.write_text(path, yaml.safe_dump(dataclasses.asdict(info), sort_keys=False))
     return path
 
 
-def resolve(root: str | Path, rel: str) -> Path:
-    p = Path(rel)
-    return p if p.is_absolute() else Path(root) / p
-
-
-@dataclass
-class SplitDataset:
-    """One run's view of a dataset: the split lists (features loaded) and the dataset description.
-
-    ``unlabeled`` videos have ``labeled=False`` but keep their ground truth (quality metrics only).
-    ``extra_unlabeled_files`` are shards of a streamed unlabeled set, never loaded into memory here.
-    """
-
-    info: DatasetInfo
-    root: Path
-    labeled: list[Video]
-    unlabeled: list[Video]
-    val: list[Video]
-    test: list[Video]
-    split: TrainSplit
-    extra_unlabeled_files: list[Path] = field(default_factory=list)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.info.classes)
-
-
-def _read_subset(root: Path, info: DatasetInfo, subset: str) -> list[Video]:
-    shard_dir = resolve(root, info.shards_dir) / subset
-    if not shard_dir.is_dir():
-        raise DataError(
-            f"{shard_dir}: no shards for subset '{subset}' (subsets are directories under "
-            f"{resolve(root, info.shards_dir)}; write them with jobs/make_dataset.py)"
-        )
-    videos = list(read_shards(shard_dir, subset=subset, check_finite=True))
-    seen: set[str] = set()
-    for v in videos:
-        if v.video_id in seen:
-            raise DataError(f"{where(shard_dir, v.video_id, 'video_id')}: duplicate video id")
-        seen.add(v.video_id)
-        assert v.features is not None
-        if v.features.shape[1] != info.feature_dim:
-            raise DataError(
-                f"{where(shard_dir, v.video_id, 'features')}: D = {v.features.shape[1]}, dataset.yaml "
-                f"says feature_dim = {info.feature_dim}"
-            )
-        if len(v.labels) and (v.labels.min() < 0 or v.labels.max() >= len(info.classes)):
-            raise DataError(f"{where(shard_dir, v.video_id, 'annotations.label_id')}: outside the class list")
-    if not videos:
-        raise DataError(f"{shard_dir}: subset '{subset}' has no videos")
-    return videos
-
-
-def load_dataset(data_cfg: DataConfig, load_test: bool = True) -> SplitDataset:
-    """Read ``data_cfg.root`` and split its training subset by the config (see ``raytal.data.splits``).
-
-    ``load_test=False`` leaves the test subset unread (``test`` is empty): model selection on the
-    validation split (Tune) must not touch test data, not even to load it.
-    """
-    root = Path(data_cfg.root)
-    info = load_dataset_info(root)
-    train_subset = data_cfg.train_subset or info.train_subset
-    test_subset = data_cfg.test_subset or info.test_subset
-    train = _read_subset(root, info, train_subset)
-    test = _read_subset(root, info, test_subset) if load_test else []
-    split = split_train(train, data_cfg.labeled_ratio, data_cfg.val_ratio, data_cfg.split_seed)
-    labeled, unlabeled, val = apply_split(train, split, data_cfg.setting)
-    for v in test:
-        v.labeled = True
-    extra: list[Path] = []
-    if info.unlabeled_shards:
-        extra = list_shards(resolve(root, info.unlabeled_shards))
-    return SplitDataset(info, root, labeled, unlabeled, val, test, split, extra)
-
-
-def write_split_shards(ds: SplitDataset, out_dir: str | Path, rows_per_shard: int = 256) -> dict[str, list[Path]]:
-    """Write ``out_dir/{labeled,unlabeled,val,test}/part-*.parquet`` for this split (idempotent).
-
-    The ``labeled`` column carries the split (False for the unlabeled part). Returns the paths per part;
-    the Ray pipeline reads ``unlabeled`` plus ``ds.extra_unlabeled_files``.
-    """
-    out = Path(out_dir)
-    parts = {"labeled": ds.labeled, "unlabeled": ds.unlabeled, "val": ds.val, "test": ds.test}
-    return {name: write_shards(vids, out / name, rows_per_shard, ds.info.feature_dim) for name, vids in parts.items()}
+def resolve(root: str | Path, rel: str) -> str:
+    """``rel`` inside the dataset directory ``root`` unless it is absolute (or a URI)."""
+    if storage.is_uri(rel) or Path(rel).is_absolute():
+        return rel
+    return storage.join(root, rel)
 
 
 def convert_to_shards(
@@ -192,22 +108,9 @@ def convert_to_shards(
     for subset in annotations.subsets():
         vids = annotations.subset(subset)
 
-        def loaded(vids: list[Video] = vids) -> Any:
+        def loaded(vids: list = vids) -> Any:
             for v in vids:
                 yield dataclasses.replace(v, features=load_features(features_dir, v, feature_dim))
 
         out[subset] = write_shards(loaded(), Path(shards_dir) / subset, rows_per_shard, feature_dim)
     return out
-
-
-def load_dataset_annotations(root: str | Path) -> Annotations:
-    """The dataset's annotation file with its grid parameters, loaded non-strictly (warnings kept)."""
-    info = load_dataset_info(root)
-    return load_annotations(
-        resolve(root, info.annotations),
-        classes=info.classes,
-        strict=False,
-        default_fps=info.fps,
-        feat_stride=info.feat_stride,
-        num_frames=info.num_frames,
-    )

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raytal.core import storage
 from raytal.core.errors import DataError, where
 from raytal.core.video import Video
 
@@ -47,6 +48,12 @@ PSEUDO_SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
+
+
+# Pseudo labels are written per pseudo source: ``<pseudo>/shard=<k>/*.parquet`` (a Hive-style partition, as
+# Ray Data's partitioned write names it), so a training reader joins one shard file with its labels
+# without holding the labels of the whole pool.
+SOURCE_KEY = "shard"
 
 
 @dataclass
@@ -148,12 +155,16 @@ def pseudo_row(
     }
 
 
-def pseudo_files(directory: str | Path) -> list[Path]:
-    """The Parquet files of a pseudo-label directory, sorted (Ray names them by dataset and block)."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise DataError(f"{d}: pseudo-label directory not found")
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix == ".parquet")
+def source_dir(pseudo_dir: str, k: int) -> str:
+    """Where the pseudo labels of the round's k-th pseudo source are (``RunIndex.pseudo_sources``)."""
+    return storage.join(pseudo_dir, f"{SOURCE_KEY}={k}")
+
+
+def pseudo_files(directory: str | Path) -> list[str]:
+    """The Parquet files under a pseudo-label directory (all sources, or one ``shard=k``), sorted."""
+    if not storage.is_dir(directory):
+        raise DataError(f"{directory}: pseudo-label directory not found")
+    return storage.list_files(storage.resolve(directory), suffix=".parquet")
 
 
 def _decode_dense(raw: bytes | None, dtype: type, T: int, C: int, path: Path, vid: str, name: str) -> np.ndarray | None:
@@ -173,7 +184,7 @@ def read_pseudo_labels(directory: str | Path) -> dict[str, PseudoRecord]:
     out: dict[str, PseudoRecord] = {}
     for path in pseudo_files(directory):
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(storage.open_input_file(path))
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{path}: not a readable Parquet file (truncated or corrupt?): {e}") from e
         missing = [n for n in PSEUDO_SCHEMA.names if n not in table.column_names]

@@ -12,7 +12,6 @@ batches. Writing is streaming: ``write_shards`` holds at most one shard of video
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,8 +19,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from raytal.core import storage
 from raytal.core.errors import DataError, check_video_id, where
 from raytal.data.features import check_features
 from raytal.core.video import Video
@@ -182,11 +183,11 @@ def shard_name(index: int) -> str:
     return f"{SHARD_PREFIX}{index:05d}.parquet"
 
 
-def _write_table(table: pa.Table, path: Path) -> None:
-    # Write then rename: a crash never leaves a truncated file under a shard name.
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression=_COMPRESSION)
-    os.replace(tmp, path)
+def _write_table(table: pa.Table, path: str) -> None:
+    """One shard file, atomically (a crash never leaves a truncated file under a shard name)."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression=_COMPRESSION)
+    storage.write_bytes(path, buf.getvalue().to_pybytes())
 
 
 def write_shards(
@@ -195,8 +196,8 @@ def write_shards(
     rows_per_shard: int = 256,
     feature_dim: int | None = None,
     check: bool = True,
-) -> list[Path]:
-    """Stream videos into ``out_dir/part-NNNNN.parquet`` files of ``rows_per_shard`` rows each.
+) -> list[str]:
+    """Stream videos into ``out_dir/part-NNNNN.parquet`` files of ``rows_per_shard`` rows each (local or URI).
 
     Holds at most one shard of videos in memory (plus the set of ids seen, to refuse duplicates).
     Idempotent: shard files of the same naming left over from an earlier, larger write are removed.
@@ -204,14 +205,14 @@ def write_shards(
     """
     if rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = storage.resolve(out_dir)
+    storage.makedirs(out)
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
-    paths: list[Path] = []
+    paths: list[str] = []
 
     def flush() -> None:
-        path = out / shard_name(len(paths))
+        path = storage.join(out, shard_name(len(paths)))
         _write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
         paths.append(path)
         rows.clear()
@@ -225,56 +226,68 @@ def write_shards(
             flush()
     if rows:
         flush()
-    written = {p.name for p in paths}
-    for stale in out.iterdir():
-        if _SHARD_RE.match(stale.name) and stale.name not in written:
-            stale.unlink()
+    written = set(paths)
+    for stale in storage.list_files(out, suffix=".parquet", recursive=False):
+        if _SHARD_RE.match(storage.name(stale)) and stale not in written:
+            storage.delete_file(stale)
     return paths
 
 
-def list_shards(source: str | Path | Iterable[str | Path]) -> list[Path]:
-    """A directory (searched recursively, sorted) or an explicit list of files -> shard paths."""
+def list_shards(source: str | Path | Iterable[str | Path]) -> list[str]:
+    """A directory (searched recursively, sorted), a file, or an explicit list of files -> shard paths
+    (local paths or storage URIs)."""
     if isinstance(source, (str, Path)):
-        p = Path(source)
-        if p.is_dir():
-            return sorted(q for q in p.rglob("*.parquet") if q.is_file())
-        if p.is_file():
-            return [p]
-        raise DataError(f"{p}: shard directory or file not found")
-    return [Path(s) for s in source]
+        if storage.is_dir(source):
+            return storage.list_files(storage.resolve(source), suffix=".parquet")
+        if storage.is_file(source):
+            return [storage.resolve(source)]
+        raise DataError(f"{source}: shard directory or file not found")
+    return [storage.resolve(s) for s in source]
+
+
+def open_shard(path: str) -> pq.ParquetFile:
+    """A shard file opened for reading; a missing, truncated or foreign file raises DataError naming it."""
+    if not storage.is_file(path):
+        raise DataError(f"{path}: shard file not found")
+    try:
+        pf = pq.ParquetFile(storage.open_input_file(path))
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable Parquet shard (truncated or corrupt?): {e}") from e
+    missing = [n for n in SCHEMA.names if n not in pf.schema_arrow.names]
+    if missing:
+        raise DataError(f"{where(path, None, missing[0])}: column missing; not a raytal shard")
+    return pf
+
+
+def read_shard_tables(
+    path: str, ids: Iterable[str] | None = None, columns: list[str] | None = None, rows: int | None = None,
+) -> Iterator[pa.Table]:
+    """The rows of one shard file as tables of at most ``rows`` videos (one row group at a time when
+    None), keeping only the videos in ``ids`` when given (filtered before any feature is decoded)."""
+    pf = open_shard(path)
+    keep = None if ids is None else pa.array(sorted(set(ids)), type=pa.string())
+    try:
+        batches = (
+            pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=rows, columns=columns or SCHEMA.names)
+        ) if rows else (pf.read_row_group(rg, columns=columns or SCHEMA.names) for rg in range(pf.num_row_groups))
+        for table in batches:
+            if keep is not None:
+                table = table.filter(pc.is_in(table.column("video_id"), value_set=keep))
+            if table.num_rows:
+                yield table
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: unreadable part (truncated or corrupt?): {e}") from e
 
 
 def read_shards(
     source: str | Path | Iterable[str | Path],
-    subset: str | None = None,
-    labeled: bool | None = None,
+    ids: Iterable[str] | None = None,
     check_finite: bool = False,
 ) -> Iterator[Video]:
-    """Yield the ``Video`` records of the shards (features loaded), one row group at a time.
-
-    ``subset`` / ``labeled`` filter the rows. A missing, truncated or corrupt file, or one without the
-    shard columns, raises ``DataError`` naming the file.
-    """
+    """Yield the ``Video`` records of the shards (features loaded), one row group at a time, keeping
+    only the videos in ``ids`` when given. A missing, truncated or corrupt file, or one without the
+    shard columns, raises ``DataError`` naming the file."""
+    keep = None if ids is None else frozenset(ids)
     for path in list_shards(source):
-        if not path.is_file():
-            raise DataError(f"{path}: shard file not found")
-        try:
-            pf = pq.ParquetFile(path)
-        except (pa.ArrowException, OSError) as e:
-            raise DataError(f"{path}: not a readable Parquet shard (truncated or corrupt?): {e}") from e
-        missing = [n for n in SCHEMA.names if n not in pf.schema_arrow.names]
-        if missing:
-            raise DataError(f"{where(path, None, missing[0])}: column missing; not a raytal shard")
-        for rg in range(pf.num_row_groups):
-            try:
-                table = pf.read_row_group(rg, columns=SCHEMA.names)
-            except (pa.ArrowException, OSError) as e:
-                raise DataError(f"{path}: row group {rg} is unreadable (truncated or corrupt?): {e}") from e
-            if subset is not None or labeled is not None:
-                mask = np.ones(table.num_rows, dtype=bool)
-                if subset is not None:
-                    mask &= np.asarray(table.column("subset").to_pylist(), dtype=object) == subset
-                if labeled is not None:
-                    mask &= np.asarray(table.column("labeled").to_pylist(), dtype=bool) == labeled
-                table = table.filter(pa.array(mask))
+        for table in read_shard_tables(path, keep):
             yield from rows_to_videos(table, path, check_finite=check_finite)

@@ -112,14 +112,21 @@ class TrainSplit:
     val: list[str]
 
 
-def split_train(videos: Sequence[Video], labeled_ratio: float, val_ratio: float, seed: int) -> TrainSplit:
-    """Held-out validation part (``val_ratio``) then labeled/unlabeled (``labeled_ratio`` of the rest)."""
+def split_train(
+    ids: Sequence[str], class_sets: Sequence[Sequence[int] | np.ndarray], labeled_ratio: float, val_ratio: float,
+    seed: int,
+) -> TrainSplit:
+    """Held-out validation part (``val_ratio``) then labeled/unlabeled (``labeled_ratio`` of the rest).
+
+    ``class_sets[i]`` are the classes of video ``ids[i]``'s segments (empty for a video without any).
+    """
     if not 0.0 < labeled_ratio <= 1.0:
         raise ValueError(f"labeled_ratio must be in (0, 1], got {labeled_ratio}")
     if not 0.0 <= val_ratio < 1.0:
         raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio}")
-    ids = [v.video_id for v in videos]
-    sets = [video_level_labels(v) for v in videos]
+    if len(ids) != len(class_sets):
+        raise ValueError(f"split_train: {len(ids)} ids but {len(class_sets)} class sets")
+    sets = [np.unique(np.asarray(s, dtype=np.int64)) for s in class_sets]
     in_val = stratified_split(sets, val_ratio, [seed, _VAL_STREAM])
     rest = np.flatnonzero(~in_val)
     in_lab = stratified_split([sets[i] for i in rest], labeled_ratio, [seed, _LABELED_STREAM])
@@ -130,34 +137,29 @@ def split_train(videos: Sequence[Video], labeled_ratio: float, val_ratio: float,
     )
 
 
-def apply_split(
-    videos: Sequence[Video], split: TrainSplit, setting: str = "semi"
-) -> tuple[list[Video], list[Video], list[Video]]:
-    """(labeled, unlabeled, val) ``Video`` copies (features shared, not copied) for a setting.
+PARTS = ("labeled", "unlabeled", "val", "test", "pool")
+SETTINGS = ("semi", "weak")
 
-    semi: labeled videos keep ``labeled=True`` and get their video-level labels; unlabeled videos get
-    ``labeled=False`` and no video-level labels (their segments stay in the record for pseudo-label
-    quality metrics only). weak: no video is segment-labeled; every non-val training video is in the
-    unlabeled list with ``labeled=False`` and its video-level labels (``labeled_ratio`` is not used).
-    val: ``labeled=True`` (its ground truth is for validation mAP), no video-level labels.
+
+def part_view(video: Video, part: str, setting: str = "semi") -> Video:
+    """``video`` as a member of one part of a run, sharing its features (not copied).
+
+    labeled: ``labeled=True`` with its video-level labels. unlabeled: ``labeled=False``; its segments stay
+    in the record as hidden ground truth for pseudo-label quality only; video-level labels only in the
+    weak setting (there they are the supervision). val / test: ``labeled=True`` (their ground truth is
+    for evaluation), no video-level labels. pool: extra unlabeled videos, ``labeled=False``, with the
+    video-level labels their shard carries (none for a plain unannotated pool).
     """
-    if setting not in ("semi", "weak"):
-        raise ValueError(f"setting must be 'semi' or 'weak', got {setting!r}")
-    by_id = {v.video_id: v for v in videos}
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
     empty = np.zeros(0, dtype=np.int64)
-    val = [dataclasses.replace(by_id[i], labeled=True, video_labels=empty) for i in split.val]
-    if setting == "weak":
-        train_ids = split.labeled + split.unlabeled
-        order = {v.video_id: j for j, v in enumerate(videos)}
-        train_ids.sort(key=order.__getitem__)
-        unl = [
-            dataclasses.replace(by_id[i], labeled=False, video_labels=video_level_labels(by_id[i]))
-            for i in train_ids
-        ]
-        return [], unl, val
-    lab = [
-        dataclasses.replace(by_id[i], labeled=True, video_labels=video_level_labels(by_id[i]))
-        for i in split.labeled
-    ]
-    unl = [dataclasses.replace(by_id[i], labeled=False, video_labels=empty) for i in split.unlabeled]
-    return lab, unl, val
+    if part == "labeled":
+        return dataclasses.replace(video, labeled=True, video_labels=video_level_labels(video))
+    if part == "unlabeled":
+        labels = video_level_labels(video) if setting == "weak" else empty
+        return dataclasses.replace(video, labeled=False, video_labels=labels)
+    if part in ("val", "test"):
+        return dataclasses.replace(video, labeled=True, video_labels=empty)
+    if part == "pool":
+        return dataclasses.replace(video, labeled=False)
+    raise ValueError(f"part must be one of {PARTS}, got {part!r}")

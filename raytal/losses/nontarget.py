@@ -6,7 +6,7 @@ labeled snippets (Ω_pos empty, every non-target class negative).
 
 Use with the sigmoid detector: the heads give independent per-class scores s ∈ [0, 1]^C, not a
 distribution. Build the student's ``probs`` exactly as the teacher's distribution is built for the
-partition, with ``raytal.pseudo.ntc.scores_to_distribution``: p = [s_1..s_C, 1 − max s] / Σ (background last, index C),
+partition, with ``raytal.pseudo.nontarget_partition.scores_to_distribution``: p = [s_1..s_C, 1 − max s] / Σ (background last, index C),
 and pass ``target``/``pos``/``neg`` over those C + 1 columns. Then ℓ_pos raises classes close to the
 target, ℓ_neg lowers the confidently-wrong ones, and the target term is the usual cross-entropy.
 """

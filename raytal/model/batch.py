@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from raytal.core.grid import seconds_to_grid
 from raytal.core.video import Video
@@ -156,4 +158,43 @@ def collate(
         targets=_dense([v.targets for v in videos], offsets, lengths, t_pad, "targets", videos),
         teacher_scores=_dense([v.teacher_scores for v in videos], offsets, lengths, t_pad, "teacher_scores", videos),
         meta=meta,
+    )
+
+
+def _pad_time(x: Tensor, dim: int, length: int, value: float) -> Tensor:
+    extra = length - x.shape[dim]
+    if extra == 0:
+        return x
+    pad = [0, 0] * (x.dim() - 1 - dim) + [0, extra]
+    return F.pad(x, pad, value=value)
+
+
+def _dense_or_nan(parts: list[Tensor | None], length: int) -> Tensor | None:
+    """Stack optional [1, T_i, C] dense fields; videos without one get NaN rows (the Batch convention)."""
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    c = present[0].shape[-1]
+    filled = [
+        _pad_time(p, 1, length, 0.0) if p is not None else torch.full((1, length, c), float("nan"))
+        for p in parts
+    ]
+    return torch.cat(filled, dim=0)
+
+
+def concat_batches(batches: list[Batch]) -> Batch:
+    """One Batch from several (each typically one video), padding the time axis to the longest."""
+    if not batches:
+        raise ValueError("concat_batches needs at least one batch")
+    length = max(b.feats.shape[2] for b in batches)
+    return Batch(
+        feats=torch.cat([_pad_time(b.feats, 2, length, 0.0) for b in batches], dim=0),
+        mask=torch.cat([_pad_time(b.mask, 1, length, False) for b in batches], dim=0),
+        segments=[s for b in batches for s in b.segments],
+        labels=[s for b in batches for s in b.labels],
+        weights=[s for b in batches for s in b.weights],
+        labeled=torch.cat([b.labeled for b in batches], dim=0),
+        targets=_dense_or_nan([b.targets for b in batches], length),
+        teacher_scores=_dense_or_nan([b.teacher_scores for b in batches], length),
+        meta=[m for b in batches for m in b.meta],
     )

@@ -40,7 +40,6 @@ class Detector(nn.Module):
             )
         self.num_classes, self.input_dim = num_classes, input_dim
         self.regression_ranges = [list(map(float, r)) for r in cfg.regression_ranges]
-        self.center_sample_radius = cfg.center_sample_radius
         self.backbone = Backbone(
             input_dim, cfg.embed_dim, cfg.embed_layers, cfg.embed_kernel, cfg.stem_blocks, cfg.num_heads,
             cfg.window, cfg.fpn_levels, cfg.dropout,

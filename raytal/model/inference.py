@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
@@ -12,10 +10,10 @@ from raytal.core.grid import grid_to_seconds
 from raytal.core.video import Video
 from raytal.model.batch import Batch, collate
 from raytal.model.detector import Detector, DetectorOutput
+from raytal.postprocess.fusion import FusionFn
 from raytal.postprocess.nms import nms as hard_nms
 from raytal.postprocess.nms import soft_nms_index
 
-FusionFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 NMS_METHODS = ("soft", "hard", "none", "fusion")
 
 

@@ -8,11 +8,14 @@ information of the suppressed instances in the fused boundaries.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from raytal.core.iou import interval_iou
+
+# fusion_fn(segments, scores, labels) -> (segments, scores, labels): what replaces NMS when fusing
+FusionFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 # Rounds of the leader fixed point before the sequential scan takes over.

@@ -3,15 +3,17 @@ round, per-class pseudo/gt count ratios as in NPL Fig. 4, and timelines of a few
 
 from __future__ import annotations
 
+import io
 import json
-import os
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from raytal.core import storage  # noqa: E402
+from raytal.eval.tables import map_table  # noqa: E402
 
 QUALITY_KEYS = ("class_accuracy", "mean_tiou", "positive_accuracy")
 
@@ -21,23 +23,18 @@ def percent(fraction: float | None) -> str:
     return "–" if fraction is None else f"{100 * fraction:.1f}"
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+def _save(fig, path: str) -> None:
+    """A figure as PNG at ``path`` (local or URI), atomically."""
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    storage.write_bytes(path, buf.getvalue())
 
 
-def map_table(metrics: dict) -> str:
+def round_table(metrics: dict) -> str:
     """Markdown: one row per round, mAP (%) per tIoU and the average."""
-    rounds = metrics["rounds"]
-    tious = list(rounds[0]["eval"]["mAP"])
-    lines = ["| round | " + " | ".join(f"mAP@{t}" for t in tious) + " | avg |",
-             "|---|" + "---|" * (len(tious) + 1)]
-    for r in rounds:
-        ev = r["eval"]
-        cells = " | ".join(f"{100 * ev['mAP'][t]:.2f}" for t in tious)
-        lines.append(f"| {r['round']} | {cells} | {100 * ev['average_mAP']:.2f} |")
-    return "\n".join(lines)
+    return map_table({str(r["round"]): r["eval"] for r in metrics["rounds"]}, label="round")
 
 
 def quality_table(metrics: dict) -> str:
@@ -57,16 +54,18 @@ def quality_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+STAGES = ("pretrain", "pseudo", "quality", "train", "eval")
+
+
 def timing_table(metrics: dict) -> str:
-    lines = ["| round | " + " | ".join(("pseudo", "quality", "train", "eval")) + " |", "|---|---|---|---|---|"]
+    lines = ["| round | " + " | ".join(STAGES) + " |", "|---|" + "---|" * len(STAGES)]
     for r in metrics["rounds"]:
         t = r["timings"]
-        lines.append(f"| {r['round']} | " + " | ".join(f"{t[k]:.1f} s" if k in t else "–"
-                                                       for k in ("pseudo", "quality", "train", "eval")) + " |")
+        lines.append(f"| {r['round']} | " + " | ".join(f"{t[k]:.1f} s" if k in t else "–" for k in STAGES) + " |")
     return "\n".join(lines)
 
 
-def plot_rounds(path: Path, metrics: dict) -> None:
+def plot_rounds(path: str, metrics: dict) -> None:
     rounds = metrics["rounds"]
     xs = [r["round"] for r in rounds]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -82,12 +81,10 @@ def plot_rounds(path: Path, metrics: dict) -> None:
     axes[1].set(xlabel="round", ylabel="%", title="pseudo-label quality")
     if q:
         axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
-def plot_count_ratio(path: Path, metrics: dict, classes: list[str]) -> None:
+def plot_count_ratio(path: str, metrics: dict, classes: list[str]) -> None:
     q = [r for r in metrics["rounds"] if "quality" in r]
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes)), 3.6))
     width = 0.8 / max(len(q), 1)
@@ -98,12 +95,10 @@ def plot_count_ratio(path: Path, metrics: dict, classes: list[str]) -> None:
     ax.set(ylabel="#pseudo / #gt", title="per-class pseudo-label count ratio")
     if q:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
-def plot_timelines(path: Path, timelines: list[dict], classes: list[str]) -> None:
+def plot_timelines(path: str, timelines: list[dict], classes: list[str]) -> None:
     """One panel per video; rows: ground truth, teacher predictions (score-shaded), pseudo labels."""
     fig, axes = plt.subplots(len(timelines), 1, figsize=(10, 1.6 * len(timelines)), squeeze=False)
     cmap = plt.get_cmap("tab20")
@@ -120,25 +115,23 @@ def plot_timelines(path: Path, timelines: list[dict], classes: list[str]) -> Non
         ax.set_xlim(0, tl["duration"])
         ax.set_title(f"{tl['video_id']} (round {tl['round']})", fontsize=8)
     axes[-1, 0].set_xlabel("seconds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
-def write_report(run_dir: Path, metrics: dict, classes: list[str], timelines: list[dict] | None = None) -> None:
-    """metrics.json, report.md and the plots of a finished run."""
-    plots = run_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    write_json(run_dir / "metrics.json", metrics)
-    plot_rounds(plots / "map_and_quality_by_round.png", metrics)
-    plot_count_ratio(plots / "count_ratio.png", metrics, classes)
+def write_report(run_dir: str, metrics: dict, classes: list[str], timelines: list[dict] | None = None) -> None:
+    """metrics.json, report.md and the plots of a finished run (``run_dir`` local or a URI)."""
+    plots = {"map_and_quality_by_round.png": lambda p: plot_rounds(p, metrics),
+             "count_ratio.png": lambda p: plot_count_ratio(p, metrics, classes)}
     if timelines:
-        plot_timelines(plots / "timelines.png", timelines, classes)
+        plots["timelines.png"] = lambda p: plot_timelines(p, timelines, classes)
+    storage.write_text(storage.join(run_dir, "metrics.json"), json.dumps(metrics, indent=1))
+    for name, plot in plots.items():
+        plot(storage.join(run_dir, "plots", name))
     text = [
-        f"# Run {metrics.get('run') or run_dir.name}", "",
-        "## Test mAP (%) by round", "", map_table(metrics), "",
+        f"# Run {metrics.get('run') or storage.name(run_dir)}", "",
+        "## Test mAP (%) by round", "", round_table(metrics), "",
         "## Pseudo-label quality (%, against the unlabeled videos' hidden ground truth)", "", quality_table(metrics), "",
         "## Time per stage", "", timing_table(metrics), "",
-        "Plots: " + ", ".join(f"`plots/{p.name}`" for p in sorted(plots.glob("*.png"))), "",
+        "Plots: " + ", ".join(f"`plots/{name}`" for name in sorted(plots)), "",
     ]
-    (run_dir / "report.md").write_text("\n".join(text))
+    storage.write_text(storage.join(run_dir, "report.md"), "\n".join(text))

@@ -1,38 +1,67 @@
-"""One training stage (teacher or student) of a round: the loop both back-ends run.
+"""One training stage (a ``TrainSpec``): the loop both back-ends run.
 
-The in-process back-end calls ``run_training`` directly; the Ray Train back-end calls it inside every
-worker with ``rank``/``world_size``, a DDP ``wrap_model`` and a ``on_epoch`` that reports checkpoints to
-Ray. One loop, not two.
+The in-process back-end calls ``run_training`` with streams it reads itself (``train_local``); the Ray
+Train back-end calls it in every worker with the worker's Ray Data streams, its rank, a DDP
+``wrap_model`` and an ``on_epoch`` that reports checkpoints to Ray. One loop, not two.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tensorboardX import SummaryWriter
 
 from raytal.config import Config
-from raytal.selftrain.common import build_detector, round_training_videos
-from raytal.train.objective import make_loss_fn
-from raytal.train.checkpoint import load_checkpoint, save_checkpoint
-from raytal.train.trainer import Trainer, fit
+from raytal.core import storage
+from raytal.core.threads import set_torch_threads
+from raytal.core.video import Video
+from raytal.engine.batches import rank_batches, rank_share, split_batch, steps_per_epoch
+from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
+from raytal.engine.ema import unwrap
+from raytal.engine.trainer import Trainer, fit
+from raytal.recipes.apl import acp_pretraining_objective
+from raytal.recipes.objective import make_objective
+from raytal.recipes.registry import active_recipes, first_opinion
+from raytal.selftrain.models import build_detector, detector_state
+from raytal.selftrain.spec import TrainSpec
+from raytal.selftrain.training_data import stage_streams
 
+log = logging.getLogger("raytal.train")
 EpochHook = Callable[[int, dict, Trainer], None]
+
+
+def batch_plan(cfg: Config, spec: TrainSpec) -> tuple[int, int, int]:
+    """(labeled, pseudo) videos per global batch and the number of steps per epoch."""
+    n_l, n_u = split_batch(cfg.train.batch_size, cfg.train.unlabeled_per_batch, spec.num_labeled, spec.num_pseudo)
+    steps = steps_per_epoch(spec.num_labeled, spec.num_pseudo, n_l, n_u, cfg.train.min_batches_per_epoch,
+                            cfg.train.steps_per_epoch)
+    return n_l, n_u, steps
+
+
+def end_epoch(cfg: Config, spec: TrainSpec) -> int:
+    return cfg.train.epochs if spec.stop_epoch is None else spec.stop_epoch
+
+
+def _skip(stream: Iterator[Video] | None, count: int) -> Iterator[Video] | None:
+    """``stream`` after its first ``count`` videos (a resumed stage replays its segment's stream)."""
+    if stream is None or count <= 0:
+        return stream
+    for _ in itertools.islice(stream, count):
+        pass
+    return stream
 
 
 def run_training(
     cfg: Config,
-    split_dir: Path,
-    pseudo_dir: Path | None,
-    init_checkpoint: str | None,
-    num_classes: int,
-    input_dim: int,
+    spec: TrainSpec,
+    streams: dict[str, Iterator[Video]],
     *,
     restore: dict | None = None,
-    prev_pseudo_dir: Path | None = None,
-    stop_epoch: int | None = None,
     on_epoch: EpochHook | None = None,
     rank: int = 0,
     world_size: int = 1,
@@ -40,72 +69,78 @@ def run_training(
     wrap_model=None,
     progress: bool = True,
 ) -> Trainer:
-    """Train a detector for ``cfg.train.epochs`` on the round's labeled (+ pseudo-labeled) videos.
+    """Train ``spec``'s model on this rank's ``streams`` ({"labeled", "pseudo"}: endless shuffled video
+    streams, see ``raytal.selftrain.training_data``) until ``spec.stop_epoch`` or ``train.epochs``.
 
-    ``init_checkpoint`` starts the student from the teacher (``train.student_init: teacher``);
-    ``restore`` is a Trainer state (from the last epoch checkpoint) to resume from. A GauFuse regeneration
-    schedule trains a stage in segments: ``stop_epoch`` ends this one early (the learning-rate schedule
-    still spans ``cfg.train.epochs``) and ``prev_pseudo_dir`` turns the dense targets into Δ labels.
+    ``restore`` is a Trainer state (the last epoch checkpoint) to resume from: the streams, which start
+    at the segment's first epoch, are replayed up to it, so a resumed in-process stage trains on what an
+    uninterrupted one would.
     """
-    labeled, pseudo = round_training_videos(
-        Path(split_dir), Path(pseudo_dir) if pseudo_dir else None, Path(prev_pseudo_dir) if prev_pseudo_dir else None
-    )
-    model = build_detector(cfg, num_classes, input_dim)
-    if init_checkpoint:
-        state = load_checkpoint(init_checkpoint)
+    set_torch_threads(cfg.train.torch_threads)
+    n_l, n_u, steps = batch_plan(cfg, spec)
+    model = build_detector(cfg, spec.num_classes, spec.input_dim)
+    if spec.init:
+        state = load_checkpoint(spec.init)
         model.load_state_dict(state.get("ema") or state["model"])
-    trainer = Trainer(
-        cfg, model, labeled, pseudo or None, loss_fn=make_loss_fn(cfg, delta_targets=prev_pseudo_dir is not None), rank=rank, world_size=world_size,
-        device=device, wrap_model=wrap_model,
-    )
-    start = 0
+    if spec.objective == "acp_pretraining":
+        objective = acp_pretraining_objective(cfg)
+    else:
+        objective = make_objective(cfg, delta_targets=spec.delta_targets)
+    ema = first_opinion([r.ema_momentum(cfg) for r in active_recipes(cfg)], cfg.train.ema_momentum)
+    trainer = Trainer(cfg.train, model, objective, steps_per_epoch=steps, ema_momentum=ema, rank=rank,
+                      device=device, wrap_model=wrap_model)
+    start = spec.start_epoch
     if restore is not None:
         trainer.load_state_dict(restore)
         start = int(restore["epoch"])
+    k_l, k_u, _ = rank_share(n_l, n_u, rank, world_size)
+    done = (start - spec.start_epoch) * steps
+    labeled = _skip(streams.get("labeled"), done * k_l)
+    pseudo = _skip(streams.get("pseudo"), done * k_u)
+    batches = rank_batches(
+        labeled if labeled is not None else iter(()), pseudo if pseudo is not None else iter(()),
+        n_l=n_l, n_u=n_u, rank=rank, world=world_size, seed=cfg.train.seed, start_epoch=start,
+        steps_per_epoch=steps, pad_multiple=model.pad_multiple, max_seq_len=cfg.data.max_seq_len,
+        trunc_thresh=cfg.data.trunc_thresh,
+    )
     hook = (lambda epoch, metrics: on_epoch(epoch, metrics, trainer)) if on_epoch else None
-    end = cfg.train.epochs if stop_epoch is None else stop_epoch
-    fit(trainer, end, start_epoch=start, on_epoch_end=hook, progress=progress and rank == 0)
+    fit(trainer, (b for _, _, b in batches), end_epoch(cfg, spec), start_epoch=start, on_epoch_end=hook,
+        progress=progress and rank == 0)
     return trainer
 
 
-def final_state(trainer: Trainer, num_classes: int, input_dim: int, metrics: dict | None = None) -> dict:
-    """What a round keeps of a finished stage: plain and EMA weights, the shapes to rebuild the model and
-    the last epoch's training metrics (which loss terms the recipe trained with, and their values)."""
-    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-    return {
-        "model": model.state_dict(),
-        "ema": trainer.ema.module.state_dict() if trainer.ema is not None else None,
-        "num_classes": num_classes,
-        "input_dim": input_dim,
-        "epoch": trainer.epoch,
-        "metrics": {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
-    }
+def final_state(trainer: Trainer, spec: TrainSpec, metrics: dict | None = None) -> dict:
+    """What a stage keeps: plain and EMA weights, the model's shape and the last epoch's metrics."""
+    return detector_state(unwrap(trainer.model), trainer.ema.module, spec.num_classes, spec.input_dim,
+                          trainer.epoch, metrics)
 
 
-def epoch_scalars(stage_dir: Path) -> Callable[[int, dict], None]:
-    """TensorBoard scalars of a stage (``<stage>/tb``), one point per epoch; rank 0 only."""
-    writer = SummaryWriter(str(Path(stage_dir) / "tb"))
+class EpochScalars:
+    """TensorBoard scalars of a stage (``<stage>/tb``), one point per epoch; rank 0 only. Written to a
+    local directory and copied next to the stage when it is on object storage (tensorboardX writes files)."""
 
-    def log(epoch: int, metrics: dict) -> None:
+    def __init__(self, stage_dir: str) -> None:
+        self.remote = storage.join(stage_dir, "tb") if storage.is_uri(stage_dir) else None
+        self.local = tempfile.mkdtemp(prefix="raytal-tb-") if self.remote else storage.join(stage_dir, "tb")
+        self.writer = SummaryWriter(self.local)
+
+    def __call__(self, epoch: int, metrics: dict) -> None:
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                writer.add_scalar(f"train/{k}", float(v), epoch)
-        writer.flush()
+                self.writer.add_scalar(f"train/{k}", float(v), epoch)
+        self.writer.flush()
+        if self.remote:
+            for f in Path(self.local).iterdir():
+                storage.write_bytes(storage.join(self.remote, f.name), f.read_bytes())
 
-    return log
 
-
-def train_local(
-    cfg: Config, stage_dir: Path, split_dir: Path, pseudo_dir: Path | None, init_checkpoint: str | None,
-    num_classes: int, input_dim: int, *, prev_pseudo_dir: Path | None = None, stop_epoch: int | None = None,
-) -> str:
-    """In-process stage with an epoch checkpoint in ``stage_dir/last.pt``; resumes from it (also where
-    the previous segment of a regeneration schedule stopped)."""
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    last = stage_dir / "last.pt"
-    restore = load_checkpoint(last) if last.exists() else None
-
-    scalars = epoch_scalars(stage_dir)
+def train_local(cfg: Config, spec: TrainSpec) -> str:
+    """In-process stage with an epoch checkpoint ``<stage>/last.pt``; resumes from it (also where the
+    previous segment of a regeneration schedule stopped). Returns the final checkpoint's path."""
+    storage.makedirs(spec.stage_dir)
+    last = storage.join(spec.stage_dir, "last.pt")
+    restore = load_checkpoint(last) if storage.is_file(last) else None
+    scalars = EpochScalars(spec.stage_dir)
     last_metrics: dict = {}
 
     def on_epoch(epoch: int, metrics: dict, trainer: Trainer) -> None:
@@ -113,10 +148,7 @@ def train_local(
         scalars(epoch, metrics)
         last_metrics.update(metrics)
 
-    trainer = run_training(
-        cfg, split_dir, pseudo_dir, init_checkpoint, num_classes, input_dim, restore=restore,
-        prev_pseudo_dir=prev_pseudo_dir, stop_epoch=stop_epoch, on_epoch=on_epoch,
-    )
-    final = stage_dir / "final.pt"
-    save_checkpoint(final, final_state(trainer, num_classes, input_dim, last_metrics))
-    return str(final)
+    trainer = run_training(cfg, spec, stage_streams(cfg, spec), restore=restore, on_epoch=on_epoch)
+    final = storage.join(spec.stage_dir, "final.pt")
+    save_checkpoint(final, final_state(trainer, spec, last_metrics))
+    return final

@@ -1,6 +1,7 @@
-"""NoCo's online noise correction for the detector student (SPEC §5 "NoCo", paper 001 §3.3).
+"""NoCo (paper 001): CALA label augmentation of the teacher's instances, and the online noise correction
+of the detector student by its EMA teacher (AIC, MIC) with HPM instance weights (SPEC §5 "NoCo", §3.3).
 
-The teacher is the Trainer's EMA of the student (``trainer.ema.module``). On every iteration after the
+The teacher is the trainer's EMA of the student (``StepContext.ema``), at NoCo's momentum. On every iteration after the
 warm-up the teacher predicts on the batch; for each pseudo-labeled video, AIC pulls its pseudo instances
 towards the teacher's confident overlapping predictions (and averages their weights), MIC adds the
 teacher's confident predictions that no pseudo instance covers, and HPM keeps the per-instance weights,
@@ -17,19 +18,17 @@ and a 2-worker run corrects each video exactly as a 1-worker run does.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from raytal.config import Config, NoCoConfig
+from raytal.core.video import Video
+from raytal.engine.trainer import StepContext
 from raytal.model.batch import Batch
 from raytal.model.detector import DetectorOutput
-from raytal.pseudo.noco import aic, mic
-
-if TYPE_CHECKING:  # objective.py imports this module
-    from raytal.train.objective import LossFn
+from raytal.pseudo.noise_correction import aic, cala, mic
+from raytal.recipes.registry import BatchTransform, Instances, LabelingContext, Recipe, register
 
 
 def teacher_predictions(
@@ -95,24 +94,42 @@ def correct_batch(batch: Batch, teacher_out: DetectorOutput, nc: NoCoConfig, top
     return dataclasses.replace(batch, segments=segments, labels=labels, weights=weights), added
 
 
-def noco_loss_fn(cfg: Config, base: LossFn) -> LossFn:
-    """Wrap the recipe's loss ``base``: correct the batch online with the EMA teacher, then apply ``base``."""
-    nc = cfg.recipe.noco
-    start = cfg.train.warmup_epochs
-    topk = cfg.infer.pre_nms_topk
+@register
+class NoCo(Recipe):
+    name = "noco"
 
-    def loss_fn(model, batch: Batch, out: DetectorOutput, trainer=None) -> dict[str, Tensor]:
-        online = (nc.aic or nc.mic) and trainer is not None and trainer.epoch >= start and bool((~batch.labeled).any())
-        if not online:
-            if not nc.hpm:  # the CALA weights are HPM's initial weights: without HPM every instance counts 1
-                batch = dataclasses.replace(batch, weights=[torch.ones_like(w) for w in batch.weights])
-            return base(model, batch, out, trainer)
-        teacher = trainer.ema.module
-        with torch.no_grad():
-            teacher_out = teacher(batch.feats, batch.mask)
-        corrected, added = correct_batch(batch, teacher_out, nc, topk)
-        terms = base(model, corrected, out, trainer)
-        terms["mic_added"] = float(added)
-        return terms
+    def refine(self, cfg: Config, video: Video, inst: Instances, pred: dict, context: LabelingContext,
+               num_classes: int) -> Instances:
+        """CALA; the base model's labels (round 1 of the weak setting) start with their CALA confidence as
+        HPM weight (the paper's initial online weights), so uncertain instances pull the student less."""
+        nc = cfg.recipe.noco
+        out = inst
+        if nc.cala:
+            seg, score, lab = cala(inst.segments, inst.scores, inst.labels, nc.theta_c, nc.cala_nms, nc.theta_a)
+            out = Instances.of(seg, score, lab, "cala")
+            out.teacher_scores = inst.teacher_scores
+        if nc.hpm and context.teacher_kind == "weak_base":
+            out.weights = np.clip(out.scores, 0.0, 1.0).astype(np.float32)
+        return out
 
-    return loss_fn
+    def ema_momentum(self, cfg: Config) -> float:
+        return cfg.recipe.noco.ema_momentum  # the EMA is NoCo's teacher
+
+    def batch_transform(self, cfg: Config) -> BatchTransform:
+        """After the warm-up, the batch's pseudo instances are corrected by the EMA teacher (AIC, MIC)."""
+        nc = cfg.recipe.noco
+        start = cfg.train.warmup_epochs
+        topk = cfg.infer.pre_nms_topk
+
+        def transform(model, batch: Batch, out: DetectorOutput, ctx: StepContext) -> tuple[Batch, dict[str, float]]:
+            online = (nc.aic or nc.mic) and ctx.epoch >= start and bool((~batch.labeled).any())
+            if not online:
+                if not nc.hpm:  # the CALA weights are HPM's initial weights: without HPM every instance counts 1
+                    batch = dataclasses.replace(batch, weights=[torch.ones_like(w) for w in batch.weights])
+                return batch, {}
+            with torch.no_grad():
+                teacher_out = ctx.ema(batch.feats, batch.mask)
+            corrected, added = correct_batch(batch, teacher_out, nc, topk)
+            return corrected, {"mic_added": float(added)}
+
+        return transform

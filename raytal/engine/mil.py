@@ -1,9 +1,10 @@
 """Train the weakly-supervised base model on video-level labels and localize with it (SPEC §4).
 
 Training: whole videos (no crop: the model is a few convolutions, and top-k pooling wants the whole
-video), zero-padded per batch with a mask, shuffled per epoch by a numpy generator of ``seed``; Adam;
-loss raytal.losses.mil.mil_loss (BaS-Net base + suppression branches). Torch's RNG (init, dropout) is
-seeded from ``seed`` inside ``torch.random.fork_rng`` so the caller's global RNG state is untouched.
+video), zero-padded per batch with a mask, from a stream of videos per epoch (the caller's seeded,
+shuffled stream: memory does not grow with the number of videos); Adam; loss
+raytal.losses.mil.mil_loss (BaS-Net base + suppression branches). Torch's RNG (init, dropout) is seeded
+from ``seed`` inside ``torch.random.fork_rng`` so the caller's global RNG state is untouched.
 
 Video-level labels are ``Video.video_labels``; a video whose list is empty falls back to the distinct
 classes of its segments (raytal.data.splits.video_level_labels), so fully annotated videos also train.
@@ -16,7 +17,7 @@ weighted fusion (``fusion_fn``) or hard NMS per class, the best ``max_segments``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -28,10 +29,10 @@ from raytal.data.splits import video_level_labels
 from raytal.core.video import Video
 from raytal.losses.mil import mil_loss
 from raytal.model.wtal import WTALModel, snippet_and_video_scores
+from raytal.postprocess.fusion import FusionFn
 from raytal.postprocess.nms import nms as hard_nms
 from raytal.postprocess.proposals import tcam_proposals
 
-FusionFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _check_videos(videos: list[Video]) -> int:
@@ -73,36 +74,36 @@ def _multi_hot(videos: list[Video], num_classes: int) -> np.ndarray:
 
 
 def train_weak(
-    videos: list[Video],
+    epoch_videos: Callable[[int], Iterable[Video]],
     num_classes: int,
+    input_dim: int,
     weak: WeakConfig,
     seed: int,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> WTALModel:
-    """Train a WTALModel with MIL on the videos' video-level labels (module docstring); returns it in eval mode."""
-    input_dim = _check_videos(videos)
+    """Train a WTALModel with MIL on the video-level labels of ``epoch_videos(e)``, the videos of epoch
+    ``e`` (module docstring); returns it in eval mode."""
     if weak.batch_size < 1 or weak.epochs < 0:
         raise ValueError(
             f"weak.batch_size must be >= 1 and weak.epochs >= 0, got {weak.batch_size}, {weak.epochs}"
         )
-    labels = _multi_hot(videos, num_classes)
-    rng = np.random.default_rng(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = WTALModel(input_dim, num_classes, hidden=weak.hidden, dropout=weak.dropout).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=weak.lr)
         model.train()
-        for _ in tqdm(range(weak.epochs), desc="weak base model", disable=not progress):
-            order = rng.permutation(len(videos))
-            for b in range(0, len(order), weak.batch_size):
-                idx = order[b : b + weak.batch_size]
-                feats, mask = _pad([videos[i] for i in idx], device)
+        seen = 0
+        for epoch in tqdm(range(weak.epochs), desc="weak base model", disable=not progress):
+            for chunk in _chunks(epoch_videos(epoch), weak.batch_size):
+                if _check_videos(chunk) != input_dim:
+                    raise ValueError(f"video {chunk[0].video_id}: feature dim differs from the model's {input_dim}")
+                feats, mask = _pad(chunk, device)
                 out = model(feats, mask)
                 losses = mil_loss(
                     out.tcam_logits,
                     mask,
-                    torch.from_numpy(labels[idx]).to(device),
+                    torch.from_numpy(_multi_hot(chunk, num_classes)).to(device),
                     topk_ratio=weak.topk_ratio,
                     bg_weight=weak.bg_weight,
                     suppressed_logits=out.suppressed_logits,
@@ -111,7 +112,21 @@ def train_weak(
                 opt.zero_grad()
                 losses["loss"].backward()
                 opt.step()
+                seen += len(chunk)
+        if weak.epochs and not seen:
+            raise ValueError("need at least one video to train the weak base model")
     return model.eval()
+
+
+def _chunks(videos: Iterable[Video], size: int) -> Iterator[list[Video]]:
+    chunk: list[Video] = []
+    for v in videos:
+        chunk.append(v)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 @torch.no_grad()

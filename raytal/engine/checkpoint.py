@@ -6,12 +6,14 @@ state is converted to that form by ``numpy_rng_state`` / restored by ``set_numpy
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from raytal.core import storage
 
 _PLAIN = (int, float, str, bool, type(None))
 
@@ -35,22 +37,21 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically (temp file + rename), so a crash never leaves a half-written file."""
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> str:
+    """Write ``state`` atomically (local: temp file + rename; object store: one PUT), so a crash never
+    leaves a half-written file."""
     _check_plain(state, "state")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    storage.write_bytes(path, buf.getvalue())
+    return str(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
+    """A checkpoint (local path or URI), loaded with ``weights_only=True``: no arbitrary pickles."""
+    if not storage.is_file(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return torch.load(io.BytesIO(storage.read_bytes(path)), map_location=map_location, weights_only=True)
 
 
 def numpy_rng_state() -> dict[str, Any]:

@@ -2,25 +2,27 @@
 
 Every stage of a self-training run (``round_0/train``, ``round_1/pseudo``, …) records its result here
 once it has fully finished; a re-run skips recorded stages and reuses their results. The file is
-rewritten atomically (temp file + ``os.replace``), so a kill never leaves it half-written.
+rewritten atomically (``raytal.core.storage.write_text``: temp file + rename, or one object PUT), so a
+kill never leaves it half-written; it lives wherever the run does (a local path or a storage URI).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from raytal.core import storage
+
 
 class StageLog:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = str(path)
         self.stages: dict[str, Any] = {}
-        if self.path.exists():
+        if storage.is_file(self.path):
             try:
-                self.stages = json.loads(self.path.read_text())["stages"]
+                self.stages = json.loads(storage.read_text(self.path))["stages"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise ValueError(f"{self.path}: unreadable stage ledger ({e}); delete it to restart the run") from e
 
@@ -35,9 +37,7 @@ class StageLog:
 
     def record(self, name: str, result: Any, seconds: float) -> None:
         self.stages[name] = {"result": result, "seconds": round(seconds, 3), "finished": time.time()}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"stages": self.stages}, indent=1))
-        os.replace(tmp, self.path)
+        storage.write_text(self.path, json.dumps({"stages": self.stages}, indent=1))
 
     def run(self, name: str, fn, *args, **kwargs) -> Any:
         """``fn(*args, **kwargs)`` unless ``name`` already finished; its (JSON-able) result either way."""

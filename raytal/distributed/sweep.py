@@ -36,7 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler
+
 from raytal.config import Config, ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict
+from raytal.core import storage
+from raytal.data.index import build_index
+from raytal.distributed.backend import RayBackend
+from raytal.distributed.session import ensure_ray
+from raytal.selftrain.evaluate import evaluate_checkpoint
+from raytal.selftrain.ledger import StageLog
+from raytal.selftrain.rounds import run_dir_of, run_selftrain
 
 log = logging.getLogger("raytal.tune")
 
@@ -53,7 +64,11 @@ INTERRUPT_ENV = "RAYTAL_TUNE_INTERRUPT_AFTER"
 # here (they do change the teacher): data.*, model.*, other train.*, APL's eps/lambda_*/acp* (ALQA and
 # ACP are part of the teacher's loss), ray.*, run.seed.
 TEACHER_FREE_PREFIXES = (
-    "recipe.npl.", "recipe.ntc.", "recipe.gaufuse.", "recipe.noco.", "recipe.min_score",
+    "recipe.npl.", "recipe.ntc.", "recipe.gaufuse.", "recipe.min_score",
+    # NoCo's labeling and online-correction keys; not recipe.noco.enabled / ema_momentum, which set the EMA
+    # the teacher is evaluated with.
+    "recipe.noco.cala", "recipe.noco.aic", "recipe.noco.mic", "recipe.noco.hpm", "recipe.noco.theta_",
+    "recipe.noco.gamma",
     "recipe.apl.tau_icd", "recipe.apl.sigma_icd", "recipe.apl.icd", "recipe.apl.tau_neg", "recipe.apl.beta",
     "infer.", "train.student_init", "train.unlabeled_per_batch", "run.rounds",
 )
@@ -104,8 +119,6 @@ def validate_space(cfg: Config) -> dict[str, tuple[str, list]]:
 
 
 def _param_space(space: dict[str, tuple[str, list]]) -> dict[str, Any]:
-    from ray import tune
-
     make = {
         "grid": lambda v: tune.grid_search(v),
         "uniform": lambda v: tune.uniform(v[0], v[1]),
@@ -118,10 +131,10 @@ def _param_space(space: dict[str, tuple[str, list]]) -> dict[str, Any]:
 def _absolute(cfg: Config, sweep_dir: Path) -> Config:
     """Paths made absolute: Tune trials do not run in the driver's working directory."""
     cfg = from_dict(to_dict(cfg))
-    cfg.data.root = str(Path(cfg.data.root).resolve())
+    cfg.data.root = storage.resolve(cfg.data.root)
     cfg.run.dir = str(sweep_dir)
     if cfg.run.teacher:
-        cfg.run.teacher = str(Path(cfg.run.teacher).resolve())
+        cfg.run.teacher = storage.resolve(cfg.run.teacher)
     return cfg
 
 
@@ -149,11 +162,6 @@ def _log_event(sweep_dir: Path, **event: Any) -> None:
 
 def _trial(config: dict, base: dict, sweep_dir: str, teacher: str) -> None:
     """The Tune trainable: one self-training run through Ray Train / Ray Data, reporting val mAP per round."""
-    from ray import tune
-
-    from raytal.distributed.backend import RayBackend
-    from raytal.selftrain.rounds import run_selftrain
-
     trial_id = tune.get_context().get_trial_id()
     sweep = Path(sweep_dir)
     cfg = trial_config(from_dict(base), config["overrides"], sweep / "trials" / trial_id, teacher)
@@ -175,8 +183,6 @@ def _trial(config: dict, base: dict, sweep_dir: str, teacher: str) -> None:
 
 
 def _interrupt_callback():
-    from ray.tune import Callback
-
     class InterruptAfter(Callback):
         """Sends this process SIGUSR1 (Tune's graceful stop, like Ctrl+C) after N finished trials, once."""
 
@@ -204,33 +210,20 @@ class SweepResult:
     timings: dict
 
 
-def sweep_dir_of(cfg: Config) -> Path:
-    return Path(cfg.run.dir) if cfg.run.dir else Path("runs") / (cfg.run.name or "sweep")
-
-
 def train_shared_teacher(cfg: Config, sweep_dir: Path) -> tuple[str, float]:
     """Round 0 once, into ``<sweep>/teacher`` (resumable via its stage ledger); (checkpoint, seconds)."""
-    from raytal.distributed.backend import RayBackend
-    from raytal.selftrain.rounds import run_selftrain
-    from raytal.selftrain.stages import StageLog
-
     tcfg = from_dict(to_dict(cfg))
     tcfg.run.rounds, tcfg.run.dir, tcfg.run.eval_subset, tcfg.run.teacher = 0, str(sweep_dir / "teacher"), "val", ""
     tcfg.run.name = f"{cfg.run.name or 'sweep'}_teacher"
     run_selftrain(tcfg, RayBackend(tcfg))
-    stages = StageLog(sweep_dir / "teacher" / "stages.json")
-    return str(Path(stages.result("round_0/train")).resolve()), stages.seconds("round_0/train")
+    stages = StageLog(str(sweep_dir / "teacher" / "stages.json"))
+    return stages.result("round_0/train"), stages.seconds("round_0/train")
 
 
 def run_sweep(cfg: Config, *, evaluate_test: bool = True) -> SweepResult:
     """Run (or resume) the sweep of ``cfg``; write the table, plot, best config and its test result."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    from raytal.distributed.session import ensure_ray
-
     space = validate_space(cfg)
-    sweep_dir = sweep_dir_of(cfg).resolve()
+    sweep_dir = Path(run_dir_of(cfg))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     cfg = _absolute(cfg, sweep_dir)
     saved = sweep_dir / "sweep_config.yaml"
@@ -335,17 +328,13 @@ def _best(rows: list[dict], metric: str, rounds: int) -> dict | None:
 
 def evaluate_best_on_test(best_cfg: Config, best: dict, sweep_dir: Path) -> dict:
     """The best trial's final checkpoint evaluated once on test (cached in ``<sweep>/best_test.json``)."""
-    from raytal.data.dataset import load_dataset
-    from raytal.selftrain.common import evaluate_model, load_detector
-    from raytal.selftrain.stages import StageLog
-
     out = sweep_dir / "best_test.json"
     if out.exists():
         return json.loads(out.read_text())
-    stages = StageLog(Path(best["run_dir"]) / "stages.json")
+    stages = StageLog(str(Path(best["run_dir"]) / "stages.json"))
     checkpoint = stages.result(f"round_{best_cfg.run.rounds}/train")
-    ds = load_dataset(best_cfg.data)
-    result = evaluate_model(best_cfg, load_detector(best_cfg, checkpoint), ds.test).to_json()
+    index = build_index(best_cfg.data)
+    result = evaluate_checkpoint(best_cfg, checkpoint, index.videos("test"), index.num_classes)
     result["checkpoint"] = checkpoint
     out.write_text(json.dumps(result, indent=1))
     return result

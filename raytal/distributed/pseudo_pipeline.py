@@ -1,0 +1,163 @@
+"""Ray Data pseudo-label pipeline (SPEC §3 "Pseudo labels", §6 "Ray Data"): a ``LabelSpec`` -> Parquet rows.
+
+    units (read tasks, one shard file each, streamed in blocks of a few inference batches) ->
+    teacher inference in an actor pool (make_infer() once per actor) -> labeling (inside the CPU actors,
+    or in separate map tasks beside GPU actors) -> write_parquet(out_dir, partitioned by source: shard=<k>)
+
+The stages themselves are Ray-free (``raytal.selftrain.pseudo_stage``): the in-process back-end runs the
+same classes, so both write the same rows. Nothing is collected on the driver: batches stream through the
+stages and the summary is built from a final read of the small output columns. Every video that reaches
+the pipeline leaves one row (error rows included); an unreadable shard file is a file-level error in the
+summary (its video ids cannot be recovered).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from raytal.core import storage
+from raytal.data.pseudo_io import SOURCE_KEY
+from raytal.selftrain.pseudo_stage import (
+    InferFn, InferLabelStage, InferStage, LabelFn, PipelineSummary, Unit, check_units, clean_output, label_batch,
+    summary_of, unit_blocks,
+)
+from raytal.selftrain.spec import LabelSpec
+
+# Ray Data's Parquet reader put a round's small shard files into one block, and an actor takes one block
+# per call, so a round of a few shards ran on one actor while the rest of the pool idled. The pipeline
+# sizes blocks instead: BATCHES_PER_BLOCK inference batches, and at least BLOCKS_PER_ACTOR per actor.
+BATCHES_PER_BLOCK = 4
+BLOCKS_PER_ACTOR = 4
+# Pseudo-label rows are small: with labeling in the actors, the write gathers blocks into files of at least
+# this many rows (fewer write tasks). Not with separate labeling tasks: Ray Data then fuses those tasks
+# into one task per file, so a small round would label on one node.
+MIN_ROWS_PER_FILE = 256
+
+
+def block_rows(videos: int, batch_size: int, pool_size: int) -> int:
+    """Videos per Ray Data block: BATCHES_PER_BLOCK inference batches, or fewer so that a small round
+    still gives every actor BLOCKS_PER_ACTOR blocks (an actor takes one block per call)."""
+    return max(1, min(BATCHES_PER_BLOCK * batch_size, -(-videos // (BLOCKS_PER_ACTOR * pool_size))))
+
+
+def _unit_blocks(batch: pa.Table, *, rows: int):
+    """Read task: units -> tables of ``rows`` videos, streamed one Parquet batch at a time."""
+    for row in batch.to_pylist():
+        yield from unit_blocks(Unit(**row), rows)
+
+
+def _read_units(units: list[Unit], rows: int, block_bytes: int, remote_args: dict):
+    """The units as a dataset of blocks of about ``rows`` videos (``block_bytes``), one unit per read task.
+    Ray Data's own Parquet reader bundles small files into one block per round and kept hundreds of MB of
+    decoded data in its worker, growing with the number of videos."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.target_min_block_size, ctx.target_max_block_size
+    ctx.target_min_block_size, ctx.target_max_block_size = 1, block_bytes  # the dataset keeps a copy
+    try:
+        items = ray.data.from_items([u._asdict() for u in units], override_num_blocks=len(units))
+    finally:
+        ctx.target_min_block_size, ctx.target_max_block_size = saved
+    # Reads SPREAD over the nodes, as Ray Data's readers do. Given as a remote-args function, which also
+    # keeps Ray Data from fusing the read into the actors (each actor would then read whole files).
+    return items.map_batches(_unit_blocks, fn_kwargs={"rows": rows}, batch_size=1, batch_format="pyarrow",
+                             ray_remote_args_fn=_spread, **remote_args)
+
+
+def _spread() -> dict[str, str]:
+    return {"scheduling_strategy": "SPREAD"}
+
+
+def initial_pool_size(pool_size: int, actor_cpus: float, task_cpus: float, use_gpu: bool,
+                      available: dict[str, float]) -> int:
+    """How many inference actors to start with: the whole pool if it is made of GPU actors (pending ones
+    are what brings GPU nodes up, and they hold nothing while they wait) or if the cluster has CPU for
+    it now and for one read/write task beside it; else 1, and Ray Data grows the pool as CPUs free up.
+
+    Ray Data grows a pool only when its actors' queues stay long, which a round of a few minutes may
+    never reach, so starting full is what makes a pool of P run P-wide. But CPU actors that take every
+    CPU leave none for the read tasks that feed them (two rounds sharing a 2-CPU Ray did exactly that
+    and deadlocked); one actor leaves the CPUs it does not take to those tasks.
+    """
+    if use_gpu:
+        return pool_size
+    return pool_size if available.get("CPU", 0.0) >= pool_size * actor_cpus + task_cpus - 1e-9 else 1
+
+
+def run_pseudolabel_pipeline(
+    spec: LabelSpec,
+    *,
+    make_infer: Callable[[], InferFn],
+    label_video: LabelFn,
+    batch_size: int,
+    pool_size: int,
+    actor_cpus: float,
+    use_gpu: bool,
+    task_cpus: float = 0.5,
+    feature_dim: int | None = None,
+    fuse_labeling: bool | None = None,
+) -> PipelineSummary:
+    """Pseudo-label the videos of ``spec`` into ``spec.out_dir`` (overwritten); Ray must be running.
+
+    ``make_infer`` and ``label_video`` must pickle (module-level functions or picklable objects):
+    ``make_infer()`` runs once per actor and returns ``infer(videos) -> [prediction dict]``;
+    ``label_video(video, prediction)`` returns a dict with segments (seconds), labels, scores, weights,
+    origins and optionally targets, teacher_scores [T, C] and relaxed (count). ``feature_dim`` (the
+    teacher's D) turns a wrong D into a clear error row before inference. Results do not depend on
+    ``pool_size``: each video's row is a function of that video.
+
+    ``fuse_labeling`` (default: on CPU actors, off with GPUs) labels inside the inference actors
+    (``InferLabelStage``) instead of in separate CPU map tasks (``task_cpus`` each), which let GPU actors
+    move on to the next batch while the CPU solves LinPro; both give the same rows.
+    """
+    import ray
+    import ray.data
+
+    if batch_size < 1 or pool_size < 1:
+        raise ValueError(f"batch_size and pool_size must be >= 1, got {batch_size}, {pool_size}")
+    if not actor_cpus > 0 or not task_cpus > 0:
+        raise ValueError(f"actor_cpus and task_cpus must be > 0, got {actor_cpus}, {task_cpus}")
+    if not ray.is_initialized():
+        raise RuntimeError("run_pseudolabel_pipeline: Ray is not running; call raytal.distributed.session.ensure_ray")
+    start = time.perf_counter()
+    # Absolute paths: Ray tasks do not run in the driver's working directory (nor on its node).
+    out_dir = storage.resolve(spec.out_dir)
+    clean_output(out_dir)
+    check = check_units(spec)
+    if check.good:
+        fuse = not use_gpu if fuse_labeling is None else fuse_labeling
+        labeling = {"label_video": label_video, "round": int(spec.round), "teacher": str(spec.teacher)}
+        io_args = {"num_cpus": task_cpus}  # read/write tasks: fractional, so they fit beside the actors
+        rows = block_rows(check.videos, batch_size, pool_size)
+        block_bytes = max(1, check.nbytes * rows // max(check.videos, 1))
+        ds = _read_units(check.good, rows, block_bytes, io_args)
+        # The pool keeps the size it starts with: Ray Data shrinks a pool whose actor waits a moment for
+        # input, and grows it again only under a long queue, so a round could end on one actor.
+        actors = initial_pool_size(pool_size, actor_cpus, task_cpus, use_gpu, ray.available_resources())
+        ds = ds.map_batches(
+            InferLabelStage if fuse else InferStage,
+            fn_constructor_kwargs={
+                "make_infer": make_infer,
+                "feature_dim": feature_dim,
+                "torch_threads": max(1, int(actor_cpus)),
+                "setting": spec.setting,
+                **(labeling if fuse else {}),
+            },
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=actors, max_size=pool_size, initial_size=actors),
+            num_cpus=actor_cpus,
+            num_gpus=1 if use_gpu else 0,
+        )
+        if not fuse:
+            ds = ds.map_batches(label_batch, fn_kwargs=labeling, batch_size=batch_size, batch_format="pyarrow",
+                                num_cpus=task_cpus)
+        # One directory per source (shard=<k>): a training reader joins a shard file with its labels only.
+        ds.write_parquet(out_dir, partition_cols=[SOURCE_KEY], min_rows_per_file=MIN_ROWS_PER_FILE if fuse else None,
+                         ray_remote_args=io_args)
+    return summary_of(dataclasses.replace(spec, out_dir=out_dir), check, start)

@@ -1,0 +1,6 @@
+"""The papers' methods as recipes (``registry.Recipe``), composed into labeling and training objectives.
+
+Importing the package registers the built-in recipes, in the order their stages apply.
+"""
+
+from raytal.recipes import npl, apl, ntc, noco, gaufuse  # noqa: F401  (registration order matters)

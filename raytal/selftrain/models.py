@@ -1,0 +1,90 @@
+"""The two kinds of model a run trains, built from the config and loaded from their checkpoints.
+
+A stage's ``final.pt`` is a plain tensor dict (``torch.load(weights_only=True)``) with a ``kind``:
+``"detector"`` (round-0 teachers and every student: plain and EMA weights, class count, feature width,
+last epoch and its training metrics) or ``"weak_base"`` (the weakly-supervised round 0's MIL snippet
+classifier). Loading checks the kind, the class count and the feature width against what the run
+expects, so a checkpoint of another run fails with a message saying what it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from raytal.config import Config
+from raytal.core.errors import InputError
+from raytal.engine.checkpoint import load_checkpoint
+from raytal.model.detector import Detector
+from raytal.model.wtal import WTALModel
+
+DETECTOR, WEAK_BASE = "detector", "weak_base"
+
+
+class CheckpointMismatch(InputError):
+    """A checkpoint of the wrong kind or shape for the run that wants to use it."""
+
+
+def build_detector(cfg: Config, num_classes: int, input_dim: int) -> Detector:
+    torch.manual_seed(cfg.train.seed)
+    return Detector(cfg.model, num_classes, input_dim)
+
+
+def checkpoint_kind(state: dict) -> str:
+    return str(state.get("kind", DETECTOR))
+
+
+def _expect(state: dict, path: str | Path, kind: str | None, num_classes: int | None, input_dim: int | None) -> None:
+    found = checkpoint_kind(state)
+    if kind is not None and found != kind:
+        raise CheckpointMismatch(f"{path}: a {found} checkpoint, expected a {kind} checkpoint")
+    for key, want in (("num_classes", num_classes), ("input_dim", input_dim)):
+        if want is not None and int(state.get(key, -1)) != want:
+            raise CheckpointMismatch(f"{path}: a {found} checkpoint with {key} = {state.get(key)}, expected {want}")
+
+
+def load_detector(cfg: Config, path: str | Path, num_classes: int | None = None,
+                  input_dim: int | None = None) -> Detector:
+    """A detector from a stage's checkpoint, in eval mode (EMA weights when the checkpoint has them)."""
+    state = load_checkpoint(path)
+    _expect(state, path, DETECTOR, num_classes, input_dim)
+    model = build_detector(cfg, int(state["num_classes"]), int(state["input_dim"]))
+    try:
+        model.load_state_dict(state.get("ema") or state["model"])
+    except RuntimeError as e:  # another model size: the config's model.* differs from the checkpoint's
+        raise CheckpointMismatch(f"{path}: its weights do not fit the configured model (model.* differs): "
+                                 f"{str(e).splitlines()[0]}") from e
+    return model.eval()
+
+
+def load_weak_base(path: str | Path, num_classes: int | None = None, input_dim: int | None = None) -> WTALModel:
+    """The MIL base model of a weak round-0 checkpoint, in eval mode."""
+    state = load_checkpoint(path)
+    _expect(state, path, WEAK_BASE, num_classes, input_dim)
+    model = WTALModel(int(state["input_dim"]), int(state["num_classes"]), int(state["hidden"]), float(state["dropout"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def is_weak_base(path: str | Path) -> bool:
+    return checkpoint_kind(load_checkpoint(path)) == WEAK_BASE
+
+
+def weak_base_state(model: WTALModel, num_classes: int, input_dim: int, hidden: int, dropout: float) -> dict:
+    return {"kind": WEAK_BASE, "model": model.state_dict(), "num_classes": num_classes, "input_dim": input_dim,
+            "hidden": hidden, "dropout": dropout}
+
+
+def detector_state(model: torch.nn.Module, ema: torch.nn.Module | None, num_classes: int, input_dim: int,
+                   epoch: int, metrics: dict | None = None) -> dict:
+    """What a stage keeps of a trained detector (the unwrapped model, not a DDP wrapper)."""
+    return {
+        "kind": DETECTOR,
+        "model": model.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "num_classes": num_classes,
+        "input_dim": input_dim,
+        "epoch": epoch,
+        "metrics": {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
+    }
