@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raytal.data.splits import apply_split, split_train, stratified_split, video_level_labels
+from raytal.data.splits import part_view, split_train, stratified_split, video_level_labels
 from raytal.core.video import Video
 
 
@@ -68,31 +68,39 @@ def vids(n=40, num_classes=4):
     ]
 
 
+def _ids_and_sets(videos):
+    return [v.video_id for v in videos], [video_level_labels(v) for v in videos]
+
+
 def test_split_train_parts():
     videos = vids()
-    sp = split_train(videos, labeled_ratio=0.1, val_ratio=0.25, seed=1)
+    sp = split_train(*_ids_and_sets(videos), labeled_ratio=0.1, val_ratio=0.25, seed=1)
     # val: round(0.25 * 40) = 10; labeled: round(0.1 * 30) = 3; unlabeled: 27
     assert (len(sp.val), len(sp.labeled), len(sp.unlabeled)) == (10, 3, 27)
     assert sorted(sp.val + sp.labeled + sp.unlabeled) == [v.video_id for v in videos]
-    assert sp == split_train(videos, 0.1, 0.25, 1)
+    assert sp == split_train(*_ids_and_sets(videos), 0.1, 0.25, 1)
     with pytest.raises(ValueError, match="labeled_ratio"):
-        split_train(videos, 0.0, 0.0, 1)
+        split_train(*_ids_and_sets(videos), 0.0, 0.0, 1)
 
 
-def test_apply_split_semi_and_weak():
-    videos = vids(10)
-    sp = split_train(videos, 0.2, 0.0, 0)
-    lab, unl, val = apply_split(videos, sp, "semi")
-    assert len(lab) == 2 and len(unl) == 8 and val == []
-    assert all(v.labeled and len(v.video_labels) for v in lab)
+def test_part_view_semi_and_weak():
+    v = vids(1)[0]
+    lab = part_view(v, "labeled", "semi")
+    assert lab.labeled and lab.video_labels.tolist() == video_level_labels(v).tolist()
     # unlabeled: flag off, no video-level labels, ground truth kept for quality metrics
-    assert all(not v.labeled and len(v.video_labels) == 0 and len(v.segments) == 2 for v in unl)
-    lab, unl, val = apply_split(videos, sp, "weak")
-    assert lab == [] and [v.video_id for v in unl] == [v.video_id for v in videos]
-    np.testing.assert_array_equal(unl[3].video_labels, video_level_labels(videos[3]))
-    assert videos[0].labeled  # the inputs are not modified
+    unl = part_view(v, "unlabeled", "semi")
+    assert not unl.labeled and len(unl.video_labels) == 0 and len(unl.segments) == 2
+    weak = part_view(v, "unlabeled", "weak")  # the weak setting's supervision: video-level labels
+    assert not weak.labeled and weak.video_labels.tolist() == video_level_labels(v).tolist()
+    test = part_view(v, "test", "semi")
+    assert test.labeled and len(test.video_labels) == 0
+    assert part_view(v, "pool", "semi").labeled is False
+    assert v.labeled and len(v.video_labels) == 0  # the input is not modified
+    assert unl.features is v.features  # shared, not copied
     with pytest.raises(ValueError, match="setting"):
-        apply_split(videos, sp, "full")
+        part_view(v, "labeled", "full")
+    with pytest.raises(ValueError, match="part"):
+        part_view(v, "extra", "semi")
 
 
 def test_video_level_labels():

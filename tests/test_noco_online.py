@@ -5,7 +5,6 @@ detector output, AIC + MIC + HPM on one video's instances, the batch correction,
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +13,8 @@ import torch
 from raytal.config import Config, NoCoConfig
 from raytal.model.batch import Batch
 from raytal.model.detector import DetectorOutput
-from raytal.train.noco import correct_batch, correct_instances, noco_loss_fn, teacher_predictions
+from raytal.engine.trainer import StepContext
+from raytal.recipes.noco import NoCo, correct_batch, correct_instances, teacher_predictions
 
 # One pseudo instance q = [0, 10] (class 0, weight 1) and three teacher predictions:
 #   p1 = [2, 10] class 0 score 0.6 : IoU(q, p1) = 8 / 10 = 0.8 > θ_aic = 0.5, 0.6 > θ_s = 0.3 -> AIC member
@@ -126,41 +126,41 @@ def test_correct_batch_changes_only_pseudo_videos():
     assert new.segments[1].dtype == torch.float32 and new.labels[1].dtype == torch.int64
 
 
-def test_loss_uses_ema_teacher_after_warmup_only():
+def _ctx(epoch: int, ema=None) -> StepContext:
+    return StepContext(epoch=epoch, step=0, seed=0, ema=ema)
+
+
+def test_batch_transform_uses_ema_teacher_after_warmup_only():
     cfg = Config()
     cfg.recipe.noco.enabled = True
     cfg.train.warmup_epochs = 2
-    seen: list[Batch] = []
-
-    def base(model, batch, out, trainer):
-        seen.append(batch)
-        return {"loss": torch.tensor(0.0)}
-
     calls = []
 
     def teacher(feats, mask):
         calls.append(feats.shape)
         return _teacher_out(feats.shape[0])
 
-    trainer = SimpleNamespace(epoch=1, ema=SimpleNamespace(module=teacher))
-    fn = noco_loss_fn(cfg, base)
+    transform = NoCo().batch_transform(cfg)
     batch = _batch([False])
-    terms = fn(None, batch, None, trainer)
-    assert not calls and seen[-1] is batch and "mic_added" not in terms  # warm-up: the CALA labels as they are
-    trainer.epoch = 2
-    terms = fn(None, batch, None, trainer)
-    assert len(calls) == 1 and terms["mic_added"] == 2.0
-    assert len(seen[-1].labels[0]) == 3  # q' + two MIC instances reached the recipe's loss
+    seen, extra = transform(None, batch, None, _ctx(1, teacher))
+    assert not calls and seen is batch and "mic_added" not in extra  # warm-up: the CALA labels as they are
+    seen, extra = transform(None, batch, None, _ctx(2, teacher))
+    assert len(calls) == 1 and extra["mic_added"] == 2.0
+    assert len(seen.labels[0]) == 3  # q' + two MIC instances reach the recipe's loss
 
 
-def test_loss_without_hpm_trains_cala_labels_at_weight_one():
+def test_without_hpm_cala_labels_train_at_weight_one():
     cfg = Config()
     cfg.recipe.noco = NoCoConfig(enabled=True, aic=False, mic=False, hpm=False)
-    seen: list[Batch] = []
-    fn = noco_loss_fn(cfg, lambda m, b, o, t: seen.append(b) or {"loss": torch.tensor(0.0)})
     batch = dataclasses.replace(_batch([False]), weights=[torch.tensor([0.3])])
-    fn(None, batch, None, SimpleNamespace(epoch=10, ema=None))
-    assert seen[-1].weights[0].tolist() == [1.0]
+    seen, _ = NoCo().batch_transform(cfg)(None, batch, None, _ctx(10))
+    assert seen.weights[0].tolist() == [1.0]
+
+
+def test_noco_sets_the_ema_momentum():
+    cfg = Config()
+    cfg.recipe.noco = NoCoConfig(enabled=True, ema_momentum=0.99)
+    assert NoCo().ema_momentum(cfg) == 0.99
 
 
 @pytest.mark.parametrize("bad", [np.array([[1.0, 2.0, 3.0]])])

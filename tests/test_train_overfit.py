@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -11,7 +13,9 @@ from raytal.eval.detection import evaluate_detection
 from raytal.core.segments import SegmentTable
 from raytal.model.detector import Detector
 from raytal.model.inference import predict_videos
-from raytal.train.trainer import Trainer, fit
+from raytal.engine.batches import rank_batches
+from raytal.engine.trainer import Trainer, fit
+from raytal.recipes.objective import make_objective
 
 D, C = 8, 2
 
@@ -41,8 +45,12 @@ def test_tiny_model_overfits_four_videos():
     ])
     videos = [_video(i) for i in range(4)]
     torch.manual_seed(0)
-    trainer = Trainer(cfg, Detector(cfg.model, C, D), videos)
-    fit(trainer, cfg.train.epochs, progress=False)
+    model = Detector(cfg.model, C, D)
+    trainer = Trainer(cfg.train, model, make_objective(cfg), steps_per_epoch=1, ema_momentum=cfg.train.ema_momentum)
+    # every step is the same 4 videos (whole: 32 snippets = max_seq_len, so no crop)
+    batches = rank_batches(itertools.cycle(videos), iter(()), n_l=4, n_u=0, rank=0, world=1, seed=0, start_epoch=0,
+                           steps_per_epoch=1, pad_multiple=model.pad_multiple, max_seq_len=32, trunc_thresh=0.5)
+    fit(trainer, (b for _, _, b in batches), cfg.train.epochs, progress=False)
     preds = predict_videos(trainer.ema.module, videos, cfg.infer)
     result = evaluate_detection(SegmentTable.from_videos(videos),
                                 SegmentTable.from_predictions([v.video_id for v in videos], preds))

@@ -13,9 +13,18 @@ from raytal.data.splits import video_level_labels
 from raytal.data.synthetic import class_sets_of, generate, make_world, tiny_timelines
 from raytal.model.wtal import WTALModel
 from raytal.core.iou import pairwise_iou
-from raytal.train.weak import predict_weak, train_weak
+from raytal.engine.mil import predict_weak, train_weak
 
 NUM_CLASSES = 5
+
+
+def _epochs(videos, seed):
+    """Epoch e's videos: a permutation of ``videos`` seeded by (seed, e)."""
+    return lambda e: [videos[i] for i in np.random.default_rng([seed, e]).permutation(len(videos))]
+
+
+def _dim(videos) -> int:
+    return 1 if videos[0].features is None else int(videos[0].features.shape[1])
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +40,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def trained(tiny):
     torch.set_num_threads(1)
-    return train_weak(tiny[0], NUM_CLASSES, WeakConfig(epochs=40), seed=0, progress=False)
+    return train_weak(_epochs(tiny[0], 0), NUM_CLASSES, _dim(tiny[0]), WeakConfig(epochs=40), seed=0, progress=False)
 
 
 def test_forward_on_padded_batch_matches_single_video():
@@ -53,10 +62,10 @@ def test_forward_on_padded_batch_matches_single_video():
 def test_training_is_seeded_and_leaves_global_rng_alone(tiny):
     cfg = WeakConfig(epochs=1, hidden=16)
     state = torch.get_rng_state()
-    a = train_weak(tiny[0][:8], NUM_CLASSES, cfg, seed=3, progress=False)
+    a = train_weak(_epochs(tiny[0][:8], 3), NUM_CLASSES, _dim(tiny[0][:8]), cfg, seed=3, progress=False)
     assert torch.equal(torch.get_rng_state(), state)
-    b = train_weak(tiny[0][:8], NUM_CLASSES, cfg, seed=3, progress=False)
-    c = train_weak(tiny[0][:8], NUM_CLASSES, cfg, seed=4, progress=False)
+    b = train_weak(_epochs(tiny[0][:8], 3), NUM_CLASSES, _dim(tiny[0][:8]), cfg, seed=3, progress=False)
+    c = train_weak(_epochs(tiny[0][:8], 4), NUM_CLASSES, _dim(tiny[0][:8]), cfg, seed=4, progress=False)
     wa, wb, wc = (m.classifier.weight for m in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
@@ -65,12 +74,12 @@ def test_empty_video_labels_fall_back_to_segment_classes(tiny):
     cfg = WeakConfig(epochs=1, hidden=16)
     vids = tiny[0][:8]
     bare = [dataclasses.replace(v, video_labels=np.zeros(0, dtype=np.int64)) for v in vids]
-    a = train_weak(vids, NUM_CLASSES, cfg, seed=1, progress=False)
-    b = train_weak(bare, NUM_CLASSES, cfg, seed=1, progress=False)
+    a = train_weak(_epochs(vids, 1), NUM_CLASSES, _dim(vids), cfg, seed=1, progress=False)
+    b = train_weak(_epochs(bare, 1), NUM_CLASSES, _dim(bare), cfg, seed=1, progress=False)
     assert torch.equal(a.classifier.weight, b.classifier.weight)
     # and a wrong label set gives a different model: the labels are really used
     wrong = [dataclasses.replace(v, video_labels=(video_level_labels(v) + 1) % NUM_CLASSES) for v in vids]
-    c = train_weak(wrong, NUM_CLASSES, cfg, seed=1, progress=False)
+    c = train_weak(_epochs(wrong, 1), NUM_CLASSES, _dim(wrong), cfg, seed=1, progress=False)
     assert not torch.equal(a.classifier.weight, c.classifier.weight)
 
 
@@ -130,7 +139,7 @@ def test_predict_bad_input(trained, tiny):
     with pytest.raises(ValueError, match="classes"):
         predict_weak(trained, tiny[1][:1], cfg, NUM_CLASSES + 1, nms="hard")
     with pytest.raises(ValueError, match="features"):
-        train_weak([dataclasses.replace(tiny[0][0], features=None)], NUM_CLASSES, cfg, seed=0, progress=False)
+        train_weak(lambda e: [dataclasses.replace(tiny[0][0], features=None)], NUM_CLASSES, 4, cfg, seed=0, progress=False)
 
 
 def test_no_cas_above_threshold_gives_empty_predictions(trained, tiny):

@@ -2,7 +2,7 @@
 
 For every (class, threshold) pair, each maximal run of consecutive snippets whose CAS value is strictly
 above the threshold is a proposal. A run over snippets s..e-1 becomes the segment [s - 0.5, e - 0.5] in
-grid units: snippet i is centred on grid index i and covers [i - 0.5, i + 0.5] (raytal/data/grid.py).
+grid units: snippet i is centred on grid index i and covers [i - 0.5, i + 0.5] (raytal/core/grid.py).
 
 Score (outer-inner contrast, as in BaS-Net / RSKP, the base models GauFuse and NoCo build on):
     inner = mean CAS over the run
