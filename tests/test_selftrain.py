@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from raytal.config import Config, load_config
-from raytal.data.dataset import load_dataset
+from raytal.data.index import RunIndex
 from raytal.data.pseudo_io import read_pseudo_labels
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain
@@ -45,19 +45,19 @@ class RecordingBackend(LocalBackend):
         self.kill_before_student = kill_before_student
         self.refuse_all = refuse_all
 
-    def train(self, cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim, **segment):
-        self.calls.append(("train", Path(stage_dir).parent.name))
+    def train(self, cfg, spec):
+        self.calls.append(("train", spec.name.split("/")[0]))
         if self.refuse_all:
-            raise AssertionError(f"a finished run asked to train {stage_dir}")
-        if self.kill_before_student and pseudo_dir is not None:
-            raise SimulatedKill(f"killed before {stage_dir}")
-        return super().train(cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim, **segment)
+            raise AssertionError(f"a finished run asked to train {spec.name}")
+        if self.kill_before_student and spec.pseudo:
+            raise SimulatedKill(f"killed before {spec.name}")
+        return super().train(cfg, spec)
 
-    def pseudolabel(self, cfg, teacher, round_index, split_dir, out_dir, num_classes, icd):
-        self.calls.append(("pseudo", f"round_{round_index}"))
+    def pseudolabel(self, cfg, spec):
+        self.calls.append(("pseudo", f"round_{spec.round}"))
         if self.refuse_all:
-            raise AssertionError(f"a finished run asked for pseudo labels of round {round_index}")
-        return super().pseudolabel(cfg, teacher, round_index, split_dir, out_dir, num_classes, icd)
+            raise AssertionError(f"a finished run asked for pseudo labels of round {spec.round}")
+        return super().pseudolabel(cfg, spec)
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +142,12 @@ def test_metrics_have_map_per_threshold_quality_and_timings(finished_run, tiny_r
     assert {"class_accuracy", "mean_tiou", "positive_accuracy", "count_ratio", "num_pseudo", "num_gt"} <= set(q)
     # the tiny dataset has 5 classes; the reference schedule must give the student pseudo labels to learn from
     assert len(q["count_ratio"]) == 5 and q["num_pseudo"] > 0
-    unlabeled = load_dataset(tiny_config(tiny_root, run_dir).data).unlabeled
+    unlabeled = RunIndex.load(str(run_dir / "index.json")).ids("unlabeled")
     assert p["videos_in"] == p["rows_out"] == len(unlabeled) and p["num_errors"] == 0
-    pseudo_files = sorted((run_dir / "round_1" / "pseudo").glob("*.parquet"))
-    assert pseudo_files
+    pseudo_files = sorted((run_dir / "round_1" / "pseudo").rglob("*.parquet"))
+    assert pseudo_files and all(f.parent.name.startswith("shard=") for f in pseudo_files)  # one dir per source
     records = read_pseudo_labels(run_dir / "round_1" / "pseudo")
-    assert set(records) == {v.video_id for v in unlabeled}
+    assert set(records) == set(unlabeled)
 
 
 def test_second_invocation_says_finished_and_recomputes_nothing(finished_run, tiny_root, caplog):
@@ -194,14 +194,14 @@ def test_killed_between_pseudo_and_student_resumes_to_the_same_metrics(finished_
     stages = json.loads((run_dir / "stages.json").read_text())["stages"]
     assert {"round_1/pseudo", "round_1/quality"} <= set(stages)
     assert "round_1/train" not in stages and not (run_dir / "metrics.json").exists()
-    pseudo_mtimes = {p: p.stat().st_mtime_ns for p in (run_dir / "round_1" / "pseudo").glob("*.parquet")}
+    pseudo_mtimes = {p: p.stat().st_mtime_ns for p in (run_dir / "round_1" / "pseudo").rglob("*.parquet")}
     teacher_mtime = (run_dir / "round_0" / "train" / "final.pt").stat().st_mtime_ns
 
     second = RecordingBackend()
     resumed = run_selftrain(tiny_config(tiny_root, run_dir), second)
     # only the student is computed; the teacher and the pseudo labels are reused untouched
     assert second.calls == [("train", "round_1")]
-    assert {p: p.stat().st_mtime_ns for p in (run_dir / "round_1" / "pseudo").glob("*.parquet")} == pseudo_mtimes
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "round_1" / "pseudo").rglob("*.parquet")} == pseudo_mtimes
     assert (run_dir / "round_0" / "train" / "final.pt").stat().st_mtime_ns == teacher_mtime
     assert map_values(resumed) == pytest.approx(map_values(reference), abs=1e-9)
     assert quality_values(resumed) == pytest.approx(quality_values(reference), abs=1e-9)

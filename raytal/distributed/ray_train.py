@@ -127,7 +127,8 @@ def stage_datasets(cfg: Config, spec: TrainSpec) -> dict:
         if not per_step[name]:
             continue
         needed = (end_epoch(cfg, spec) - spec.start_epoch) * steps * per_step[name]
-        items = [{"unit": _unit_json(u)} for _, u in finite_passes(units, per_pass, needed, stream_seed(cfg, spec, kind))]
+        passes = finite_passes(units, per_pass, needed, cfg.train.shuffle_buffer, stream_seed(cfg, spec, kind))
+        items = [{"unit": _unit_json(u)} for _, u in passes]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         out[name] = ds.map_batches(_unit_rows, fn_kwargs={"setting": spec.setting, "delta_targets": spec.delta_targets},
                                    batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS)

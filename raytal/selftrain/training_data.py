@@ -91,8 +91,9 @@ def stage_streams(cfg: Config, spec: TrainSpec) -> dict[str, Iterator[Video]]:
     return streams
 
 
-def finite_passes(units: list[Unit], per_pass: int, needed: int, seed: list[int]) -> list[tuple[int, Unit]]:
-    """Enough passes of ``units`` for ``needed`` videos (plus one, for the shuffle buffer and skipped
-    rows), for a reader that cannot be endless (a Ray Data dataset)."""
-    passes = math.ceil(needed / max(per_pass, 1)) + 1
+def finite_passes(units: list[Unit], per_pass: int, needed: int, buffer: int, seed: list[int]) -> list[tuple[int, Unit]]:
+    """Enough passes of ``units`` for a reader that cannot be endless (a Ray Data dataset) to give the
+    first ``needed`` videos of the endless stream: ``needed`` plus a shuffle ``buffer`` (the buffer's
+    final flush would reorder the tail), plus one pass."""
+    passes = math.ceil((needed + max(buffer, 0)) / max(per_pass, 1)) + 1
     return unit_passes(units, seed, passes)
