@@ -59,6 +59,8 @@ def test_join_parent_name():
     assert storage.name("gs://b/runs/ckpt.pt") == "ckpt.pt"
     assert storage.name("gs://b/runs/") == "runs"
     assert storage.name("/data/x.npy") == "x.npy"
+    assert storage.join("file:///data", "x") == "/data/x"
+    assert storage.parent("file:///data/x") == "/data" and storage.name("file:///data/x") == "x"
 
 
 @pytest.mark.parametrize("bad, says", [

@@ -90,22 +90,25 @@ def join(base: PathLike, *parts: str) -> str:
     """``base/part/...``; for a URI the parts are joined with ``/`` whatever the OS."""
     if not is_uri(base):
         return os.path.join(os.fspath(base), *parts)
-    return "/".join([resolve(base), *(s.strip("/") for s in parts if s.strip("/"))])
+    r = resolve(base)
+    if not is_uri(r):  # file://
+        return os.path.join(r, *parts)
+    return "/".join([r, *(s.strip("/") for s in parts if s.strip("/"))])
 
 
 def parent(p: PathLike) -> str:
     """The containing directory; a bucket (or ``/``) is its own parent."""
-    if not is_uri(p):
-        return str(Path(resolve(p)).parent)
-    scheme, bucket, key = _split(resolve(p))
+    r = resolve(p)
+    if not is_uri(r):
+        return str(Path(r).parent)
+    scheme, bucket, key = _split(r)
     return f"{scheme}://{bucket}/{key.rpartition('/')[0]}".rstrip("/")
 
 
 def name(p: PathLike) -> str:
     """The last component: the file or directory name (the bucket for a bucket URI)."""
-    if not is_uri(p):
-        return Path(resolve(p)).name
-    return resolve(p).rpartition("/")[2]
+    r = resolve(p)
+    return r.rpartition("/")[2] if is_uri(r) else Path(r).name
 
 
 def _s3(bucket: str) -> pafs.FileSystem:
