@@ -1,22 +1,103 @@
 """Shared pytest fixtures. ``ray_session``: ONE local Ray for every ``@pytest.mark.ray`` test of the
-session, because starting Ray costs seconds and the CI machine has 2 cores."""
+session, because starting Ray costs seconds and the CI machine has 2 cores. ``s3_endpoint``: ONE real
+S3 endpoint (moto server on 127.0.0.1) with a bucket, for the tests of ``s3://`` paths."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
+S3_BUCKET = "raytal-test"
+
+
+def _moto_server_installed() -> bool:
+    return importlib.util.find_spec("moto") is not None and importlib.util.find_spec("flask") is not None
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """``s3://raytal-test``, a bucket on a moto server started for this session on 127.0.0.1.
+
+    The endpoint and fake credentials go into this process's environment (the standard AWS variables,
+    read by ``raytal.core.storage`` and by pyarrow's ``FileSystem.from_uri``, which Ray Data and Ray
+    Train use), and from there into the Ray started by ``ray_session``, which starts this fixture first
+    when any test of the session uses it (Ray workers only see variables set before Ray starts)."""
+    if not _moto_server_installed():
+        pytest.skip("moto[server] is not installed (pip install -e '.[dev]'): no local S3 endpoint")
+    import pyarrow.fs as pafs
+
+    with socket.socket() as s:  # a free port; the tiny race until moto binds it is acceptable in tests
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    # Wait until it answers; the bound only turns a server that never comes up into a failure, not a hang.
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"moto server on {url} did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+    env = {
+        "AWS_ENDPOINT_URL_S3": url,
+        "AWS_ACCESS_KEY_ID": "testing",  # moto accepts any credentials; real ones must not reach it
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",  # never wait for an EC2 instance-metadata lookup
+    }
+    cleared = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+    saved = {k: os.environ.get(k) for k in (*env, *cleared)}
+    for k in cleared:
+        os.environ.pop(k, None)
+    os.environ.update(env)
+    pafs.S3FileSystem(endpoint_override=url, allow_bucket_creation=True).create_dir(S3_BUCKET)
+    yield f"s3://{S3_BUCKET}"
+    proc.terminate()
+    proc.wait()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_dir(s3_endpoint, request) -> str:
+    """A fresh prefix of the test bucket for one test (the bucket lives for the whole session)."""
+    return f"{s3_endpoint}/{re.sub(r'[^A-Za-z0-9_.-]', '_', request.node.name)}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def ray_session(request) -> Iterator[None]:
     import ray
 
     from raytal.distributed.session import ensure_ray
+
+    # Ray's workers inherit the environment of the process that starts Ray, and only as it is then:
+    # the S3 endpoint's variables must be in place first.
+    if _moto_server_installed() and any("s3_endpoint" in getattr(item, "fixturenames", ())
+                                        for item in request.session.items):
+        request.getfixturevalue("s3_endpoint")
 
     # pytest imports test modules as top-level modules from tests/; Ray workers unpickling a test's
     # module-level function must find them too, and they inherit the environment of the local Ray.
