@@ -26,6 +26,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from raytal.config import Config
+from raytal.distributed.process_group import NodeBoundTorchConfig
 from raytal.selftrain.train_stage import epoch_scalars, final_state, run_training
 from raytal.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -130,6 +131,7 @@ def train_ray(
             num_classes=num_classes, input_dim=input_dim, fail_once=os.environ.get(FAIL_ONCE_ENV),
             prev_pseudo_dir=str(Path(prev_pseudo_dir).resolve()) if prev_pseudo_dir else None, stop_epoch=stop_epoch,
         ),
+        torch_config=NodeBoundTorchConfig(),  # the process group listens on the node's Ray address only
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name="ray_train", storage_path=str(stage_dir),
