@@ -3,15 +3,17 @@
 Ray Train's ``TorchConfig`` starts the group through ``env://``: rank 0 then hosts torch's ``TCPStore``,
 whose server binds the wildcard address (``::``, every interface) whatever ``MASTER_ADDR`` says; neither
 torch nor Ray has an option or variable for the bind address. And gloo listens on the address the
-machine's hostname resolves to, which on many machines is a LAN or public interface.
+machine's hostname resolves to, NCCL's bootstrap on the first interface it likes that is not loopback:
+on many machines a LAN or public interface.
 
 ``NodeBoundTorchConfig`` changes only how the group is started: rank 0 binds the store's socket itself, to
-its Ray node address, and hands it to ``TCPStore`` (``master_listen_fd``); every rank pins gloo to the
-interface carrying its node address (``GLOO_SOCKET_IFNAME``, unless the user set it). The node address
-is 127.0.0.1 for the local Ray of ``ensure_ray`` and the node's private address on a cluster (the one
-Ray itself uses), so the group listens on loopback locally and on the private network on a cluster.
-Built on Ray's own extension point (a ``TorchConfig`` whose ``backend_cls`` is a ``_TorchBackend``
-subclass, as Ray's ``TorchftConfig`` does); start-up, shutdown and device handling stay Ray's.
+its Ray node address, and hands it to ``TCPStore`` (``master_listen_fd``); every rank pins gloo and NCCL
+to the interface carrying its node address (``GLOO_SOCKET_IFNAME``, ``NCCL_SOCKET_IFNAME``; a variable
+the user set wins). The node address is 127.0.0.1 for the local Ray of ``ensure_ray`` and the node's
+private address on a cluster (the one Ray itself uses), so the group listens on loopback locally and on
+the private network on a cluster. Built on Ray's own extension point (a ``TorchConfig`` whose
+``backend_cls`` is a ``_TorchBackend`` subclass, as Ray's ``TorchftConfig`` does); start-up, shutdown
+and device handling stay Ray's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import ray
 import torch.distributed as dist
 from ray.train.torch.config import TorchConfig, _set_torch_distributed_env_vars, _TorchBackend
 
-GLOO_IFNAME_ENV = "GLOO_SOCKET_IFNAME"
+# Interface variables of the collective back-ends: gloo takes a name, NCCL a prefix unless "=" makes it exact.
+IFNAME_ENVS = {"GLOO_SOCKET_IFNAME": "", "NCCL_SOCKET_IFNAME": "="}
 
 # Rank 0's store server. It must outlive the remote call that creates it, so it lives in the worker
 # process for the life of the worker (Ray starts new worker processes when it restarts the group).
@@ -57,10 +60,10 @@ def _host_store(timeout_s: int) -> tuple[str, int]:
 
 
 def _join_group(backend: str, rank: int, world_size: int, addr: str, port: int, timeout_s: int) -> None:
-    if GLOO_IFNAME_ENV not in os.environ:
-        iface = interface_of(ray.util.get_node_ip_address())
-        if iface is not None:
-            os.environ[GLOO_IFNAME_ENV] = iface
+    iface = interface_of(ray.util.get_node_ip_address())
+    if iface is not None:
+        for env, prefix in IFNAME_ENVS.items():
+            os.environ.setdefault(env, prefix + iface)
     timeout = timedelta(seconds=timeout_s)
     store = _server if rank == 0 else dist.TCPStore(addr, port, is_master=False, timeout=timeout)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
