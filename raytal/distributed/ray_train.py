@@ -37,6 +37,7 @@ from raytal.core import storage
 from raytal.core.threads import set_torch_threads
 from raytal.data.index import Source
 from raytal.data.video_rows import rows_to_training_videos, videos_to_rows
+from raytal.distributed.process_group import NodeBoundTorchConfig
 from raytal.engine.batches import rank_share
 from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
 from raytal.selftrain.spec import PseudoSource, TrainSpec
@@ -212,6 +213,7 @@ def train_ray(cfg: Config, spec: TrainSpec) -> str:
         _worker_loop,
         train_loop_config=dict(cfg=cfg, spec=spec, datasets=sorted(datasets), fail_once=os.environ.get(FAIL_ONCE_ENV)),
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu, resources_per_worker=resources),
+        torch_config=NodeBoundTorchConfig(),  # the process group listens on the node's Ray address only
         datasets=datasets,
         dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
         run_config=RunConfig(
