@@ -23,6 +23,7 @@ def write_run(root: Path, dirname: str, *, name: str, seed: int, recipe: list[st
     (run / "config.yaml").write_text(
         f"run:\n  name: '{name}'\n  rounds: {len(evals) - 1}\ntrain:\n  seed: {seed}\n"
         + (f"recipe:{flags}\n" if recipe else "")
+        + ("model:\n  quality_heads: true\n" if "apl" in recipe else "")  # as every APL run has them
     )
     rounds = []
     for r, (avg, m05) in enumerate(evals):

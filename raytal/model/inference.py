@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from raytal.config import InferConfig
+from raytal.config import NMS_METHODS, InferConfig
 from raytal.core.grid import grid_to_seconds
 from raytal.core.video import Video
 from raytal.model.batch import Batch, collate
@@ -16,7 +16,6 @@ from raytal.postprocess.nms import nms as hard_nms
 from raytal.postprocess.nms import soft_nms_index
 
 FusionFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-NMS_METHODS = ("soft", "hard", "none", "fusion")
 
 
 def _candidates(probs: torch.Tensor, offsets: torch.Tensor, quality: torch.Tensor | None, points: torch.Tensor,
