@@ -19,8 +19,9 @@ import importlib
 import sys
 from pathlib import Path
 
-from raytal.config import ConfigError, add_config_args, config_from_args
-from raytal.core.errors import DataError
+from raytal.cli import run_job
+from raytal.config import add_config_args, config_from_args
+from raytal.core.errors import DataError, InputError
 from raytal.distributed.pseudolabel import list_shard_files, run_pseudolabel_pipeline
 from raytal.distributed.session import ensure_ray
 
@@ -29,10 +30,13 @@ def load_stages(spec: str):
     """'package.module:function' -> the function (imported, not evaluated from text)."""
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
-        raise ValueError(f"--stages must look like 'package.module:function', got {spec!r}")
-    fn = getattr(importlib.import_module(module), name, None)
+        raise InputError(f"--stages must look like 'package.module:function', got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(module), name, None)
+    except ImportError as e:
+        raise InputError(f"--stages: cannot import {module}: {e}") from e
     if not callable(fn):
-        raise ValueError(f"--stages: {module} has no function {name!r}")
+        raise InputError(f"--stages: {module} has no function {name!r}")
     return fn
 
 
@@ -53,18 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.round < 0:
         p.error("--round must be >= 0")
-    try:
-        cfg = config_from_args(args)
-        build = load_stages(args.stages)
-        sources = args.shards or [str(run_dir(cfg) / "data" / "unlabeled")]
-        files = [f for s in sources for f in list_shard_files(s)]
-        if not files:
-            raise DataError(f"no shard files under {sources}")
-        out = args.out or str(run_dir(cfg) / f"round_{args.round}" / "pseudo")
-        make_infer, label_video = build(cfg, args.checkpoint)
-    except (ConfigError, DataError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(args)
+    build = load_stages(args.stages)
+    sources = args.shards or [str(run_dir(cfg) / "data" / "unlabeled")]
+    files = [f for s in sources for f in list_shard_files(s)]
+    if not files:
+        raise DataError(f"no shard files under {sources}")
+    out = args.out or str(run_dir(cfg) / f"round_{args.round}" / "pseudo")
+    make_infer, label_video = build(cfg, args.checkpoint)
     ensure_ray(cfg.ray.address)
     summary = run_pseudolabel_pipeline(
         files,
@@ -87,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main))

@@ -19,9 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from raytal.config import ConfigError, add_config_args, config_from_args
+from raytal.cli import run_job
+from raytal.config import add_config_args, config_from_args
 from raytal.data.dataset import load_dataset
-from raytal.core.errors import DataError
 from raytal.train.supervised import train_supervised
 
 
@@ -55,12 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers > 0:
         return _train_with_ray(args)
-    try:
-        cfg = config_from_args(args)
-        ds = load_dataset(cfg.data)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(args)
+    ds = load_dataset(cfg.data)
     run = run_dir_for(args.config, cfg.run.name, cfg.run.dir)
     print(f"run {run}: {len(ds.labeled)} labeled / {len(ds.test)} test videos, {ds.num_classes} classes, "
           f"{cfg.train.epochs} epochs", flush=True)
@@ -72,4 +68,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main))
