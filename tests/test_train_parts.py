@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from raytal.config import load_config
+from raytal.core.errors import CheckpointError
 from raytal.train.checkpoint import load_checkpoint, numpy_rng_state, save_checkpoint, set_numpy_rng_state
 from raytal.train.ema import ModelEMA
 from raytal.train.runlog import RunLog
@@ -126,7 +127,7 @@ def test_checkpoint_round_trip(tmp_path):
 def test_checkpoint_rejects_non_plain_state(tmp_path):
     with pytest.raises(ValueError, match=r"state\.rng: ndarray"):
         save_checkpoint(tmp_path / "x.pt", {"rng": np.zeros(3)})
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="missing.pt: checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
 
 
