@@ -33,14 +33,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from raytal.cli import run_job  # noqa: E402
 from raytal.config import Config, ConfigError, load_config  # noqa: E402
+from raytal.core.errors import InputError  # noqa: E402
 
 RECIPE_FLAGS = ("npl", "apl", "ntc", "gaufuse", "noco")
 SEED_SUFFIX = re.compile(r"[_-](?:seed|s)?\d+$")
 COLUMNS = ("final avg mAP", "final mAP@0.5", "round-0 avg mAP", "class acc", "mean tIoU", "positive acc")
 
 
-class CompareError(ValueError):
+class CompareError(InputError):
     """A run directory that cannot be compared (missing or malformed metrics.json / config.yaml)."""
 
 
@@ -176,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round", type=int, default=None, metavar="R",
                    help="report every run after round R instead of its last round (each run must reach R)")
     args = p.parse_args(argv)
-    try:
-        runs = [load_run(d, args.round) for d in args.runs]
-    except CompareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    runs = [load_run(d, args.round) for d in args.runs]
     groups = group_runs(runs, args.group_by)
     for key, members in groups.items():
         if len({r.seed for r in members}) < len(members):  # e.g. the same run passed twice, or a re-run
@@ -194,4 +192,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main))

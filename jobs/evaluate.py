@@ -25,12 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from raytal.cli import run_job
 from raytal.data.annotations import load_annotations
-from raytal.core.errors import DataError, where
+from raytal.core.errors import DataError, InputError, where
 from raytal.eval.detection import PROTOCOLS, evaluate_detection
 from raytal.eval.tables import format_map_table
 from raytal.core.segments import SegmentTable
 from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detections
+
+
+MAX_TIOUS = 1000  # a step of 1e-12 would otherwise build a list of a trillion thresholds
 
 
 @dataclass
@@ -43,17 +47,22 @@ class GroundTruth:
 
 
 def parse_tious(text: str) -> list[float]:
-    """``"0.3:0.1:0.7"`` (start:step:stop, inclusive) or ``"0.5,0.75"`` or ``"0.5"``."""
+    """``"0.3:0.1:0.7"`` (start:step:stop, inclusive) or ``"0.5,0.75"`` or ``"0.5"``; thresholds in [0, 1]."""
+    bad = InputError(f"--tiou: expected start:step:stop or a comma list of thresholds in [0, 1], got {text!r}")
     try:
         if ":" in text:
             start, step, stop = (float(x) for x in text.split(":"))
-            if step <= 0 or stop < start:
+            if not (step > 0 and 0 <= stop - start <= MAX_TIOUS * step):  # NaN fails too
                 raise ValueError
             n = int(round((stop - start) / step)) + 1
-            return [round(start + i * step, 10) for i in range(n)]
-        return [float(x) for x in text.split(",")]
+            tious = [round(start + i * step, 10) for i in range(n)]
+        else:
+            tious = [float(x) for x in text.split(",")]
     except ValueError:
-        raise ValueError(f"--tiou: expected start:step:stop or a comma list of numbers, got {text!r}") from None
+        raise bad from None
+    if not all(0 <= t <= 1 for t in tious):
+        raise bad
+    return tious
 
 
 def _read_json(path: Path) -> Any:
@@ -177,14 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", default="activitynet", choices=PROTOCOLS)
     ap.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
     args = ap.parse_args(argv)
-    try:
-        tious = parse_tious(args.tiou)
-        gt = load_ground_truth(args.gt, args.subset)
-        pred = load_predictions(args.pred, gt.classes, gt.videos)
-        res = evaluate_detection(gt.table, pred, tious, protocol=args.protocol, ambiguous=gt.ambiguous)
-    except ValueError as e:  # DataError is a ValueError
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        return 2
+    tious = parse_tious(args.tiou)
+    gt = load_ground_truth(args.gt, args.subset)
+    pred = load_predictions(args.pred, gt.classes, gt.videos)
+    res = evaluate_detection(gt.table, pred, tious, protocol=args.protocol, ambiguous=gt.ambiguous)
     for w in gt.warnings + res.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
@@ -195,4 +200,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main))

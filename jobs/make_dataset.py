@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raytal.cli import run_job
 from raytal.data.annotations import Annotations, load_annotations, save_annotations
 from raytal.data.dataset import DatasetInfo, convert_to_shards, save_dataset_info
 from raytal.core.errors import DataError
@@ -208,21 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.difficulty is not None and args.difficulty < 0:
         p.error("--difficulty must be >= 0")
     t0 = time.time()
-    try:
-        if args.features:
-            if not args.annotations:
-                p.error("--features needs --annotations")
-            convert_real(args)
-        elif args.preset:
-            build_synthetic(args)
-        else:
-            p.error("give --preset NAME (synthetic) or --annotations FILE --features DIR (real)")
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.features:
+        if not args.annotations:
+            p.error("--features needs --annotations")
+        convert_real(args)
+    elif args.preset:
+        build_synthetic(args)
+    else:
+        p.error("give --preset NAME (synthetic) or --annotations FILE --features DIR (real)")
     print(f"wrote {args.out} in {time.time() - t0:.1f} s")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main))

@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.cli import job_config, job_parser  # noqa: E402
+from raytal.cli import job_config, job_parser, run_job  # noqa: E402
 from raytal.core import storage  # noqa: E402
+from raytal.config import ConfigError  # noqa: E402
 from raytal.core.errors import DataError  # noqa: E402
 
 
@@ -33,10 +34,13 @@ def load_stages(spec: str):
     """'package.module:function' -> the function (imported, not evaluated from text)."""
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
-        raise ValueError(f"--stages must look like 'package.module:function', got {spec!r}")
-    fn = getattr(importlib.import_module(module), name, None)
+        raise ConfigError(f"--stages must look like 'package.module:function', got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(module), name, None)
+    except ImportError as e:
+        raise ConfigError(f"--stages: cannot import {module}: {e}") from e
     if not callable(fn):
-        raise ValueError(f"--stages: {module} has no function {name!r}")
+        raise ConfigError(f"--stages: {module} has no function {name!r}")
     return fn
 
 
@@ -54,8 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.round < 1:
         p.error("--round must be >= 1 (round 0 trains the teacher)")
     cfg = job_config(args)
-    if cfg is None:
-        return 2
     from raytal.data.index import RunIndex, Source, build_index
     from raytal.data.shards import list_shards, open_shard
     from raytal.recipes.labeling import prepare_labeling
@@ -63,27 +65,23 @@ def main(argv: list[str] | None = None) -> int:
     from raytal.selftrain.spec import LabelSpec
     from raytal.selftrain.teacher import teacher_kind
 
-    try:
-        build = load_stages(args.stages)
-        run = run_dir_of(cfg)
-        saved = storage.join(run, "index.json")
-        index = RunIndex.load(saved) if storage.is_file(saved) else build_index(cfg.data, with_test=False)
-        if args.shards:
-            files = [f for s in args.shards for f in list_shards(s)]
-            sources = tuple(("pool", Source(f, None, open_shard(f).metadata.num_rows)) for f in files)
-        else:
-            sources = tuple(index.pseudo_sources())
-        if not sources:
-            raise DataError(f"nothing to label: no shard files under {args.shards or index.root}")
-        kind = teacher_kind(args.checkpoint)
-        context = prepare_labeling(cfg, lambda: index.videos("labeled"), kind)
-        out = args.out or storage.join(run, f"round_{args.round}", "pseudo")
-        spec = LabelSpec(args.checkpoint, args.round, storage.resolve(out), index.num_classes, index.setting,
-                         sources, context)
-        make_infer, label_video = build(cfg, args.checkpoint, index.num_classes, context)
-    except (ValueError, ImportError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    build = load_stages(args.stages)
+    run = run_dir_of(cfg)
+    saved = storage.join(run, "index.json")
+    index = RunIndex.load(saved) if storage.is_file(saved) else build_index(cfg.data, with_test=False)
+    if args.shards:
+        files = [f for s in args.shards for f in list_shards(s)]
+        sources = tuple(("pool", Source(f, None, open_shard(f).metadata.num_rows)) for f in files)
+    else:
+        sources = tuple(index.pseudo_sources())
+    if not sources:
+        raise DataError(f"nothing to label: no shard files under {args.shards or index.root}")
+    kind = teacher_kind(args.checkpoint)
+    context = prepare_labeling(cfg, lambda: index.videos("labeled"), kind)
+    out = args.out or storage.join(run, f"round_{args.round}", "pseudo")
+    spec = LabelSpec(args.checkpoint, args.round, storage.resolve(out), index.num_classes, index.setting,
+                     sources, context)
+    make_infer, label_video = build(cfg, args.checkpoint, index.num_classes, context)
     if args.in_process:
         from raytal.selftrain.pseudo_stage import label_in_process
 
@@ -107,4 +105,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main))

@@ -18,9 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.cli import job_config, job_parser  # noqa: E402
-from raytal.config import ConfigError  # noqa: E402
-from raytal.core.errors import DataError  # noqa: E402
+from raytal.cli import job_config, job_parser, run_job  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true", help="run every stage in this process, without Ray")
     args = parser.parse_args(argv)
     cfg = job_config(args)
-    if cfg is None:
-        return 2
     from raytal.selftrain.report import quality_table, round_table
     from raytal.selftrain.rounds import run_dir_of, run_selftrain
 
@@ -41,15 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         from raytal.distributed.backend import RayBackend
 
         backend = RayBackend(cfg)
-    try:
-        metrics = run_selftrain(cfg, backend)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    metrics = run_selftrain(cfg, backend)
     print(f"\nrun directory: {run_dir_of(cfg)}\n\nTest mAP (%):\n{round_table(metrics)}\n")
     print(f"Pseudo-label quality (%):\n{quality_table(metrics)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.cli import job_config, job_parser  # noqa: E402
+from raytal.cli import job_config, job_parser, run_job  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 0:
         parser.error("--workers must be >= 0")
     cfg = job_config(args)
-    if cfg is None:
-        return 2
     cfg.run.rounds = 0
     from raytal.selftrain.report import round_table
     from raytal.selftrain.rounds import run_dir_of, run_selftrain
@@ -53,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main))

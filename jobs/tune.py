@@ -28,9 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.cli import job_config, job_parser  # noqa: E402
-from raytal.config import ConfigError  # noqa: E402
-from raytal.core.errors import DataError  # noqa: E402
+from raytal.cli import job_config, job_parser, run_job  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,15 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-test", action="store_true", help="skip the final test evaluation of the best trial")
     args = parser.parse_args(argv)
     cfg = job_config(args)
-    if cfg is None:
-        return 2
     from raytal.distributed.tune import SweepInterrupted, run_sweep, write_table
 
     try:
         result = run_sweep(cfg, evaluate_test=not args.no_test)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except SweepInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130
@@ -62,4 +55,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main))

@@ -1,12 +1,28 @@
-"""What every Ray job's command line shares: --config/--set/--address, log format, config errors."""
+"""What every job's command line shares: --config/--set/--address, the log format, and ``run_job``, the
+entry wrapper that turns any failure into one line on stderr and an exit status.
+
+Exit status of ``run_job``: the job's own, 2 for input the user can fix (``InputError``: config, data,
+checkpoint), 130 for Ctrl+C, 1 for anything else; then the full traceback goes to a log file
+(``raytal-<job>-<time>.log`` under ``$RAYTAL_LOG_DIR``, else the system temp directory), not the terminal.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import inspect
 import logging
+import os
 import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
 
-from raytal.config import Config, ConfigError, add_config_args, config_from_args
+from raytal.config import Config, add_config_args, config_from_args
+from raytal.core.errors import InputError
+
+LOG_DIR_ENV = "RAYTAL_LOG_DIR"
 
 
 def job_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -16,15 +32,63 @@ def job_parser(doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def job_config(args: argparse.Namespace) -> Config | None:
-    """The job's config with ``--address`` applied and INFO logging set up; None (after printing why)
-    when the config is invalid."""
+def job_config(args: argparse.Namespace) -> Config:
+    """The job's validated config with ``--address`` applied, after setting up INFO logging; a bad config
+    raises ``ConfigError`` (``run_job`` reports it)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        cfg = config_from_args(args)
-    except (ConfigError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None
+    cfg = config_from_args(args)
     if args.address is not None:
         cfg.ray.address = args.address
     return cfg
+
+
+def _input_error(exc: BaseException) -> InputError | None:
+    """The user-fixable error behind ``exc``: itself, or one it was raised from. A remote error (Ray's
+    ``RayTaskError``) keeps the original in ``.cause``; its own text carries the remote traceback."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        if isinstance(cause, BaseException):
+            current = cause
+            continue
+        if isinstance(current, InputError):
+            return current
+        current = current.__cause__
+    return None
+
+
+def _write_log(job: str, argv: list[str]) -> Path:
+    directory = Path(os.environ.get(LOG_DIR_ENV) or tempfile.gettempdir())
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    path = directory / f"raytal-{job}-{stamp}.log"
+    path.write_text(f"raytal job {job}: {' '.join(argv)}\n\n{traceback.format_exc()}")
+    return path
+
+
+def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """``main(argv)``'s exit status, with every failure reported in one line (module docstring).
+    Used as ``sys.exit(run_job(main))`` by every job in jobs/."""
+    job = Path(inspect.getfile(main)).stem
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        user = _input_error(e)
+        if user is not None:
+            print(f"error: {user}", file=sys.stderr)
+            return 2
+        first = (str(e).strip().splitlines() or [""])[0]
+        summary = f"{type(e).__name__}: {first[:300]}" if first else type(e).__name__
+        try:
+            log = _write_log(job, sys.argv if argv is None else [job, *argv])
+        except OSError as log_error:  # nowhere to write it: the traceback is all there is to go on
+            print(f"internal error: {summary} (no log file: {log_error}); traceback:\n{traceback.format_exc()}",
+                  file=sys.stderr)
+            return 1
+        print(f"internal error: {summary} (full traceback in {log})", file=sys.stderr)
+        return 1

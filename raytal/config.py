@@ -3,15 +3,22 @@
 A YAML file may name a ``_base_`` file (relative to itself) whose values it overrides, so recipes
 share one dataset/model file. Unknown keys are errors that name the key and the closest valid one,
 so a typo never silently falls back to a default. Defaults are the papers' (SPEC §5).
+
+Every loaded config is validated (``validate_config``: one rule per key in ``RULES`` plus a few rules
+across keys) before a job reads data or starts Ray, and YAML is read within size/alias/depth limits.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,12 +261,232 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
+# ------------------------------------------------------------------------------------- validation
+
+NMS_METHODS = ("soft", "hard", "none", "fusion")  # infer.nms: what raytal.model.inference.detect implements
+TUNE_METRICS = ("val_average_mAP", "val_mAP_0.5")  # what a Tune trial reports after every round
+
+
+@dataclass(frozen=True)
+class Range:
+    """A finite number (an integer for int fields) within [lo, hi]; an open end excludes its bound.
+    On a list field every element must fit."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    odd: bool = False
+
+    def accepts(self, v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
+            return False
+        return not self.odd or v % 2 == 1
+
+    def describe(self, integer: bool) -> str:
+        what = "an odd integer" if self.odd else "an integer" if integer else "a finite number"
+        lo = f"{'(' if self.lo_open else '['}{self.lo:g}" if self.lo is not None else ""
+        hi = f"{self.hi:g}{')' if self.hi_open else ']'}" if self.hi is not None else ""
+        if lo and hi:
+            return f"{what} in {lo}, {hi}"
+        if lo:
+            return f"{what} {'>' if self.lo_open else '>='} {self.lo:g}"
+        if hi:
+            return f"{what} {'<' if self.hi_open else '<='} {self.hi:g}"
+        return what
+
+
+@dataclass(frozen=True)
+class OneOf:
+    options: tuple[str, ...]
+
+    def accepts(self, v: str) -> bool:
+        return v in self.options
+
+    def describe(self, integer: bool) -> str:
+        return "one of " + ", ".join(repr(o) for o in self.options)
+
+
+ANY = None  # any value of the field's type: a path, a name, a switch (or checked across fields below)
+POSITIVE, NON_NEGATIVE, AT_LEAST_1 = Range(0, lo_open=True), Range(0), Range(1)
+PROBABILITY, BELOW_1, OPEN_01 = Range(0, 1), Range(0, 1, hi_open=True), Range(0, 1, True, True)
+ODD = Range(1, odd=True)  # conv kernels / attention windows centred on their snippet
+
+# One rule per key, read off the code that consumes it. A new Config field needs an entry here
+# (tests/test_config_validation.py checks that every field has one and every number a Range).
+RULES: dict[str, Range | OneOf | None] = {
+    "data.root": ANY, "data.train_subset": ANY, "data.test_subset": ANY,
+    "data.setting": OneOf(("semi", "weak")),
+    "data.labeled_ratio": Range(0, 1, lo_open=True),
+    "data.split_seed": NON_NEGATIVE,  # numpy seeds are >= 0
+    "data.val_ratio": BELOW_1,
+    "data.max_seq_len": AT_LEAST_1,
+    "data.trunc_thresh": PROBABILITY,
+    "model.input_dim": NON_NEGATIVE,  # 0 = from dataset.yaml
+    "model.embed_dim": AT_LEAST_1, "model.embed_layers": AT_LEAST_1, "model.embed_kernel": ODD,
+    "model.stem_blocks": NON_NEGATIVE,
+    "model.num_heads": AT_LEAST_1,  # and divides embed_dim (below)
+    "model.window": ODD, "model.fpn_levels": AT_LEAST_1,
+    "model.head_dim": AT_LEAST_1, "model.head_layers": AT_LEAST_1, "model.head_kernel": ODD,
+    "model.dropout": BELOW_1, "model.quality_heads": ANY,
+    "model.center_sample_radius": POSITIVE,  # 0 leaves no point inside any centre region
+    "model.regression_ranges": ANY,  # below: one per level, contiguous
+    "model.prior_prob": OPEN_01,
+    "train.epochs": AT_LEAST_1, "train.batch_size": AT_LEAST_1, "train.lr": POSITIVE,
+    "train.weight_decay": NON_NEGATIVE, "train.warmup_epochs": NON_NEGATIVE,
+    "train.clip_grad": NON_NEGATIVE,  # 0 = no clipping
+    "train.ema_momentum": BELOW_1,
+    "train.focal_alpha": Range(hi=1),  # < 0 switches the class weighting off (torchvision's convention)
+    "train.focal_gamma": NON_NEGATIVE, "train.reg_weight": NON_NEGATIVE, "train.label_smoothing": BELOW_1,
+    "train.seed": NON_NEGATIVE, "train.torch_threads": NON_NEGATIVE,
+    "train.student_init": OneOf(("scratch", "teacher")),
+    "train.unlabeled_per_batch": PROBABILITY,
+    "train.min_batches_per_epoch": NON_NEGATIVE, "train.eval_every": NON_NEGATIVE,
+    "infer.pre_nms_thresh": PROBABILITY, "infer.pre_nms_topk": AT_LEAST_1,
+    "infer.nms": OneOf(NMS_METHODS),  # 'fusion' only with GauFuse (below)
+    "infer.iou_threshold": PROBABILITY, "infer.nms_sigma": POSITIVE, "infer.min_score": PROBABILITY,
+    "infer.max_segments": AT_LEAST_1, "infer.fusion_temperature": POSITIVE, "infer.fusion_iou": BELOW_1,
+    "recipe.npl.enabled": ANY, "recipe.npl.n_adjacent": NON_NEGATIVE,
+    "recipe.npl.n_pos": POSITIVE,  # 0 would select nothing
+    "recipe.npl.alpha": NON_NEGATIVE, "recipe.npl.consistency_weight": NON_NEGATIVE,
+    "recipe.npl.eps": POSITIVE,  # ranking score c / (variance + eps)
+    "recipe.npl.candidate_thresh": PROBABILITY, "recipe.npl.candidate_topk": AT_LEAST_1,
+    "recipe.npl.nms_iou": PROBABILITY,
+    "recipe.apl.enabled": ANY,  # needs model.quality_heads, excludes npl (below)
+    "recipe.apl.tau_neg": BELOW_1, "recipe.apl.eps": Range(0, 1, lo_open=True),
+    "recipe.apl.beta": NON_NEGATIVE, "recipe.apl.lambda_locq": NON_NEGATIVE, "recipe.apl.lambda_acp": NON_NEGATIVE,
+    "recipe.apl.icd": ANY, "recipe.apl.tau_icd": PROBABILITY, "recipe.apl.sigma_icd": PROBABILITY,
+    "recipe.apl.icd_hidden": AT_LEAST_1, "recipe.apl.icd_steps": NON_NEGATIVE, "recipe.apl.icd_lr": POSITIVE,
+    "recipe.apl.acp": ANY, "recipe.apl.acp_temperature": POSITIVE, "recipe.apl.acp_parts": AT_LEAST_1,
+    "recipe.apl.acp_pretrain_epochs": NON_NEGATIVE,
+    "recipe.ntc.enabled": ANY, "recipe.ntc.lam": Range(0, 1, lo_open=True), "recipe.ntc.weight": NON_NEGATIVE,
+    "recipe.gaufuse.enabled": ANY, "recipe.gaufuse.iou_group": BELOW_1,
+    "recipe.gaufuse.temperature_pseudo": POSITIVE, "recipe.gaufuse.temperature_test": POSITIVE,
+    "recipe.gaufuse.margin": NON_NEGATIVE, "recipe.gaufuse.penalty": POSITIVE,
+    "recipe.gaufuse.schedule": Range(1),  # and increasing, < train.epochs (below)
+    "recipe.gaufuse.delta_weight": NON_NEGATIVE,
+    "recipe.noco.enabled": ANY, "recipe.noco.cala": ANY, "recipe.noco.aic": ANY, "recipe.noco.mic": ANY,
+    "recipe.noco.hpm": ANY,
+    "recipe.noco.theta_c": PROBABILITY, "recipe.noco.cala_nms": PROBABILITY, "recipe.noco.theta_a": PROBABILITY,
+    "recipe.noco.ema_momentum": BELOW_1, "recipe.noco.theta_aic": PROBABILITY, "recipe.noco.theta_s": PROBABILITY,
+    "recipe.noco.gamma": NON_NEGATIVE, "recipe.noco.theta_m": PROBABILITY, "recipe.noco.theta_low": PROBABILITY,
+    "recipe.min_score": PROBABILITY,
+    "weak.hidden": AT_LEAST_1, "weak.dropout": BELOW_1, "weak.topk_ratio": POSITIVE,
+    "weak.bg_weight": NON_NEGATIVE, "weak.epochs": AT_LEAST_1, "weak.lr": POSITIVE, "weak.batch_size": AT_LEAST_1,
+    "weak.thresholds": PROBABILITY,  # CAS probabilities; at least one (below)
+    "weak.class_threshold": PROBABILITY, "weak.oic_margin": NON_NEGATIVE,
+    "weak.pseudo_min_score": Range(),  # outer-inner contrast may be negative
+    "ray.address": ANY, "ray.num_workers": AT_LEAST_1,  # train.batch_size splits evenly over them (below)
+    "ray.use_gpu": ANY, "ray.cpus_per_worker": POSITIVE, "ray.gpus_per_worker": POSITIVE,
+    "ray.max_failures": Range(-1),  # -1 = retry forever (Ray's convention)
+    "ray.actor_pool_size": AT_LEAST_1, "ray.actor_cpus": POSITIVE, "ray.infer_batch_size": AT_LEAST_1,
+    "ray.rows_per_shard": AT_LEAST_1,
+    "tune.space": ANY,  # its keys and values are checked by the Tune job (raytal.distributed.tune)
+    "tune.num_samples": AT_LEAST_1, "tune.metric": OneOf(TUNE_METRICS),
+    "tune.max_concurrent": AT_LEAST_1, "tune.grace_period": AT_LEAST_1, "tune.reuse_teacher": ANY,
+    "run.name": ANY, "run.dir": ANY, "run.rounds": NON_NEGATIVE, "run.seed": NON_NEGATIVE,
+    "run.log_every": AT_LEAST_1, "run.eval_subset": OneOf(("test", "val")), "run.teacher": ANY,
+}
+
+
+def leaves(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, value, annotation) of every leaf field of a config dataclass."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value, hints[f.name]
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show(value: Any) -> str:
+    """A value for a one-line message, booleans as YAML writes them (a list of thousands stays short)."""
+    return ("true" if value else "false") if isinstance(value, bool) else _clip(repr(value))
+
+
+def _bad(key: str, expected: str, got: Any) -> ConfigError:
+    return ConfigError(f"config key '{key}': expected {expected}, got {_show(got)}")
+
+
+def _cross_field_error(cfg: Config) -> ConfigError | None:
+    """The first broken rule that involves more than one key, or None."""
+    m, t, r = cfg.model, cfg.train, cfg.recipe
+    if m.embed_dim % m.num_heads:
+        return _bad("model.num_heads", f"a divisor of model.embed_dim = {m.embed_dim}", m.num_heads)
+    ranges = m.regression_ranges
+    if len(ranges) != m.fpn_levels:
+        return _bad("model.regression_ranges", f"{m.fpn_levels} [lo, hi] ranges (one per level: model.fpn_levels = "
+                    f"{m.fpn_levels})", ranges)
+    for level, rng in enumerate(ranges):
+        if len(rng) != 2 or not all(math.isfinite(x) for x in rng) or not 0 <= rng[0] < rng[1]:
+            return _bad("model.regression_ranges", f"[lo, hi] with 0 <= lo < hi, finite, at level {level}", rng)
+        if level and rng[0] != ranges[level - 1][1]:
+            return _bad("model.regression_ranges", f"contiguous ranges: level {level} starting where level "
+                        f"{level - 1} ends ({ranges[level - 1][1]:g})", rng)
+    if cfg.infer.nms == "fusion" and not r.gaufuse.enabled:
+        return _bad("infer.nms", "'soft', 'hard' or 'none' ('fusion' is GauFuse's: it needs recipe.gaufuse.enabled)",
+                    cfg.infer.nms)
+    if r.npl.enabled and r.apl.enabled:
+        return ConfigError("config keys 'recipe.npl.enabled' and 'recipe.apl.enabled': expected one pseudo-label "
+                           "selection method, got both true")
+    if r.apl.enabled and not m.quality_heads:
+        return _bad("model.quality_heads", "true with recipe.apl.enabled (APL selects by the tIoU/tND quality heads)",
+                    m.quality_heads)
+    if t.batch_size % cfg.ray.num_workers:
+        return _bad("train.batch_size", f"a multiple of ray.num_workers = {cfg.ray.num_workers} (an equal share "
+                    "per worker)", t.batch_size)
+    schedule = r.gaufuse.schedule
+    if any(b <= a for a, b in zip(schedule, schedule[1:])) or any(e >= t.epochs for e in schedule):
+        return _bad("recipe.gaufuse.schedule", f"strictly increasing epochs in [1, train.epochs = {t.epochs})",
+                    schedule)
+    if not cfg.weak.thresholds:
+        return _bad("weak.thresholds", "at least one CAS threshold", cfg.weak.thresholds)
+    return None
+
+
+def validate_config(cfg: Config) -> Config:
+    """Raise ConfigError naming the first key whose value the code cannot use (types are already checked
+    when the config is read); return ``cfg``."""
+    for key, value, tp in leaves(cfg):
+        rule = RULES[key]
+        if rule is None:
+            continue
+        integer = int in (tp, *typing.get_args(tp))
+        if isinstance(value, list):
+            if not all(rule.accepts(v) for v in value):
+                raise _bad(key, f"every element to be {rule.describe(integer)}", value)
+        elif not rule.accepts(value):
+            raise _bad(key, rule.describe(integer), value)
+    error = _cross_field_error(cfg)
+    if error is not None:
+        raise error
+    return cfg
+
+
 # ---------------------------------------------------------------------------------------- loading
 
 
 def _closest(key: str, options: list[str]) -> str:
     match = difflib.get_close_matches(key, options, n=1, cutoff=0.4)
     return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(options)}"
+
+
+def _yaml11_hint(value: Any) -> str:
+    """YAML 1.1 (PyYAML) reads 1e-4 as a string: a float needs a dot and a signed exponent, as in 1.0e-4."""
+    m = re.fullmatch(r"([-+]?\d+(?:\.\d*)?)[eE]([-+]?)(\d+)", value) if isinstance(value, str) else None
+    if m is None:
+        return ""
+    mantissa = m[1] if "." in m[1] else m[1] + ".0"
+    return f" (YAML reads {value} as text: write {mantissa}e{m[2] or '+'}{m[3]})"
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -273,35 +500,35 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
+        raise ConfigError(f"{where}: {_show(value)} does not fit {tp}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
         (arg,) = typing.get_args(tp) or (Any,)
         return [_coerce(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_show(value)}")
         return dict(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_show(value)}{_yaml11_hint(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_show(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: expected true/false, got {_show(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_show(value)}")
         return value
     if tp is type(None):
         if value is not None:
-            raise ConfigError(f"{where}: expected null, got {value!r}")
+            raise ConfigError(f"{where}: expected null, got {_show(value)}")
         return None
     raise ConfigError(f"{where}: unsupported type {tp}")
 
@@ -316,19 +543,98 @@ def _merge_into(obj: Any, values: dict[str, Any], prefix: str, source: str) -> N
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: '{where}' is a section; expected a mapping, got {value!r}")
+                raise ConfigError(f"{source}: '{where}' is a section; expected a mapping, got {_show(value)}")
             _merge_into(current, value, where + ".", source)
         else:
             setattr(obj, key, _coerce(value, hints[key], f"{source}: '{where}'"))
 
 
-def read_yaml_mapping(path: str | Path, error: type[Exception]) -> dict[str, Any]:
-    """The mapping at the top of a YAML file, local or a storage URI (``yaml.safe_load``; empty file =
-    {}); anything else raises ``error`` naming the file."""
+# A config or dataset.yaml is a few KB: a document beyond these limits is refused while it is read, so a
+# huge, deeply nested or alias-bombed ("billion laughs") file cannot hang or crash a job.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # nodes of the document with every alias expanded
+MAX_YAML_DEPTH = 64
+
+
+class _YAMLLimit(yaml.YAMLError):
+    pass
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that knows each node's size with its aliases expanded (children are composed
+    before their parent, so this costs one addition per node) and refuses the document at the limits."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._expanded: dict[int, int] = {}
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        alias = self.check_event(yaml.AliasEvent)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _YAMLLimit(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if alias:
+            if id(node) not in self._expanded:  # an alias of a node that contains it
+                raise _YAMLLimit("recursive alias (a node that contains itself)")
+            return node
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._expanded[id(c)] for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._expanded[id(k)] + self._expanded[id(v)] for k, v in node.value)
+        else:
+            size = 1
+        if size > MAX_YAML_NODES:
+            raise _YAMLLimit(f"more than {MAX_YAML_NODES} values with its aliases expanded (an alias bomb?)")
+        self._expanded[id(node)] = size
+        return node
+
+
+def load_yaml_text(text: str, source: str, error: type[Exception]) -> Any:
+    """``yaml.safe_load(text)`` within the limits above; any failure raises ``error`` with one line
+    that starts with ``source``."""
     try:
-        data = yaml.safe_load(storage.read_text(path)) or {}
+        loader = _LimitedLoader(text)  # reads the whole text: control characters fail here
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _YAMLLimit as e:
+        raise error(f"{source}: refused: {e}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = "; ".join(x for x in (e.context, e.problem) if x)
+        raise error(f"{source}: not valid YAML: {at}{what}") from None
+    except yaml.reader.ReaderError as e:  # control characters: binary data
+        raise error(f"{source}: not a text YAML file ({str(e).splitlines()[0]})") from None
     except yaml.YAMLError as e:
-        raise error(f"{path}: not valid YAML: {e}") from e
+        raise error(f"{source}: not valid YAML: {' '.join(str(e).split())}") from None
+    except ValueError as e:  # a scalar its tag cannot hold: 2020-13-45, !!int x
+        raise error(f"{source}: not valid YAML: {e}") from None
+
+
+def read_yaml_mapping(path: str | Path, error: type[Exception]) -> dict[str, Any]:
+    """The mapping at the top of a UTF-8 YAML file, local or a storage URI (``yaml.safe_load`` semantics;
+    empty file = {}) within the limits above; anything else raises ``error`` naming the file."""
+    try:
+        with storage.open_input_file(path) as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise error(f"{path}: refused: larger than {MAX_YAML_BYTES >> 10} KiB (a config is a few KB)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not a text YAML file (not UTF-8 at byte {e.start})") from None
+    if "\x00" in text:
+        raise error(f"{path}: not a text YAML file (it contains NUL bytes)")
+    data = load_yaml_text(text, str(path), error) or {}
     if not isinstance(data, dict):
         raise error(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -354,10 +660,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}': expected key=value, e.g. data.labeled_ratio=0.1")
     key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override '{text}': value is not valid YAML: {e}") from e
+    value = load_yaml_text(raw, f"override '{_clip(text)}': value", ConfigError) if raw.strip() else ""
     return key.strip(), value
 
 
@@ -372,7 +675,7 @@ def nest(key: str, value: Any) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML chain (``_base_`` first) <- ``--set`` overrides, in that order."""
+    """Defaults <- YAML chain (``_base_`` first) <- ``--set`` overrides, in that order; validated."""
     cfg = Config()
     if path is not None:
         for data, source in _read_yaml(Path(path)):
@@ -380,15 +683,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for text in overrides or []:
         key, value = parse_override(text)
         _merge_into(cfg, nest(key, value), "", "--set")
-    return cfg
+    return validate_config(cfg)
 
 
 def apply_overrides(cfg: Config, values: dict[str, Any], source: str = "override") -> Config:
-    """A copy of ``cfg`` with dotted-key values applied (used by Tune trials)."""
-    new = from_dict(to_dict(cfg))
+    """A validated copy of ``cfg`` with dotted-key values applied (used by Tune trials)."""
+    new = copy.deepcopy(cfg)
     for key, value in values.items():
         _merge_into(new, nest(key, value), "", source)
-    return new
+    try:
+        return validate_config(new)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -398,7 +704,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 def from_dict(data: dict[str, Any], source: str = "dict") -> Config:
     cfg = Config()
     _merge_into(cfg, data, "", source)
-    return cfg
+    return validate_config(cfg)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -1,8 +1,8 @@
 """Bad-input catalogue (DEVELOPERS.md "Bad input", issue 12): every malformed input, fed to the jobs.
 
-Each case runs a job's ``main(argv)`` in this process (the same code ``python jobs/X.py`` runs, minus the
-interpreter start-up: ``sys.exit(main())`` is the whole difference, checked once by a real subprocess
-below) and asserts a non-zero exit status and a message on stderr that names the cause: the file, the
+Each case runs a job's ``run_job(main, argv)`` in this process (the same code ``python jobs/X.py`` runs, minus
+the interpreter start-up: ``sys.exit(run_job(main))`` is the whole difference, checked once by a real
+subprocess below) and asserts a non-zero exit status and a message on stderr that names the cause: the file, the
 video and the field. Per-video problems inside the distributed pseudo-label pipeline must instead give
 an error row for exactly that video while the job finishes (one ``ray`` test at the end).
 
@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from raytal.cli import run_job
 from raytal.data.pseudo_io import read_pseudo_labels
 from raytal.data.shards import SCHEMA as SHARD_SCHEMA
 from raytal.data.shards import read_shards, video_to_row, write_shards
@@ -51,7 +52,7 @@ def _job(name: str) -> ModuleType:
 
 def _run_job(name: str, argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
     capsys.readouterr()
-    rc = _job(name).main(argv)
+    rc = run_job(_job(name).main, argv)  # what `python jobs/<name>.py` runs
     return rc, capsys.readouterr().err
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from raytal.cli import run_job
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 import compare  # noqa: E402
 
@@ -23,6 +25,7 @@ def write_run(root: Path, dirname: str, *, name: str, seed: int, recipe: list[st
     (run / "config.yaml").write_text(
         f"run:\n  name: '{name}'\n  rounds: {len(evals) - 1}\ntrain:\n  seed: {seed}\n"
         + (f"recipe:{flags}\n" if recipe else "")
+        + ("model:\n  quality_heads: true\n" if "apl" in recipe else "")  # as every APL run has them
     )
     rounds = []
     for r, (avg, m05) in enumerate(evals):
@@ -110,7 +113,7 @@ def test_unnamed_run_is_grouped_by_its_recipe_flags(tmp_path):
 
 def test_missing_metrics_is_a_clear_error(runs, tmp_path, capsys):
     (runs[1] / "metrics.json").unlink()
-    assert compare.main([str(r) for r in runs] + ["--out", str(tmp_path / "p.png")]) == 2
+    assert run_job(compare.main, [str(r) for r in runs] + ["--out", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err
     assert str(runs[1] / "metrics.json") in err and "missing" in err
     assert not (tmp_path / "p.png").exists()
@@ -154,6 +157,6 @@ def test_round_option_reports_an_earlier_round(tmp_path, capsys):
     assert compare.main([str(two), str(one), "--round", "1", "--out", str(tmp_path / "p.png")]) == 0
     # round 1 of both: avg mean(.30, .40) = .35, deviations ±.05 → std sqrt(2·.0025/1) = .070711
     assert row_of(capsys.readouterr().out, "t_npl")[3:5] == ["35.00 ± 7.07", "30.00 ± 14.14"]
-    assert compare.main([str(two), str(one), "--round", "2", "--out", str(tmp_path / "p.png")]) == 2
+    assert run_job(compare.main, [str(two), str(one), "--round", "2", "--out", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err
     assert "one/metrics.json" in err and "no round 2" in err

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raytal.cli import run_job
 from raytal.core.errors import DataError
 from raytal.eval.detection import evaluate_detection
 from raytal.core.segments import SegmentTable
@@ -114,8 +115,9 @@ def test_cli_json_matches_published(capsys):
 
 
 def test_cli_unknown_video_names_file_video_field(capsys):
-    rc = evaluate.main(
-        ["--gt", str(TH / "detad_thumos14_test_extra_characteristics.json"), "--pred", str(TURN / PUBLISHED[4][0])]
+    rc = run_job(
+        evaluate.main,
+        ["--gt", str(TH / "detad_thumos14_test_extra_characteristics.json"), "--pred", str(TURN / PUBLISHED[4][0])],
     )
     err = capsys.readouterr().err
     assert rc == 2
@@ -190,5 +192,5 @@ def test_cli_activitynet_json_ground_truth(tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("| method | mAP@0.3 |") and table[2].startswith("| pred.json | 50.0 |")
     # with --subset training only v2 is known, so the predictions' v1 is an unknown video
-    assert evaluate.main(args[:4] + ["--subset", "training"]) == 2
+    assert run_job(evaluate.main, args[:4] + ["--subset", "training"]) == 2
     assert "video 'v1'" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""NoCo online correction in the student's objective (raytal.train.noco): teacher predictions from a
+"""NoCo online correction in the student's objective (raytal.recipes.noco): teacher predictions from a
 detector output, AIC + MIC + HPM on one video's instances, the batch correction, and the loss wiring
 (EMA teacher, warm-up, corrected batch handed to the recipe's loss)."""
 

@@ -1,8 +1,7 @@
-"""Schedule, EMA, checkpoint and run-log pieces of raytal/train (no detector needed)."""
+"""Schedule, EMA and checkpoint pieces of raytal/engine (no detector needed)."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -10,9 +9,9 @@ import torch
 from torch import nn
 
 from raytal.config import load_config
+from raytal.core.errors import CheckpointError
 from raytal.engine.checkpoint import load_checkpoint, numpy_rng_state, save_checkpoint, set_numpy_rng_state
 from raytal.engine.ema import ModelEMA
-from raytal.train.runlog import RunLog
 from raytal.engine.schedule import WarmupCosine, warmup_cosine_scheduler
 
 
@@ -126,7 +125,7 @@ def test_checkpoint_round_trip(tmp_path):
 def test_checkpoint_rejects_non_plain_state(tmp_path):
     with pytest.raises(ValueError, match=r"state\.rng: ndarray"):
         save_checkpoint(tmp_path / "x.pt", {"rng": np.zeros(3)})
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="missing.pt: checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
 
 
@@ -137,47 +136,3 @@ def test_numpy_rng_state_survives_a_checkpoint(tmp_path):
     np.random.seed(0)
     set_numpy_rng_state(load_checkpoint(tmp_path / "r.pt")["numpy"])
     np.testing.assert_array_equal(np.random.rand(4), first)
-
-
-# -------------------------------------------------------------------------------------------- RunLog
-
-
-def test_runlog_metrics_plots_and_table(tmp_path):
-    log = RunLog(tmp_path / "run")
-    cfg = load_config(None, ["train.epochs=3", "data.labeled_ratio=0.2"])
-    cfg_path = log.save_config(cfg)
-    again = load_config(cfg_path)
-    assert again.train.epochs == 3 and again.data.labeled_ratio == 0.2
-    log.record("epochs", {"epoch": 0, "loss": 2.0, "cls": 1.5})
-    log.record("epochs", {"epoch": 1, "loss": 1.0, "cls": 0.7})
-    log.record("epochs", {"epoch": 1, "loss": 0.9, "cls": 0.6})  # a resumed run repeats epoch 1
-    log.record("eval", {"epoch": 1, "mAP": {"0.3": 0.5, "0.7": 0.25}, "average_mAP": 0.375})
-    log.update_metrics({"final": {"average_mAP": 0.375}})
-    log.scalars({"loss": 0.9, "note": "skip"}, step=1, prefix="train/")
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert [r["loss"] for r in metrics["epochs"]] == [2.0, 0.9]
-    assert metrics["final"] == {"average_mAP": 0.375}
-    files = log.plot()
-    assert [f.name for f in files] == ["loss_curves.png", "map_curves.png"]
-    for f in files:
-        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    res = log.write_results("| a | b |\n|---|---|\n| 1 | 2 |\n", title="tiny")
-    assert res.read_text() == "# tiny\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
-    log.close()
-    assert any((tmp_path / "run" / "tb").iterdir())
-    assert not list((tmp_path / "run").glob("*.tmp"))
-
-
-def test_runlog_record_needs_epoch(tmp_path):
-    log = RunLog(tmp_path)
-    with pytest.raises(ValueError, match="'epoch'"):
-        log.record("epochs", {"loss": 1.0})
-    log.close()
-
-
-def test_runlog_corrupt_metrics(tmp_path):
-    (tmp_path / "metrics.json").write_text("{not json")
-    log = RunLog(tmp_path)
-    with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
-        log.read_metrics()
-    log.close()

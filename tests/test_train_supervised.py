@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from raytal.cli import run_job
 from raytal.config import load_config
 from raytal.data.dataset import load_dataset
 from raytal.engine.checkpoint import load_checkpoint
@@ -83,5 +84,5 @@ def test_job_prints_the_table(tiny_root: Path, tmp_path: Path, capsys: pytest.Ca
     assert main(argv) == 0
     assert "| supervised (100 % labels) |" in capsys.readouterr().out
     assert json.loads((run / "metrics.json").read_text())["run"]["epochs"] == 1
-    assert main(argv + ["--set", "train.lrr=1"]) == 2
+    assert run_job(main, argv + ["--set", "train.lrr=1"]) == 2
     assert "did you mean 'lr'" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """Errors a user can fix, with messages that name the file, the video and the field.
 
 ``InputError`` is every failure caused by what the user gave (a config, a dataset, a checkpoint, a
-prediction file): a job prints its one-line message and exits with status 2, no traceback.
+prediction file; ``ConfigError`` lives in raytal/config.py): a job prints its one-line message and exits
+with status 2, no traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ class InputError(ValueError):
 
 class DataError(InputError):
     """Bad dataset input (annotation JSON, feature file, Parquet shard, dataset.yaml)."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint file that is missing, unreadable with ``weights_only=True``, or not the one expected."""
 
 
 def where(path: str | Path | None, video_id: str | None = None, field: str | None = None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from raytal.config import InferConfig
+from raytal.config import NMS_METHODS, InferConfig
 from raytal.core.grid import grid_to_seconds
 from raytal.core.video import Video
 from raytal.model.batch import Batch, collate
@@ -14,7 +14,6 @@ from raytal.postprocess.fusion import FusionFn
 from raytal.postprocess.nms import nms as hard_nms
 from raytal.postprocess.nms import soft_nms_index
 
-NMS_METHODS = ("soft", "hard", "none", "fusion")
 
 
 def _candidates(probs: torch.Tensor, offsets: torch.Tensor, quality: torch.Tensor | None, points: torch.Tensor,

@@ -14,16 +14,12 @@ from pathlib import Path
 import torch
 
 from raytal.config import Config
-from raytal.core.errors import InputError
-from raytal.engine.checkpoint import load_checkpoint
+from raytal.core.errors import CheckpointError
+from raytal.engine.checkpoint import check_checkpoint, checkpoint_kind, load_checkpoint
 from raytal.model.detector import Detector
 from raytal.model.wtal import WTALModel
 
 DETECTOR, WEAK_BASE = "detector", "weak_base"
-
-
-class CheckpointMismatch(InputError):
-    """A checkpoint of the wrong kind or shape for the run that wants to use it."""
 
 
 def build_detector(cfg: Config, num_classes: int, input_dim: int) -> Detector:
@@ -31,37 +27,22 @@ def build_detector(cfg: Config, num_classes: int, input_dim: int) -> Detector:
     return Detector(cfg.model, num_classes, input_dim)
 
 
-def checkpoint_kind(state: dict) -> str:
-    return str(state.get("kind", DETECTOR))
-
-
-def _expect(state: dict, path: str | Path, kind: str | None, num_classes: int | None, input_dim: int | None) -> None:
-    found = checkpoint_kind(state)
-    if kind is not None and found != kind:
-        raise CheckpointMismatch(f"{path}: a {found} checkpoint, expected a {kind} checkpoint")
-    for key, want in (("num_classes", num_classes), ("input_dim", input_dim)):
-        if want is not None and int(state.get(key, -1)) != want:
-            raise CheckpointMismatch(f"{path}: a {found} checkpoint with {key} = {state.get(key)}, expected {want}")
-
-
 def load_detector(cfg: Config, path: str | Path, num_classes: int | None = None,
                   input_dim: int | None = None) -> Detector:
     """A detector from a stage's checkpoint, in eval mode (EMA weights when the checkpoint has them)."""
-    state = load_checkpoint(path)
-    _expect(state, path, DETECTOR, num_classes, input_dim)
+    state = check_checkpoint(load_checkpoint(path), path, kind=DETECTOR, num_classes=num_classes, input_dim=input_dim)
     model = build_detector(cfg, int(state["num_classes"]), int(state["input_dim"]))
     try:
         model.load_state_dict(state.get("ema") or state["model"])
     except RuntimeError as e:  # another model size: the config's model.* differs from the checkpoint's
-        raise CheckpointMismatch(f"{path}: its weights do not fit the configured model (model.* differs): "
+        raise CheckpointError(f"{path}: its weights do not fit the configured model (model.* differs): "
                                  f"{str(e).splitlines()[0]}") from e
     return model.eval()
 
 
 def load_weak_base(path: str | Path, num_classes: int | None = None, input_dim: int | None = None) -> WTALModel:
     """The MIL base model of a weak round-0 checkpoint, in eval mode."""
-    state = load_checkpoint(path)
-    _expect(state, path, WEAK_BASE, num_classes, input_dim)
+    state = check_checkpoint(load_checkpoint(path), path, kind=WEAK_BASE, num_classes=num_classes, input_dim=input_dim)
     model = WTALModel(int(state["input_dim"]), int(state["num_classes"]), int(state["hidden"]), float(state["dropout"]))
     model.load_state_dict(state["model"])
     return model.eval()
