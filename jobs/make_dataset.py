@@ -1,9 +1,9 @@
 """Build a dataset directory: synthetic features on real/generated timelines, or convert real features.
 
     python jobs/make_dataset.py --preset tiny --out data/tiny
-    python jobs/make_dataset.py --preset thumos14-synth --out data/thumos14-synth [--difficulty 2.6]
+    python jobs/make_dataset.py --preset thumos14-synth --annotations thumos14.json --out data/thumos14-synth
     python jobs/make_dataset.py --preset synth --annotations anet.json --out data/anet-synth --fps 30
-    python jobs/make_dataset.py --preset thumos14-synth --out data/t --num-unlabeled 100000
+    python jobs/make_dataset.py --preset thumos14-synth --out data/t --num-unlabeled 100000  # $RAYTAL_THUMOS14_JSON
     python jobs/make_dataset.py --annotations my.json --features my_feats/ --feat-stride 4 \
         --num-frames 16 --out data/mine          # real features: check + convert to shards
 
@@ -16,6 +16,7 @@ at a time. The generative model is documented in raytal/data/synthetic.py.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,13 +38,18 @@ from raytal.data.synthetic import (
     tiny_timelines,
 )
 
-THUMOS14_JSON = "/work/shared/data/thumos14.json"
+# The file thumos14-synth takes its timelines from, when --annotations is not given.
+THUMOS14_ENV = "RAYTAL_THUMOS14_JSON"
+THUMOS14_SOURCE = (
+    "ActionFormer's THUMOS14 annotation file thumos14.json (data/thumos/annotations/thumos14.json in "
+    "thumos.tar.gz, linked from the README of https://github.com/happyharrycn/actionformer_release)"
+)
 PRESETS = {
-    # name: (feature_dim, feat_stride, num_frames, default annotation file, default difficulty)
+    # name: (feature_dim, feat_stride, num_frames, env var naming the default annotation file, default difficulty)
     # thumos14-synth's 2.6 is calibrated (benchmarks/RESULTS.md): the supervised detector reaches ~60 avg mAP
     # (0.3:0.1:0.7) with 100 % labels and ~28 with 10 %, the regime of the papers.
     "tiny": (32, 16, 16, None, 1.0),
-    "thumos14-synth": (64, 16, 16, THUMOS14_JSON, 2.6),
+    "thumos14-synth": (64, 16, 16, THUMOS14_ENV, 2.6),
     "synth": (64, 16, 16, None, 2.6),
 }
 SUBSET_PAIRS = [("Validation", "Test"), ("training", "validation"), ("train", "test")]
@@ -61,7 +67,7 @@ def pick_subsets(ann: Annotations, train: str | None, test: str | None) -> tuple
 
 
 def build_synthetic(args: argparse.Namespace) -> None:
-    dim, stride, nframes, default_ann, default_difficulty = PRESETS[args.preset]
+    dim, stride, nframes, ann_env, default_difficulty = PRESETS[args.preset]
     if args.difficulty is None:
         args.difficulty = default_difficulty
     dim = args.feature_dim or dim
@@ -73,8 +79,10 @@ def build_synthetic(args: argparse.Namespace) -> None:
         train_subset, test_subset, source = "train", "test", "generated"
         warnings: list[str] = []
     else:
-        path = args.annotations or default_ann
-        if path is None:
+        path = args.annotations or (os.environ.get(ann_env) if ann_env else None)
+        if not path:
+            if ann_env:
+                raise DataError(f"--preset {args.preset} needs {THUMOS14_SOURCE}: pass --annotations FILE or set {ann_env}")
             raise DataError(f"--preset {args.preset} needs --annotations FILE")
         ann = load_annotations(path, strict=False, default_fps=args.fps, feat_stride=stride, num_frames=nframes)
         classes, timelines, warnings = ann.classes, list(ann.videos.values()), ann.warnings

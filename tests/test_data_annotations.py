@@ -185,12 +185,12 @@ def test_save_round_trip(tmp_path):
     np.testing.assert_array_equal(back.videos["v"].labels, [1, 0])
 
 
-def test_real_thumos14_file_loads_non_strict():
-    ann = load_annotations("/work/shared/data/thumos14.json", strict=False)
+def test_real_thumos14_file_loads_non_strict(shared_data):
+    ann = load_annotations(shared_data("thumos14.json"), strict=False)
     assert len(ann.classes) == 20 and len(ann.videos) == 412
     # 6,365 instances; 30 are past their video's duration (5 videos), some clipped, most dropped
     assert len(ann.warnings) == 30
     n = sum(len(v.labels) for v in ann.videos.values())
     assert 6365 - 30 <= n < 6365
     with pytest.raises(DataError, match="outside"):
-        load_annotations("/work/shared/data/thumos14.json")
+        load_annotations(shared_data("thumos14.json"))

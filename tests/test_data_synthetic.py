@@ -19,8 +19,6 @@ from raytal.data.synthetic import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 import make_dataset  # noqa: E402
 
-THUMOS = "/work/shared/data/thumos14.json"
-
 
 def files(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
@@ -56,8 +54,8 @@ def test_tiny_timelines_are_valid():
     assert set(np.bincount(mains, minlength=5)) <= {9, 10, 11}
 
 
-def test_real_timelines_kept(tmp_path):
-    db = json.loads(Path(THUMOS).read_text())["database"]
+def test_real_timelines_kept(tmp_path, shared_data):
+    db = json.loads(shared_data("thumos14.json").read_text())["database"]
     keep = ["video_test_0000004"] + [k for k in db if k.startswith("video_validation")][:2]
     sub = {"database": {k: db[k] for k in keep}}
     src = tmp_path / "sub.json"

@@ -1,7 +1,6 @@
-"""The evaluator on real third-party files (issue 13): /work/shared/data/external (see its README)."""
+"""The evaluator on real third-party files (issue 13): <shared data>/external (see its README)."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -12,19 +11,18 @@ from raytal.core.errors import DataError
 from raytal.eval.detection import evaluate_detection
 from raytal.core.segments import SegmentTable
 from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detections
+from conftest import SHARED_DATA_ENV, shared_data_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 import evaluate  # noqa: E402
 
-# The shared data sits beside the repository (../shared) or at /work/shared; RAYTAL_EXTERNAL_DATA overrides.
-_CANDIDATES = [Path(os.environ["RAYTAL_EXTERNAL_DATA"])] if "RAYTAL_EXTERNAL_DATA" in os.environ else [
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "external", Path("/work/shared/data/external")]
-EXT = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
+EXT = shared_data_dir() / "external"
 TH = EXT / "thumos14"
 TURN = TH / "turn_tap"
 ANET_SAMPLE = EXT / "anet" / "sample_detection_prediction.json"
 
-pytestmark = pytest.mark.skipif(not EXT.is_dir(), reason="external evaluation data not present")
+pytestmark = pytest.mark.skipif(
+    not EXT.is_dir(), reason=f"third-party evaluation data {EXT} not found (set {SHARED_DATA_ENV})")
 
 # Published TURN mAP (%), THUMOS14 official kit, each file at its own tIoU (external README).
 PUBLISHED = [
