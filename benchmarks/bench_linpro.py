@@ -37,7 +37,7 @@ MAX_K = 20
 
 
 def make_problems(annotations: Path, min_problems: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    ann = load_annotations(annotations, strict=False)
+    ann = load_annotations(annotations)
     timelines = []
     for video in ann.videos.values():
         T = min(int(video.duration * video.fps // FEAT_STRIDE), MAX_T)

@@ -66,6 +66,15 @@ def pick_subsets(ann: Annotations, train: str | None, test: str | None) -> tuple
     raise DataError(f"cannot tell the train/test subsets among {names}; pass --train-subset/--test-subset")
 
 
+def report_fixes(ann: Annotations) -> None:
+    """One warning per fixed annotation problem, then the summary line (stderr)."""
+    for w in ann.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    summary = ann.fix_summary()
+    if summary:
+        print(summary, file=sys.stderr)
+
+
 def build_synthetic(args: argparse.Namespace) -> None:
     dim, stride, nframes, ann_env, default_difficulty = PRESETS[args.preset]
     if args.difficulty is None:
@@ -77,21 +86,17 @@ def build_synthetic(args: argparse.Namespace) -> None:
     if args.preset == "tiny" and not args.annotations:
         classes, timelines = tiny_timelines(args.seed, feat_stride=stride, num_frames=nframes)
         train_subset, test_subset, source = "train", "test", "generated"
-        warnings: list[str] = []
     else:
         path = args.annotations or (os.environ.get(ann_env) if ann_env else None)
         if not path:
             if ann_env:
                 raise DataError(f"--preset {args.preset} needs {THUMOS14_SOURCE}: pass --annotations FILE or set {ann_env}")
             raise DataError(f"--preset {args.preset} needs --annotations FILE")
-        ann = load_annotations(path, strict=False, default_fps=args.fps, feat_stride=stride, num_frames=nframes)
-        classes, timelines, warnings = ann.classes, list(ann.videos.values()), ann.warnings
+        ann = load_annotations(path, strict=args.strict, default_fps=args.fps, feat_stride=stride, num_frames=nframes)
+        report_fixes(ann)
+        classes, timelines = ann.classes, list(ann.videos.values())
         train_subset, test_subset = pick_subsets(ann, args.train_subset, args.test_subset)
         source = str(path)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    if warnings:
-        print(f"{len(warnings)} annotation problems fixed (segments clipped or dropped; see above)")
 
     train_vids = [v for v in timelines if v.subset == train_subset]
     world = make_world(len(classes), dim, class_sets_of(train_vids or timelines), args.seed, args.difficulty)
@@ -164,11 +169,10 @@ def convert_real(args: argparse.Namespace) -> None:
     if not (args.feat_stride and args.num_frames):
         raise DataError("converting real features needs --feat-stride and --num-frames")
     ann = load_annotations(
-        args.annotations, strict=not args.lenient, default_fps=args.fps,
+        args.annotations, strict=args.strict, default_fps=args.fps,
         feat_stride=args.feat_stride, num_frames=args.num_frames,
     )
-    for w in ann.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    report_fixes(ann)
     train_subset, test_subset = pick_subsets(ann, args.train_subset, args.test_subset)
     first = next(iter(ann.videos.values()))
     dim = args.feature_dim or int(load_features(args.features, first).shape[1])
@@ -211,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-unlabeled", type=int, default=0, help="stream this many extra unlabeled videos")
     p.add_argument("--rows-per-shard", type=int, default=64)
     p.add_argument("--name", default="")
-    p.add_argument("--lenient", action="store_true", help="real data: fix bad segments with warnings")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse benign annotation defects (zero-length segments, segments past the end, "
+                        "unannotated videos in a labeled subset) instead of fixing each with a warning")
     args = p.parse_args(argv)
     if args.difficulty is not None and args.difficulty < 0:
         p.error("--difficulty must be >= 0")
