@@ -9,16 +9,23 @@
 
 Writes DIR/annotations.json, DIR/features/<id>.npy, DIR/shards/<subset>/part-*.parquet, DIR/dataset.yaml
 (see raytal/data/dataset.py) and prints per-class feature statistics. ``--num-unlabeled N`` also streams
-N unlabeled videos (timelines sampled from the training subset) into DIR/shards/unlabeled/, one shard
-at a time. The generative model is documented in raytal/data/synthetic.py.
+N synthetic unlabeled videos (timelines sampled from the training subset), and ``--unlabeled-features DIR``
+a directory of the user's own unannotated <video_id>.npy files (optional ``--video-info`` CSV/JSON with
+per-video duration and fps; see raytal/data/pool.py), into DIR/shards/unlabeled/, one shard at a time,
+for synthetic and converted datasets alike. The generative model is documented in raytal/data/synthetic.py.
+
+    python jobs/make_dataset.py --annotations my.json --features my_feats/ --feat-stride 4 --num-frames 16 \
+        --unlabeled-features my_unlabeled_feats/ --video-info video_info.csv --out data/mine
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +33,9 @@ import numpy as np
 from raytal.data.annotations import Annotations, load_annotations, save_annotations
 from raytal.data.dataset import DatasetInfo, convert_to_shards, save_dataset_info
 from raytal.core.errors import DataError
+from raytal.core.video import Video
 from raytal.data.features import load_features, save_features
+from raytal.data.pool import POOL_SUBSET, read_video_info, unlabeled_videos
 from raytal.data.shards import write_shards
 from raytal.data.synthetic import (
     class_sets_of,
@@ -75,6 +84,55 @@ def report_fixes(ann: Annotations) -> None:
         print(summary, file=sys.stderr)
 
 
+def load_user_annotations(args: argparse.Namespace, path: str, stride: int, nframes: int) -> Annotations:
+    """The annotation file with the grid parameters, its fixes reported, fps forced when asked."""
+    ann = load_annotations(path, strict=args.strict, default_fps=args.fps, feat_stride=stride, num_frames=nframes)
+    report_fixes(ann)
+    if args.force_fps:
+        for v in ann.videos.values():
+            v.fps = float(args.fps)
+    return ann
+
+
+def write_unlabeled_pool(
+    args: argparse.Namespace,
+    out: Path,
+    dim: int,
+    stride: int,
+    nframes: int,
+    annotated: dict[str, str],
+    synthetic: Iterator[Video] | None = None,
+) -> str:
+    """Stream the unlabeled pool (``synthetic`` videos when --num-unlabeled > 0, then the files of
+    --unlabeled-features) into DIR/shards/unlabeled; returns that path for dataset.yaml, or "" if none."""
+    pools: list[Iterable[Video]] = []
+    if args.num_unlabeled > 0 and synthetic is not None:
+        pools.append(synthetic)
+    if args.unlabeled_features:
+        info = read_video_info(args.video_info) if args.video_info else None
+        pools.append(unlabeled_videos(
+            args.unlabeled_features, feature_dim=dim, feat_stride=stride, num_frames=nframes,
+            default_fps=args.fps, info=info, annotated=annotated, feature_prefix=args.feature_prefix,
+            force_fps=args.force_fps,
+        ))
+    if not pools:
+        return ""
+    if POOL_SUBSET in annotated.values():
+        raise DataError(f"an annotated subset is named '{POOL_SUBSET}', the name of the unlabeled pool's shards")
+    t0 = time.time()
+    count = 0
+
+    def counted() -> Iterator[Video]:
+        nonlocal count
+        for v in itertools.chain(*pools):
+            count += 1
+            yield v
+
+    paths = write_shards(counted(), out / "shards" / POOL_SUBSET, args.rows_per_shard, dim)
+    print(f"streamed {count} unlabeled videos -> {len(paths)} shards in {time.time() - t0:.1f} s")
+    return f"shards/{POOL_SUBSET}"
+
+
 def build_synthetic(args: argparse.Namespace) -> None:
     dim, stride, nframes, ann_env, default_difficulty = PRESETS[args.preset]
     if args.difficulty is None:
@@ -92,8 +150,7 @@ def build_synthetic(args: argparse.Namespace) -> None:
             if ann_env:
                 raise DataError(f"--preset {args.preset} needs {THUMOS14_SOURCE}: pass --annotations FILE or set {ann_env}")
             raise DataError(f"--preset {args.preset} needs --annotations FILE")
-        ann = load_annotations(path, strict=args.strict, default_fps=args.fps, feat_stride=stride, num_frames=nframes)
-        report_fixes(ann)
+        ann = load_user_annotations(args, path, stride, nframes)
         classes, timelines = ann.classes, list(ann.videos.values())
         train_subset, test_subset = pick_subsets(ann, args.train_subset, args.test_subset)
         source = str(path)
@@ -127,18 +184,8 @@ def build_synthetic(args: argparse.Namespace) -> None:
             stale.unlink()
     save_annotations(out / "annotations.json", Annotations(classes, {v.video_id: v for v in timelines}))
 
-    unl = ""
-    if args.num_unlabeled > 0:
-        templates = train_vids or timelines
-        t0 = time.time()
-        paths = write_shards(
-            stream_unlabeled(world, templates, args.num_unlabeled, args.seed),
-            out / "shards" / "unlabeled",
-            args.rows_per_shard,
-            dim,
-        )
-        unl = "shards/unlabeled"
-        print(f"streamed {args.num_unlabeled} unlabeled videos -> {len(paths)} shards in {time.time() - t0:.1f} s")
+    synthetic = stream_unlabeled(world, train_vids or timelines, args.num_unlabeled, args.seed)
+    unl = write_unlabeled_pool(args, out, dim, stride, nframes, {v.video_id: v.subset for v in timelines}, synthetic)
 
     info = DatasetInfo(
         name=args.name or args.preset,
@@ -168,20 +215,18 @@ def build_synthetic(args: argparse.Namespace) -> None:
 def convert_real(args: argparse.Namespace) -> None:
     if not (args.feat_stride and args.num_frames):
         raise DataError("converting real features needs --feat-stride and --num-frames")
-    ann = load_annotations(
-        args.annotations, strict=args.strict, default_fps=args.fps,
-        feat_stride=args.feat_stride, num_frames=args.num_frames,
-    )
-    report_fixes(ann)
+    ann = load_user_annotations(args, args.annotations, args.feat_stride, args.num_frames)
     train_subset, test_subset = pick_subsets(ann, args.train_subset, args.test_subset)
     first = next(iter(ann.videos.values()))
-    dim = args.feature_dim or int(load_features(args.features, first).shape[1])
+    dim = args.feature_dim or int(load_features(args.features, first, prefix=args.feature_prefix).shape[1])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = convert_to_shards(ann, args.features, out / "shards", dim, args.rows_per_shard)
+    paths = convert_to_shards(ann, args.features, out / "shards", dim, args.rows_per_shard, args.feature_prefix)
     for subset, p in paths.items():
         print(f"subset {subset}: {len(ann.subset(subset))} videos -> {len(p)} shards")
     save_annotations(out / "annotations.json", ann)
+    unl = write_unlabeled_pool(args, out, dim, args.feat_stride, args.num_frames,
+                               {v.video_id: v.subset for v in ann.videos.values()})
     info = DatasetInfo(
         name=args.name or Path(args.out).name,
         feat_stride=args.feat_stride,
@@ -192,7 +237,8 @@ def convert_real(args: argparse.Namespace) -> None:
         test_subset=test_subset,
         fps=float(args.fps),
         features_dir=str(Path(args.features).resolve()),
-        generator={"source": str(Path(args.annotations).resolve())},
+        unlabeled_shards=unl,
+        generator={"source": str(Path(args.annotations).resolve()), "feature_prefix": args.feature_prefix},
     )
     save_dataset_info(out, info)
 
@@ -212,7 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=30.0, help="fps for videos whose annotation has none")
     p.add_argument("--train-subset", default=None)
     p.add_argument("--test-subset", default=None)
-    p.add_argument("--num-unlabeled", type=int, default=0, help="stream this many extra unlabeled videos")
+    p.add_argument("--num-unlabeled", type=int, default=0, help="stream this many extra synthetic unlabeled videos")
+    p.add_argument("--unlabeled-features", metavar="DIR",
+                   help="directory of unannotated <video_id>.npy features: stream them into DIR/shards/unlabeled")
+    p.add_argument("--video-info", metavar="FILE",
+                   help="CSV or JSON with per-video duration and fps for --unlabeled-features (raytal/data/pool.py; "
+                        "default: fps --fps, duration from T)")
+    p.add_argument("--feature-prefix", default="",
+                   help="feature files are <prefix><video_id>.npy (ActionFormer's ActivityNet features: v_)")
+    p.add_argument("--force-fps", action="store_true",
+                   help="use --fps for every video, ignoring the files' fps (ActionFormer's default_fps)")
     p.add_argument("--rows-per-shard", type=int, default=64)
     p.add_argument("--name", default="")
     p.add_argument("--strict", action="store_true",
@@ -221,11 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.difficulty is not None and args.difficulty < 0:
         p.error("--difficulty must be >= 0")
+    if args.video_info and not args.unlabeled_features:
+        p.error("--video-info describes the files of --unlabeled-features; give that too")
     t0 = time.time()
     try:
         if args.features:
             if not args.annotations:
                 p.error("--features needs --annotations")
+            if args.num_unlabeled:
+                p.error("--num-unlabeled synthesizes videos (--preset); own unlabeled files: --unlabeled-features")
             convert_real(args)
         elif args.preset:
             build_synthetic(args)
