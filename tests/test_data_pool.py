@@ -166,3 +166,17 @@ def test_pool_beside_a_synthetic_preset(tmp_path):
     assert not mine.labeled and len(mine.segments) == 0 and mine.features.shape == (40, 32)
     # tiny: stride 16, 16 frames, default --fps 30: 39 * 16 + 16 = 640 frames
     assert mine.duration == pytest.approx(640 / 30) and mine.fps == 30.0
+
+
+def test_feature_prefix_and_forced_fps_in_a_conversion(tmp_path):
+    # ActionFormer's ActivityNet release: features v_<id>.npy, every video at its default_fps of 15
+    ann, feats = annotated(tmp_path)
+    for f in feats.glob("*.npy"):
+        f.rename(feats / f"v_{f.name}")
+    d = pool(tmp_path, {"v_u1": 9})
+    assert convert(tmp_path, ann, feats, "--feature-prefix", "v_", "--force-fps", "--fps", "15",
+                   "--unlabeled-features", str(d)) == 0
+    rows = {v.video_id: v for v in read_shards(tmp_path / "out" / "shards")}
+    assert sorted(rows) == ["a1", "a2", "u1"]  # ids without the file prefix, like the annotations'
+    assert all(v.fps == 15.0 for v in rows.values())  # the file says 30 for a1 and a2
+    assert rows["u1"].duration == pytest.approx((8 * 16 + 16) / 15)
