@@ -12,8 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 QUALITY_KEYS = ("class_accuracy", "mean_tiou", "positive_accuracy")
+NO_PSEUDO = "no pseudo labels (supervised run)"
 
 
 def percent(fraction: float | None) -> str:
@@ -66,6 +68,13 @@ def timing_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def round_axis(ax: plt.Axes, rounds: list[int]) -> None:
+    """Whole-number round ticks, half a round of margin each side (a single round is a visible point)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if rounds:
+        ax.set_xlim(min(rounds) - 0.5, max(rounds) + 0.5)
+
+
 def plot_rounds(path: Path, metrics: dict) -> None:
     rounds = metrics["rounds"]
     xs = [r["round"] for r in rounds]
@@ -82,6 +91,10 @@ def plot_rounds(path: Path, metrics: dict) -> None:
     axes[1].set(xlabel="round", ylabel="%", title="pseudo-label quality")
     if q:
         axes[1].legend(fontsize=7)
+    else:
+        axes[1].text(0.5, 0.5, NO_PSEUDO, transform=axes[1].transAxes, ha="center")
+    for ax in axes:
+        round_axis(ax, xs)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -98,6 +111,8 @@ def plot_count_ratio(path: Path, metrics: dict, classes: list[str]) -> None:
     ax.set(ylabel="#pseudo / #gt", title="per-class pseudo-label count ratio")
     if q:
         ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, NO_PSEUDO, transform=ax.transAxes, ha="center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
