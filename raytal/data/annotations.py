@@ -2,7 +2,7 @@
 
 Dialects:
 
-* ActionFormer's (e.g. ``shared/data/thumos14.json``): every video has ``fps``; every annotation has
+* ActionFormer's (e.g. its THUMOS14 ``thumos14.json``): every video has ``fps``; every annotation has
   ``label``, ``segment`` [start_s, end_s] and ``label_id``.
 * Official ActivityNet 1.3: no ``fps`` (``default_fps`` is used), no ``label_id``, subsets
   "training"/"validation"/"testing", and a top-level ``taxonomy`` (a tree of ``nodeName``/``parentName``).
