@@ -9,11 +9,13 @@ Synthetic ActivityNet-scale case (default 1,000 videos x 200 classes x 100 predi
 official kit's ``TH14eventdetpr.m``), identical per-class APs required (|diff| <= 1e-12). Times are
 CPU time of this process (``time.process_time``, so other jobs sharing the cores do not distort the
 ratio), best of 5 runs (vectorized) and of 2 runs (reference). Then the real TURN files
-(/work/shared/data/external) under both protocols next to the published numbers."""
+(<shared data>/external, found as tests/conftest.py's ``shared_data_dir`` says) under both protocols
+next to the published numbers."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,9 @@ import numpy as np
 from raytal.eval.detection import evaluate_detection
 from raytal.core.segments import SegmentTable
 from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detections
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import shared_data_dir  # noqa: E402
 
 TIOUS = np.linspace(0.5, 0.95, 10)  # ActivityNet's thresholds (SPEC §7)
 
@@ -196,9 +201,9 @@ def _compare(name: str, fast, ref_fn) -> None:
 
 
 def turn_table() -> None:
-    root = Path("/work/shared/data/external/thumos14")
+    root = shared_data_dir() / "external" / "thumos14"
     if not root.is_dir():
-        print("TURN: external data not found, skipped")
+        print(f"TURN: external data {root} not found (set RAYTAL_SHARED_DATA), skipped")
         return
     published = {("FLOW", 0.1): 54.0, ("FLOW", 0.2): 50.9, ("FLOW", 0.3): 44.1, ("FLOW", 0.4): 34.9,
                  ("FLOW", 0.5): 25.6, ("C3D", 0.5): 22.5}

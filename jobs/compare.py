@@ -150,6 +150,8 @@ def plot_groups(path: str | Path, groups: dict[str, list[Run]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from raytal.selftrain.report import round_axis
+
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, runs in groups.items():
         length = max(len(r.curve) for r in runs)
@@ -162,7 +164,7 @@ def plot_groups(path: str | Path, groups: dict[str, list[Run]]) -> None:
         ax.plot(xs, mean, "o-", label=f"{key} (n={len(runs)})")
         ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
     ax.set(xlabel="round", ylabel="average mAP (%)", title="average mAP by round (mean ± std over seeds)")
-    ax.set_xticks(range(max(len(r.curve) for runs in groups.values() for r in runs)))
+    round_axis(ax, list(range(max(len(r.curve) for runs in groups.values() for r in runs))))
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

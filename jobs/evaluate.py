@@ -127,7 +127,8 @@ def load_ground_truth(path: str | Path, subset: str | None = None) -> GroundTrut
     if not all(isinstance(r, dict) and "duration" in r for r in db.values()):
         return _database_table(path, db, subset)
     # fps only matters for features; official ActivityNet files have none.
-    ann = load_annotations(path, strict=False, default_fps=30.0)
+    # Every video stays known, annotated or not: predictions on it are false positives, not unknown videos.
+    ann = load_annotations(path, default_fps=30.0, drop_unannotated=False)
     vids = ann.subset(subset) if subset is not None else list(ann.videos.values())
     return GroundTruth(ann.classes, SegmentTable.from_videos(vids), None, {v.video_id for v in vids}, ann.warnings)
 

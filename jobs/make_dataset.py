@@ -1,23 +1,31 @@
 """Build a dataset directory: synthetic features on real/generated timelines, or convert real features.
 
     python jobs/make_dataset.py --preset tiny --out data/tiny
-    python jobs/make_dataset.py --preset thumos14-synth --out data/thumos14-synth [--difficulty 2.6]
+    python jobs/make_dataset.py --preset thumos14-synth --annotations thumos14.json --out data/thumos14-synth
     python jobs/make_dataset.py --preset synth --annotations anet.json --out data/anet-synth --fps 30
-    python jobs/make_dataset.py --preset thumos14-synth --out data/t --num-unlabeled 100000
+    python jobs/make_dataset.py --preset thumos14-synth --out data/t --num-unlabeled 100000  # $RAYTAL_THUMOS14_JSON
     python jobs/make_dataset.py --annotations my.json --features my_feats/ --feat-stride 4 \
         --num-frames 16 --out data/mine          # real features: check + convert to shards
 
 Writes DIR/annotations.json, DIR/features/<id>.npy, DIR/shards/<subset>/part-*.parquet, DIR/dataset.yaml
 (see raytal/data/dataset.py) and prints per-class feature statistics. ``--num-unlabeled N`` also streams
-N unlabeled videos (timelines sampled from the training subset) into DIR/shards/unlabeled/, one shard
-at a time. The generative model is documented in raytal/data/synthetic.py.
+N synthetic unlabeled videos (timelines sampled from the training subset), and ``--unlabeled-features DIR``
+a directory of the user's own unannotated <video_id>.npy files (optional ``--video-info`` CSV/JSON with
+per-video duration and fps; see raytal/data/pool.py), into DIR/shards/unlabeled/, one shard at a time,
+for synthetic and converted datasets alike. The generative model is documented in raytal/data/synthetic.py.
+
+    python jobs/make_dataset.py --annotations my.json --features my_feats/ --feat-stride 4 --num-frames 16 \
+        --unlabeled-features my_unlabeled_feats/ --video-info video_info.csv --out data/mine
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +34,9 @@ from raytal.cli import run_job
 from raytal.data.annotations import Annotations, load_annotations, save_annotations
 from raytal.data.dataset import DatasetInfo, convert_to_shards, save_dataset_info
 from raytal.core.errors import DataError
+from raytal.core.video import Video
 from raytal.data.features import load_features, save_features
+from raytal.data.pool import POOL_SUBSET, read_video_info, unlabeled_videos
 from raytal.data.shards import write_shards
 from raytal.data.synthetic import (
     class_sets_of,
@@ -38,13 +48,18 @@ from raytal.data.synthetic import (
     tiny_timelines,
 )
 
-THUMOS14_JSON = "/work/shared/data/thumos14.json"
+# The file thumos14-synth takes its timelines from, when --annotations is not given.
+THUMOS14_ENV = "RAYTAL_THUMOS14_JSON"
+THUMOS14_SOURCE = (
+    "ActionFormer's THUMOS14 annotation file thumos14.json (data/thumos/annotations/thumos14.json in "
+    "thumos.tar.gz, linked from the README of https://github.com/happyharrycn/actionformer_release)"
+)
 PRESETS = {
-    # name: (feature_dim, feat_stride, num_frames, default annotation file, default difficulty)
+    # name: (feature_dim, feat_stride, num_frames, env var naming the default annotation file, default difficulty)
     # thumos14-synth's 2.6 is calibrated (benchmarks/RESULTS.md): the supervised detector reaches ~60 avg mAP
     # (0.3:0.1:0.7) with 100 % labels and ~28 with 10 %, the regime of the papers.
     "tiny": (32, 16, 16, None, 1.0),
-    "thumos14-synth": (64, 16, 16, THUMOS14_JSON, 2.6),
+    "thumos14-synth": (64, 16, 16, THUMOS14_ENV, 2.6),
     "synth": (64, 16, 16, None, 2.6),
 }
 SUBSET_PAIRS = [("Validation", "Test"), ("training", "validation"), ("train", "test")]
@@ -61,8 +76,66 @@ def pick_subsets(ann: Annotations, train: str | None, test: str | None) -> tuple
     raise DataError(f"cannot tell the train/test subsets among {names}; pass --train-subset/--test-subset")
 
 
+def report_fixes(ann: Annotations) -> None:
+    """One warning per fixed annotation problem, then the summary line (stderr)."""
+    for w in ann.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    summary = ann.fix_summary()
+    if summary:
+        print(summary, file=sys.stderr)
+
+
+def load_user_annotations(args: argparse.Namespace, path: str, stride: int, nframes: int) -> Annotations:
+    """The annotation file with the grid parameters, its fixes reported, fps forced when asked."""
+    ann = load_annotations(path, strict=args.strict, default_fps=args.fps, feat_stride=stride, num_frames=nframes)
+    report_fixes(ann)
+    if args.force_fps:
+        for v in ann.videos.values():
+            v.fps = float(args.fps)
+    return ann
+
+
+def write_unlabeled_pool(
+    args: argparse.Namespace,
+    out: Path,
+    dim: int,
+    stride: int,
+    nframes: int,
+    annotated: dict[str, str],
+    synthetic: Iterator[Video] | None = None,
+) -> str:
+    """Stream the unlabeled pool (``synthetic`` videos when --num-unlabeled > 0, then the files of
+    --unlabeled-features) into DIR/shards/unlabeled; returns that path for dataset.yaml, or "" if none."""
+    pools: list[Iterable[Video]] = []
+    if args.num_unlabeled > 0 and synthetic is not None:
+        pools.append(synthetic)
+    if args.unlabeled_features:
+        info = read_video_info(args.video_info) if args.video_info else None
+        pools.append(unlabeled_videos(
+            args.unlabeled_features, feature_dim=dim, feat_stride=stride, num_frames=nframes,
+            default_fps=args.fps, info=info, annotated=annotated, feature_prefix=args.feature_prefix,
+            force_fps=args.force_fps,
+        ))
+    if not pools:
+        return ""
+    if POOL_SUBSET in annotated.values():
+        raise DataError(f"an annotated subset is named '{POOL_SUBSET}', the name of the unlabeled pool's shards")
+    t0 = time.time()
+    count = 0
+
+    def counted() -> Iterator[Video]:
+        nonlocal count
+        for v in itertools.chain(*pools):
+            count += 1
+            yield v
+
+    paths = write_shards(counted(), out / "shards" / POOL_SUBSET, args.rows_per_shard, dim)
+    print(f"streamed {count} unlabeled videos -> {len(paths)} shards in {time.time() - t0:.1f} s")
+    return f"shards/{POOL_SUBSET}"
+
+
 def build_synthetic(args: argparse.Namespace) -> None:
-    dim, stride, nframes, default_ann, default_difficulty = PRESETS[args.preset]
+    dim, stride, nframes, ann_env, default_difficulty = PRESETS[args.preset]
     if args.difficulty is None:
         args.difficulty = default_difficulty
     dim = args.feature_dim or dim
@@ -72,19 +145,16 @@ def build_synthetic(args: argparse.Namespace) -> None:
     if args.preset == "tiny" and not args.annotations:
         classes, timelines = tiny_timelines(args.seed, feat_stride=stride, num_frames=nframes)
         train_subset, test_subset, source = "train", "test", "generated"
-        warnings: list[str] = []
     else:
-        path = args.annotations or default_ann
-        if path is None:
+        path = args.annotations or (os.environ.get(ann_env) if ann_env else None)
+        if not path:
+            if ann_env:
+                raise DataError(f"--preset {args.preset} needs {THUMOS14_SOURCE}: pass --annotations FILE or set {ann_env}")
             raise DataError(f"--preset {args.preset} needs --annotations FILE")
-        ann = load_annotations(path, strict=False, default_fps=args.fps, feat_stride=stride, num_frames=nframes)
-        classes, timelines, warnings = ann.classes, list(ann.videos.values()), ann.warnings
+        ann = load_user_annotations(args, path, stride, nframes)
+        classes, timelines = ann.classes, list(ann.videos.values())
         train_subset, test_subset = pick_subsets(ann, args.train_subset, args.test_subset)
         source = str(path)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    if warnings:
-        print(f"{len(warnings)} annotation problems fixed (segments clipped or dropped; see above)")
 
     train_vids = [v for v in timelines if v.subset == train_subset]
     world = make_world(len(classes), dim, class_sets_of(train_vids or timelines), args.seed, args.difficulty)
@@ -115,18 +185,8 @@ def build_synthetic(args: argparse.Namespace) -> None:
             stale.unlink()
     save_annotations(out / "annotations.json", Annotations(classes, {v.video_id: v for v in timelines}))
 
-    unl = ""
-    if args.num_unlabeled > 0:
-        templates = train_vids or timelines
-        t0 = time.time()
-        paths = write_shards(
-            stream_unlabeled(world, templates, args.num_unlabeled, args.seed),
-            out / "shards" / "unlabeled",
-            args.rows_per_shard,
-            dim,
-        )
-        unl = "shards/unlabeled"
-        print(f"streamed {args.num_unlabeled} unlabeled videos -> {len(paths)} shards in {time.time() - t0:.1f} s")
+    synthetic = stream_unlabeled(world, train_vids or timelines, args.num_unlabeled, args.seed)
+    unl = write_unlabeled_pool(args, out, dim, stride, nframes, {v.video_id: v.subset for v in timelines}, synthetic)
 
     info = DatasetInfo(
         name=args.name or args.preset,
@@ -156,21 +216,18 @@ def build_synthetic(args: argparse.Namespace) -> None:
 def convert_real(args: argparse.Namespace) -> None:
     if not (args.feat_stride and args.num_frames):
         raise DataError("converting real features needs --feat-stride and --num-frames")
-    ann = load_annotations(
-        args.annotations, strict=not args.lenient, default_fps=args.fps,
-        feat_stride=args.feat_stride, num_frames=args.num_frames,
-    )
-    for w in ann.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    ann = load_user_annotations(args, args.annotations, args.feat_stride, args.num_frames)
     train_subset, test_subset = pick_subsets(ann, args.train_subset, args.test_subset)
     first = next(iter(ann.videos.values()))
-    dim = args.feature_dim or int(load_features(args.features, first).shape[1])
+    dim = args.feature_dim or int(load_features(args.features, first, prefix=args.feature_prefix).shape[1])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = convert_to_shards(ann, args.features, out / "shards", dim, args.rows_per_shard)
+    paths = convert_to_shards(ann, args.features, out / "shards", dim, args.rows_per_shard, args.feature_prefix)
     for subset, p in paths.items():
         print(f"subset {subset}: {len(ann.subset(subset))} videos -> {len(p)} shards")
     save_annotations(out / "annotations.json", ann)
+    unl = write_unlabeled_pool(args, out, dim, args.feat_stride, args.num_frames,
+                               {v.video_id: v.subset for v in ann.videos.values()})
     info = DatasetInfo(
         name=args.name or Path(args.out).name,
         feat_stride=args.feat_stride,
@@ -181,7 +238,8 @@ def convert_real(args: argparse.Namespace) -> None:
         test_subset=test_subset,
         fps=float(args.fps),
         features_dir=str(Path(args.features).resolve()),
-        generator={"source": str(Path(args.annotations).resolve())},
+        unlabeled_shards=unl,
+        generator={"source": str(Path(args.annotations).resolve()), "feature_prefix": args.feature_prefix},
     )
     save_dataset_info(out, info)
 
@@ -201,14 +259,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=30.0, help="fps for videos whose annotation has none")
     p.add_argument("--train-subset", default=None)
     p.add_argument("--test-subset", default=None)
-    p.add_argument("--num-unlabeled", type=int, default=0, help="stream this many extra unlabeled videos")
+    p.add_argument("--num-unlabeled", type=int, default=0, help="stream this many extra synthetic unlabeled videos")
+    p.add_argument("--unlabeled-features", metavar="DIR",
+                   help="directory of unannotated <video_id>.npy features: stream them into DIR/shards/unlabeled")
+    p.add_argument("--video-info", metavar="FILE",
+                   help="CSV or JSON with per-video duration and fps for --unlabeled-features (raytal/data/pool.py; "
+                        "default: fps --fps, duration from T)")
+    p.add_argument("--feature-prefix", default="",
+                   help="feature files are <prefix><video_id>.npy (ActionFormer's ActivityNet features: v_)")
+    p.add_argument("--force-fps", action="store_true",
+                   help="use --fps for every video, ignoring the files' fps (ActionFormer's default_fps)")
     p.add_argument("--rows-per-shard", type=int, default=64)
     p.add_argument("--name", default="")
-    p.add_argument("--lenient", action="store_true", help="real data: fix bad segments with warnings")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse benign annotation defects (zero-length segments, segments past the end, "
+                        "unannotated videos in a labeled subset) instead of fixing each with a warning")
     args = p.parse_args(argv)
     if args.difficulty is not None and args.difficulty < 0:
         p.error("--difficulty must be >= 0")
+    if args.video_info and not args.unlabeled_features:
+        p.error("--video-info describes the files of --unlabeled-features; give that too")
     t0 = time.time()
+<<<<<<< HEAD
     if args.features:
         if not args.annotations:
             p.error("--features needs --annotations")
@@ -217,6 +289,22 @@ def main(argv: list[str] | None = None) -> int:
         build_synthetic(args)
     else:
         p.error("give --preset NAME (synthetic) or --annotations FILE --features DIR (real)")
+=======
+    try:
+        if args.features:
+            if not args.annotations:
+                p.error("--features needs --annotations")
+            if args.num_unlabeled:
+                p.error("--num-unlabeled synthesizes videos (--preset); own unlabeled files: --unlabeled-features")
+            convert_real(args)
+        elif args.preset:
+            build_synthetic(args)
+        else:
+            p.error("give --preset NAME (synthetic) or --annotations FILE --features DIR (real)")
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+>>>>>>> own-data-a
     print(f"wrote {args.out} in {time.time() - t0:.1f} s")
     return 0
 

@@ -1,6 +1,8 @@
 """Shared pytest fixtures. ``ray_session``: ONE local Ray for every ``@pytest.mark.ray`` test of the
 session, because starting Ray costs seconds and the CI machine has 2 cores. ``s3_endpoint``: ONE real
-S3 endpoint (moto server on 127.0.0.1) with a bucket, for the tests of ``s3://`` paths."""
+S3 endpoint (moto server on 127.0.0.1) with a bucket, for the tests of ``s3://`` paths. ``shared_data``:
+the third-party files (thumos14.json, external/...) that are not part of the repository; tests and
+benchmarks find them only through ``shared_data_dir`` and skip, saying what is missing, without them."""
 
 from __future__ import annotations
 
@@ -25,6 +27,29 @@ S3_BUCKET = "raytal-test"
 
 def _moto_server_installed() -> bool:
     return importlib.util.find_spec("moto") is not None and importlib.util.find_spec("flask") is not None
+
+
+SHARED_DATA_ENV = "RAYTAL_SHARED_DATA"
+
+
+def shared_data_dir() -> Path:
+    """Where the shared third-party data lives: $RAYTAL_SHARED_DATA, else <repo>/../shared/data."""
+    env = os.environ.get(SHARED_DATA_ENV)
+    return Path(env) if env else Path(TESTS_DIR).parents[1] / "shared" / "data"
+
+
+def shared_data_path(relative: str) -> Path:
+    """``shared_data_dir() / relative``, or skip the calling test naming the missing path."""
+    path = shared_data_dir() / relative
+    if not path.exists():
+        pytest.skip(f"third-party data {path} not found (set {SHARED_DATA_ENV} to the directory holding '{relative}')")
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    """``shared_data("thumos14.json")`` -> the file's path; the test is skipped when it is absent."""
+    return shared_data_path
 
 
 @pytest.fixture(scope="session")

@@ -94,11 +94,12 @@ def _write_raw(root: Path, ann: dict | str, feats: dict[str, np.ndarray | None])
     return ann_path, fdir
 
 
-def _convert(root: Path, capsys, ann: dict | str | None = None, **feats: np.ndarray | None) -> tuple[int, str]:
+def _convert(root: Path, capsys, ann: dict | str | None = None, *extra: str,
+             **feats: np.ndarray | None) -> tuple[int, str]:
     ann_path, fdir = _write_raw(root, _raw_annotations() if ann is None else ann, feats)
     return _run_job("make_dataset", ["--annotations", str(ann_path), "--features", str(fdir), "--feat-stride",
                                      str(STRIDE), "--num-frames", str(FRAMES), "--fps", str(FPS),
-                                     "--out", str(root / "out")], capsys)
+                                     "--out", str(root / "out"), *extra], capsys)
 
 
 def _with_v2_segment(seg: list[float]) -> dict:
@@ -135,20 +136,27 @@ CONVERTER_CASES = [
     # up to 10 - 1 + 0.5*16/16 = 9.5 (+1 tolerance), far short.
     ("features shorter than the annotations", None, {"v2": np.zeros((10, D), np.float32)},
      ["v2.npy", "video 'v2'", "field 'features'", "shorter than the annotations"]),
-    ("segment end <= start", _with_v2_segment([4.0, 4.0]), {},
-     ["ann.json", "video 'v2'", "field 'annotations[0].segment'", "end 4.0 <= start 4.0"]),
     ("segment end before start", _with_v2_segment([5.0, 3.0]), {},
-     ["ann.json", "video 'v2'", "annotations[0].segment", "end 3.0 <= start 5.0"]),
-    ("segment past the duration", _with_v2_segment([8.0, 12.0]), {},
-     ["ann.json", "video 'v2'", "annotations[0].segment", "outside [0, duration=10.0]"]),
+     ["ann.json", "video 'v2'", "annotations[0].segment", "end 3.0 < start 5.0"]),
     ("segment before 0", _with_v2_segment([-3.0, 2.0]), {},
-     ["ann.json", "video 'v2'", "annotations[0].segment", "outside [0, duration=10.0]"]),
+     ["ann.json", "video 'v2'", "annotations[0].segment", "starts before 0"]),
+]
+# Benign defects of official files: fixed with a warning by default (tests/test_data_official.py),
+# refused with --strict.
+STRICT_CASES = [
+    ("zero-length segment", _with_v2_segment([4.0, 4.0]), {},
+     ["ann.json", "video 'v2'", "field 'annotations[0].segment'", "zero-length segment [4.0, 4.0]"]),
+    ("segment past the duration", _with_v2_segment([8.0, 12.0]), {},
+     ["ann.json", "video 'v2'", "annotations[0].segment", "ends after the end of the video (duration=10.0)"]),
 ]
 
 
-@pytest.mark.parametrize("case, ann, feats, expected", CONVERTER_CASES, ids=[c[0] for c in CONVERTER_CASES])
-def test_converter_and_loaders_name_the_cause(tmp_path, capsys, case, ann, feats, expected):
-    rc, err = _convert(tmp_path, capsys, ann, **feats)
+CASES = [(*c, ()) for c in CONVERTER_CASES] + [(*c, ("--strict",)) for c in STRICT_CASES]
+
+
+@pytest.mark.parametrize("case, ann, feats, expected, extra", CASES, ids=[c[0] for c in CASES])
+def test_converter_and_loaders_name_the_cause(tmp_path, capsys, case, ann, feats, expected, extra):
+    rc, err = _convert(tmp_path, capsys, ann, *extra, **feats)
     assert rc == 2, f"{case}: exit {rc}, stderr {err!r}"
     for text in expected:
         assert text in err, f"{case}: {text!r} not in {err!r}"

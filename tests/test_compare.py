@@ -160,3 +160,26 @@ def test_round_option_reports_an_earlier_round(tmp_path, capsys):
     assert run_job(compare.main, [str(two), str(one), "--round", "2", "--out", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err
     assert "one/metrics.json" in err and "no round 2" in err
+
+
+def test_plot_with_a_single_round_has_one_whole_tick(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    limits = []
+    real = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        lo, hi = ax.get_xlim()
+        limits.append(((lo, hi), [float(t) for t in ax.get_xticks() if lo <= t <= hi]))
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    sup = write_run(tmp_path, "s", name="sup_s0", seed=0, recipe=[], evals=[(0.2, 0.1)])
+    assert compare.main([str(sup), "--out", str(tmp_path / "p.png")]) == 0
+    assert limits[-1] == ((-0.5, 0.5), [0.0])
+    assert (tmp_path / "p.png").read_bytes()[:8] == PNG_MAGIC
+    two = write_run(tmp_path, "t", name="npl_s0", seed=0, recipe=["npl"], evals=[(0.2, 0.1), (0.3, 0.2), (0.4, 0.3)])
+    assert compare.main([str(sup), str(two), "--out", str(tmp_path / "p.png")]) == 0
+    assert limits[-1] == ((-0.5, 2.5), [0.0, 1.0, 2.0])

@@ -89,40 +89,78 @@ def test_fixed_class_list_and_unknown_label(tmp_path):
     p = write(tmp_path, af_file())
     ann = load_annotations(p, classes=["a", "b", "c"])
     np.testing.assert_array_equal(ann.videos["v1"].labels, [1, 0])  # b -> 1, a -> 0
-    with pytest.raises(DataError, match=r"ann.json: video 'v1': field 'annotations\[0\].label'.*'b' is not in"):
-        load_annotations(p, classes=["a"])
-    ann = load_annotations(p, classes=["a"], strict=False)
-    assert len(ann.warnings) == 1 and "dropped" in ann.warnings[0]
-    np.testing.assert_array_equal(ann.videos["v1"].segments, [[3.0, 9.0]])
+    # a label outside a given class list is a real defect: an error in both modes
+    for strict in (True, False):
+        with pytest.raises(DataError, match=r"ann.json: video 'v1': field 'annotations\[0\].label'.*'b' is not in"):
+            load_annotations(p, classes=["a"], strict=strict)
 
 
-def test_end_before_start_and_zero_length(tmp_path):
+def test_end_before_start_is_an_error_zero_length_is_fixed(tmp_path):
     anns = [
-        {"label": "a", "segment": [5.0, 4.0], "label_id": 0},
         {"label": "a", "segment": [2.0, 2.0], "label_id": 0},
         {"label": "a", "segment": [6.0, 7.0], "label_id": 0},
     ]
     p = write(tmp_path, af_file(annotations=anns))
-    with pytest.raises(DataError, match=r"video 'v1': field 'annotations\[0\].segment'.*end 4.0 <= start 5.0"):
-        load_annotations(p)
-    ann = load_annotations(p, strict=False)
-    assert len(ann.warnings) == 2
-    assert "annotations[1].segment" in ann.warnings[1]
+    ann = load_annotations(p)
+    assert len(ann.warnings) == 1 and "annotations[0].segment" in ann.warnings[0] and "zero-length" in ann.warnings[0]
+    assert ann.warnings[0].endswith("; dropped")
+    assert ann.fixes == {"zero_length": 1, "clipped": 0, "past_end": 0, "unannotated": 0}
+    assert ann.fix_summary() == ("1 annotation problems fixed: 1 zero-length segments dropped, 0 segments clipped "
+                                 "to the duration, 0 segments past the duration dropped, 0 videos without "
+                                 "annotations dropped")
     np.testing.assert_array_equal(ann.videos["v1"].segments, [[6.0, 7.0]])
+    with pytest.raises(DataError, match=r"video 'v1': field 'annotations\[0\].segment': zero-length") as err:
+        load_annotations(p, strict=True)
+    assert "dropped" not in str(err.value)  # strict refuses: it must not describe a fix it did not make
+    anns[1]["segment"] = [5.0, 4.0]
+    p = write(tmp_path, af_file(annotations=anns))
+    for strict in (True, False):
+        with pytest.raises(DataError, match=r"video 'v1': field 'annotations\[1\].segment'.*end 4.0 < start 5.0"):
+            load_annotations(p, strict=strict)
 
 
 def test_outside_duration(tmp_path):
     anns = [
         {"label": "a", "segment": [8.0, 12.0], "label_id": 0},  # past duration 10 -> clipped to [8, 10]
-        {"label": "a", "segment": [11.0, 12.0], "label_id": 0},  # wholly outside -> dropped
-        {"label": "a", "segment": [-0.01, 10.02], "label_id": 0},  # inside 0.05 s tolerance -> [0, 10]
+        {"label": "a", "segment": [11.0, 12.0], "label_id": 0},  # wholly past the end -> dropped
+        {"label": "a", "segment": [-0.01, 10.02], "label_id": 0},  # inside 0.05 s tolerance -> [0, 10] silently
     ]
     p = write(tmp_path, af_file(annotations=anns))
-    with pytest.raises(DataError, match=r"video 'v1': field 'annotations\[0\].segment'.*outside \[0, duration=10.0\]"):
-        load_annotations(p)
-    ann = load_annotations(p, strict=False)
+    ann = load_annotations(p)
     assert len(ann.warnings) == 2
+    assert "annotations[0].segment" in ann.warnings[0] and ann.warnings[0].endswith("clipped to [8.0, 10.0]")
+    assert "annotations[1].segment" in ann.warnings[1] and ann.warnings[1].endswith("; dropped")
+    assert ann.fixes == {"zero_length": 0, "clipped": 1, "past_end": 1, "unannotated": 0}
     np.testing.assert_array_equal(ann.videos["v1"].segments, [[8.0, 10.0], [0.0, 10.0]])
+    # strict: ONE error that names every offending segment
+    with pytest.raises(DataError, match=r"2 annotation problems \(strict mode") as err:
+        load_annotations(p, strict=True)
+    msg = str(err.value)
+    assert "video 'v1': field 'annotations[0].segment'" in msg and "video 'v1': field 'annotations[1].segment'" in msg
+    assert "annotations[2]" not in msg
+    # a start before 0 (beyond the tolerance) is a real defect
+    anns[2]["segment"] = [-3.0, 2.0]
+    with pytest.raises(DataError, match=r"field 'annotations\[2\].segment'.*starts before 0"):
+        load_annotations(write(tmp_path, af_file(annotations=anns)))
+
+
+def test_unannotated_videos_of_a_labeled_subset_are_dropped(tmp_path):
+    obj = af_file()
+    db = obj["database"]
+    db["v3"] = {"subset": "Validation", "duration": 4.0, "fps": 30.0, "annotations": []}  # labeled subset
+    db["v4"] = {"subset": "Validation", "duration": 4.0, "fps": 30.0,
+                "annotations": [{"label": "a", "segment": [1.0, 1.0], "label_id": 1}]}  # emptied by a fix
+    p = write(tmp_path, obj)
+    ann = load_annotations(p)
+    # v2 (Test: no video there has annotations, an unlabeled subset) stays; v3 and v4 go.
+    assert list(ann.videos) == ["v1", "v2"]
+    assert ann.fixes == {"zero_length": 1, "clipped": 0, "past_end": 0, "unannotated": 2}
+    assert sum("video dropped" in w for w in ann.warnings) == 2
+    assert any("video 'v3': field 'annotations'" in w for w in ann.warnings)
+    assert list(load_annotations(p, drop_unannotated=False).videos) == ["v1", "v2", "v3", "v4"]
+    with pytest.raises(DataError, match=r"2 annotation problems") as err:
+        load_annotations(p, strict=True)
+    assert "video 'v3': field 'annotations'" in str(err.value) and "video 'v4'" in str(err.value)
 
 
 def test_duplicate_video_id(tmp_path):
@@ -185,12 +223,13 @@ def test_save_round_trip(tmp_path):
     np.testing.assert_array_equal(back.videos["v"].labels, [1, 0])
 
 
-def test_real_thumos14_file_loads_non_strict():
-    ann = load_annotations("/work/shared/data/thumos14.json", strict=False)
+def test_real_thumos14_file_loads_non_strict(shared_data):
+    path = shared_data("thumos14.json")
+    ann = load_annotations(path)
     assert len(ann.classes) == 20 and len(ann.videos) == 412
-    # 6,365 instances; 30 are past their video's duration (5 videos), some clipped, most dropped
-    assert len(ann.warnings) == 30
-    n = sum(len(v.labels) for v in ann.videos.values())
-    assert 6365 - 30 <= n < 6365
-    with pytest.raises(DataError, match="outside"):
-        load_annotations("/work/shared/data/thumos14.json")
+    # 6,365 instances; 30 start after their video's end (5 videos): all 30 dropped, each warned about once
+    assert len(ann.warnings) == 30 and ann.fixes["past_end"] == 30 and sum(ann.fixes.values()) == 30
+    assert sum(len(v.labels) for v in ann.videos.values()) == 6365 - 30
+    with pytest.raises(DataError, match="30 annotation problems") as err:
+        load_annotations(path, strict=True)
+    assert str(err.value).count("starts at or after the end of the video") == 30

@@ -19,8 +19,6 @@ from raytal.data.synthetic import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 import make_dataset  # noqa: E402
 
-THUMOS = "/work/shared/data/thumos14.json"
-
 
 def files(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
@@ -56,8 +54,8 @@ def test_tiny_timelines_are_valid():
     assert set(np.bincount(mains, minlength=5)) <= {9, 10, 11}
 
 
-def test_real_timelines_kept(tmp_path):
-    db = json.loads(Path(THUMOS).read_text())["database"]
+def test_real_timelines_kept(tmp_path, shared_data):
+    db = json.loads(shared_data("thumos14.json").read_text())["database"]
     keep = ["video_test_0000004"] + [k for k in db if k.startswith("video_validation")][:2]
     sub = {"database": {k: db[k] for k in keep}}
     src = tmp_path / "sub.json"
@@ -134,3 +132,22 @@ def test_streamed_unlabeled(tmp_path):
     vids = list(read_shards(shards))
     assert [v.video_id for v in vids] == [f"unl_{j:07d}" for j in range(5)]
     assert all(not v.labeled and v.subset == "unlabeled" and len(v.segments) for v in vids)
+
+
+def test_thumos14_synth_finds_its_annotations_by_flag_or_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(make_dataset.THUMOS14_ENV, raising=False)
+    assert make_dataset.main(["--preset", "thumos14-synth", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "thumos14.json" in err and "happyharrycn/actionformer_release" in err
+    assert "--annotations" in err and "RAYTAL_THUMOS14_JSON" in err
+    # a stand-in file named by the environment variable: 2 videos of the ActionFormer dialect
+    db = {"video_validation_1": {"subset": "Validation", "duration": 20.0, "fps": 30.0, "annotations": [
+              {"label": "Jump", "segment": [2.0, 6.0], "label_id": 0}]},
+          "video_test_1": {"subset": "Test", "duration": 20.0, "fps": 30.0, "annotations": [
+              {"label": "Jump", "segment": [5.0, 9.0], "label_id": 0}]}}
+    src = tmp_path / "t.json"
+    src.write_text(json.dumps({"database": db}))
+    monkeypatch.setenv(make_dataset.THUMOS14_ENV, str(src))
+    out = tmp_path / "d"
+    assert make_dataset.main(["--preset", "thumos14-synth", "--out", str(out), "--feature-dim", "8"]) == 0
+    assert sorted(load_annotations(out / "annotations.json").videos) == ["video_test_1", "video_validation_1"]

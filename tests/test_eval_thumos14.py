@@ -1,7 +1,6 @@
-"""The evaluator on real third-party files (issue 13): /work/shared/data/external (see its README)."""
+"""The evaluator on real third-party files (issue 13): <shared data>/external (see its README)."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -13,19 +12,19 @@ from raytal.core.errors import DataError
 from raytal.eval.detection import evaluate_detection
 from raytal.core.segments import SegmentTable
 from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detections
+from conftest import SHARED_DATA_ENV, shared_data_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 import evaluate  # noqa: E402
 
-# The shared data sits beside the repository (../shared) or at /work/shared; RAYTAL_EXTERNAL_DATA overrides.
-_CANDIDATES = [Path(os.environ["RAYTAL_EXTERNAL_DATA"])] if "RAYTAL_EXTERNAL_DATA" in os.environ else [
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "external", Path("/work/shared/data/external")]
-EXT = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
+EXT = shared_data_dir() / "external"
 TH = EXT / "thumos14"
 TURN = TH / "turn_tap"
 ANET_SAMPLE = EXT / "anet" / "sample_detection_prediction.json"
 
-pytestmark = pytest.mark.skipif(not EXT.is_dir(), reason="external evaluation data not present")
+# Only the tests that read these files skip without them; the others run everywhere.
+needs_external = pytest.mark.skipif(
+    not EXT.is_dir(), reason=f"third-party evaluation data {EXT} not found (set {SHARED_DATA_ENV})")
 
 # Published TURN mAP (%), THUMOS14 official kit, each file at its own tIoU (external README).
 PUBLISHED = [
@@ -43,6 +42,7 @@ def official():
     return load_thumos14_annotations(TH / "gt_official_test")
 
 
+@needs_external
 def test_official_annotations_load(official):
     classes, gt, amb = official
     # README: 3,358 instances in 212 videos, 20 classes; Ambiguous_test.txt has 99 lines
@@ -51,6 +51,7 @@ def test_official_annotations_load(official):
     assert len(amb) == 99
 
 
+@needs_external
 @pytest.mark.parametrize("name,tiou,published", PUBLISHED)
 def test_turn_reproduces_published_thumos14_numbers(official, name, tiou, published):
     classes, gt, amb = official
@@ -59,6 +60,7 @@ def test_turn_reproduces_published_thumos14_numbers(official, name, tiou, publis
     assert abs(100 * res.mAP[0] - published) <= 0.1
 
 
+@needs_external
 def test_anet_sample_against_itself_perfect_except_zero_length():
     results = json.loads(ANET_SAMPLE.read_text())["results"]
     classes = sorted({a["label"] for dets in results.values() for a in dets})
@@ -89,6 +91,7 @@ def test_anet_sample_against_itself_perfect_except_zero_length():
     np.testing.assert_allclose(res.mAP, want, rtol=0, atol=1e-12)
 
 
+@needs_external
 def test_detad_json_and_txt_annotations_identical(official):
     txt = evaluate.load_ground_truth(TH / "gt_official_test")
     js = evaluate.load_ground_truth(TH / "detad_thumos14_test_extra_characteristics.json")
@@ -103,6 +106,7 @@ def test_detad_json_and_txt_annotations_identical(official):
         np.testing.assert_array_equal(a.mAP, b.mAP)
 
 
+@needs_external
 def test_cli_json_matches_published(capsys):
     rc = evaluate.main(
         ["--gt", str(TH / "gt_official_test"), "--pred", str(TURN / PUBLISHED[4][0]),
@@ -114,6 +118,7 @@ def test_cli_json_matches_published(capsys):
     assert set(out["per_class_AP"]) == set(load_thumos14_annotations(TH / "gt_official_test")[0])
 
 
+@needs_external
 def test_cli_unknown_video_names_file_video_field(capsys):
     rc = run_job(
         evaluate.main,
@@ -124,6 +129,7 @@ def test_cli_unknown_video_names_file_video_field(capsys):
     assert PUBLISHED[4][0] in err and "video 'video_test_0001292'" in err and "unknown video" in err
 
 
+@needs_external
 def test_detection_txt_errors(tmp_path, official):
     classes = official[0]
     bad_id = tmp_path / "d.txt"

@@ -2,7 +2,7 @@
 
 Dialects:
 
-* ActionFormer's (e.g. ``shared/data/thumos14.json``): every video has ``fps``; every annotation has
+* ActionFormer's (e.g. its THUMOS14 ``thumos14.json``): every video has ``fps``; every annotation has
   ``label``, ``segment`` [start_s, end_s] and ``label_id``.
 * Official ActivityNet 1.3: no ``fps`` (``default_fps`` is used), no ``label_id``, subsets
   "training"/"validation"/"testing", and a top-level ``taxonomy`` (a tree of ``nodeName``/``parentName``).
@@ -12,22 +12,25 @@ error); else the file's ``label_id`` (must map label <-> id one to one; classes 
 id, so ids 0..C-1 are kept as they are and gappy ids are compacted in order); else the sorted leaf names
 of the ``taxonomy``; else the sorted distinct labels.
 
-Checks (each error names the file, the video and the field):
+Checks (each names the file, the video and the field):
 
-* structure: ``database`` mapping, per video ``subset`` (str), ``duration`` (> 0), ``annotations``
-  (list), ``fps`` (> 0, or ``default_fps``), per annotation ``label`` and ``segment`` (two numbers);
-  duplicate video ids (``json.load`` would silently keep the last one, so duplicates are detected
-  with ``object_pairs_hook``). These are always errors.
-* per segment: ``end <= start``, a segment outside ``[0, duration]`` by more than ``SEGMENT_TOLERANCE_S``
-  (segments inside the tolerance are clipped silently: durations and times in real files are rounded),
-  a non-finite time, a label not in a fixed class list. With ``strict=True`` these are errors. With
-  ``strict=False`` each becomes one entry of ``Annotations.warnings`` and the segment is **dropped**,
-  except a segment that sticks out of ``[0, duration]`` but still overlaps it with positive length,
-  which is **clipped** to ``[0, duration]`` (its real part is kept). A zero-length ground-truth segment
-  can never be matched at tIoU > 0, so dropping it only removes an unreachable target.
+* Real defects, errors in both modes: not a ``database`` mapping; per video a missing or wrong
+  ``subset`` (str), ``duration`` (> 0), ``annotations`` (list), ``fps`` (> 0, or ``default_fps``);
+  per annotation a missing ``label`` or a ``segment`` that is not two finite numbers; a label outside
+  the class list; ``end < start``; a start before 0; duplicate video ids (``json.load`` would silently
+  keep the last one, so duplicates are detected with ``object_pairs_hook``).
+* Benign defects of official files (ActivityNet 1.3 has zero-length segments and segments past the
+  video's end; ``thumos14.json`` has 30 segments that start after their video's end, 22 of them in
+  ``video_test_0000270``, whose annotations are known to be wrong). With ``strict=False`` (default)
+  each is fixed with one entry in ``Annotations.warnings`` and counted in ``Annotations.fixes``
+  (``FIX_KINDS``): a zero-length segment is dropped (it can never be matched at tIoU > 0); a segment
+  that ends past the duration is clipped to it, or dropped when it starts at or after it; a video
+  with no annotation left in a *labeled* subset (one where some video has annotations) is dropped
+  (``drop_unannotated``; an unannotated test subset such as ActivityNet's is kept). With
+  ``strict=True`` they are errors, all of them listed in one ``DataError``.
 
-Note: the real ``thumos14.json`` has 30 segments past the video's duration (5 videos; 22 of them in
-``video_test_0000270``, whose annotations are known to be wrong); it loads with ``strict=False`` only.
+Times within ``SEGMENT_TOLERANCE_S`` outside ``[0, duration]`` are clipped silently: durations and
+times in real files are rounded.
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ from raytal.core.video import Video
 
 # Segments may stick out of [0, duration] by this much (seconds) and are then clipped silently.
 SEGMENT_TOLERANCE_S = 0.05
+# The benign defects fixed with strict=False, in the order of the summary line.
+FIX_KINDS = {
+    "zero_length": "zero-length segments dropped",
+    "clipped": "segments clipped to the duration",
+    "past_end": "segments past the duration dropped",
+    "unannotated": "videos without annotations dropped",
+}
 
 
 @dataclass
@@ -54,7 +64,16 @@ class Annotations:
 
     classes: list[str]
     videos: dict[str, Video]
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one per fixed problem (strict=False)
+    fixes: dict[str, int] = field(default_factory=dict)  # FIX_KINDS key -> count
+
+    def fix_summary(self) -> str:
+        """``"N annotation problems fixed: a zero-length segments dropped, ..."``; "" when none were."""
+        total = sum(self.fixes.values())
+        if not total:
+            return ""
+        parts = ", ".join(f"{self.fixes.get(k, 0)} {text}" for k, text in FIX_KINDS.items())
+        return f"{total} annotation problems fixed: {parts}"
 
     def subset(self, name: str) -> list[Video]:
         """The videos of one subset, in file order."""
@@ -116,15 +135,18 @@ def _taxonomy_leaves(taxonomy: Any, path: Path) -> list[str]:
 def load_annotations(
     path: str | Path,
     classes: list[str] | None = None,
-    strict: bool = True,
+    strict: bool = False,
     default_fps: float | None = None,
     feat_stride: int = 0,
     num_frames: int = 0,
+    drop_unannotated: bool = True,
 ) -> Annotations:
     """Load an ActivityNet-style annotation file (either dialect; see the module docstring).
 
     ``default_fps`` is used for videos without ``fps`` (official ActivityNet); ``feat_stride`` and
     ``num_frames`` are copied into every ``Video`` (0 = not known yet; the dataset loader sets them).
+    ``drop_unannotated=False`` keeps (and does not report) videos without annotations in labeled
+    subsets: an evaluator must still know them, so that their predictions count as false positives.
     Segments are float64 seconds [N, 2], labels int64 class ids [N], in file order.
     """
     path = Path(path)
@@ -203,7 +225,7 @@ def load_annotations(
         raw.append((vid, subset, duration, fps, items))
 
     # ---- class list
-    fixed = classes is not None
+    fixed_classes = classes is not None
     if classes is not None:
         class_list = list(classes)
         if len(set(class_list)) != len(class_list):
@@ -216,12 +238,19 @@ def load_annotations(
         class_list = sorted({label for *_, items in raw for label, *_ in items})
     index = {name: i for i, name in enumerate(class_list)}
 
-    # ---- second pass: per-segment checks
-    def problem(msg: str) -> None:
-        if strict:
-            raise DataError(msg)
-        warnings.append(msg)
+    # ---- second pass: per-segment checks. Real defects raise at once; benign ones are fixed with a
+    # warning each, or (strict) collected and raised together.
+    fixes = dict.fromkeys(FIX_KINDS, 0)
+    benign: list[str] = []
 
+    def fixed(kind: str, problem: str, action: str) -> None:
+        if strict:
+            benign.append(problem)
+        else:
+            warnings.append(f"{problem}; {action}")
+            fixes[kind] += 1
+
+    labeled_subsets = {subset for _, subset, _, _, items in raw if items}
     videos: dict[str, Video] = {}
     tol = SEGMENT_TOLERANCE_S
     for vid, subset, duration, fps, items in raw:
@@ -230,23 +259,37 @@ def load_annotations(
         for label, start, end, fld in items:
             lab_loc, seg_loc = where(path, vid, fld + ".label"), where(path, vid, fld + ".segment")
             if label not in index:
-                known = "the given class list" if fixed else "the class list"
-                problem(f"{lab_loc}: label '{label}' is not in {known}; segment dropped")
-                continue
+                known = "the given class list" if fixed_classes else "the class list"
+                raise DataError(f"{lab_loc}: label '{label}' is not in {known}")
             if not (math.isfinite(start) and math.isfinite(end)):
-                problem(f"{seg_loc}: non-finite time [{start}, {end}]; segment dropped")
+                raise DataError(f"{seg_loc}: expected finite times, got [{start}, {end}]")
+            if end < start:
+                raise DataError(f"{seg_loc}: end {end} < start {start}: expected start <= end")
+            if start < -tol or end <= 0.0:
+                raise DataError(
+                    f"{seg_loc}: [{start}, {end}] starts before 0: expected it inside [0, duration={duration}]"
+                )
+            if end == start:
+                fixed("zero_length", f"{seg_loc}: zero-length segment [{start}, {end}]", "dropped")
                 continue
-            if end <= start:
-                problem(f"{seg_loc}: end {end} <= start {start}; segment dropped")
+            if start >= duration:
+                fixed("past_end", f"{seg_loc}: [{start}, {end}] starts at or after the end of the video "
+                      f"(duration={duration})", "dropped")
                 continue
-            if start < -tol or end > duration + tol:
-                lo, hi = max(start, 0.0), min(end, duration)
-                action = f"clipped to [{lo}, {hi}]" if hi > lo else "segment dropped"
-                problem(f"{seg_loc}: [{start}, {end}] is outside [0, duration={duration}]; {action}")
-                if hi <= lo:
-                    continue
-            segs.append((min(max(start, 0.0), duration), min(max(end, 0.0), duration)))
+            if end > duration + tol:
+                fixed("clipped", f"{seg_loc}: [{start}, {end}] ends after the end of the video (duration={duration})",
+                      f"clipped to [{start}, {duration}]")
+            segs.append((max(start, 0.0), min(end, duration)))
             labels.append(index[label])
+        if drop_unannotated and not segs and subset in labeled_subsets:
+            loc = where(path, vid, "annotations")
+            if not items:
+                fixed("unannotated", f"{loc}: no annotations, in subset '{subset}' whose other videos have some",
+                      "video dropped")
+                continue
+            if not strict:  # every segment was fixed away (each reported above)
+                fixed("unannotated", f"{loc}: none of its {len(items)} segments is left", "video dropped")
+                continue
         videos[vid] = Video(
             video_id=vid,
             subset=subset,
@@ -257,7 +300,13 @@ def load_annotations(
             segments=np.asarray(segs, dtype=np.float64).reshape(-1, 2),
             labels=np.asarray(labels, dtype=np.int64),
         )
-    return Annotations(classes=class_list, videos=videos, warnings=warnings)
+    if benign:
+        listing = "\n  ".join(benign)
+        raise DataError(
+            f"{path}: {len(benign)} annotation problems (strict mode; without it each is fixed with a "
+            f"warning):\n  {listing}"
+        )
+    return Annotations(classes=class_list, videos=videos, warnings=warnings, fixes=fixes)
 
 
 def annotations_to_json(classes: list[str], videos: list[Video] | dict[str, Video]) -> dict[str, Any]:

@@ -99,10 +99,12 @@ def convert_to_shards(
     shards_dir: str | Path,
     feature_dim: int | None,
     rows_per_shard: int = 256,
+    feature_prefix: str = "",
 ) -> dict[str, list[Path]]:
     """JSON + npy -> ``shards_dir/<subset>/part-*.parquet`` (every video checked; streaming per subset).
 
     ``annotations`` must carry feat_stride/num_frames in its videos (load them with those arguments).
+    Video v's features are ``features_dir/<feature_prefix><v>.npy``.
     """
     out: dict[str, list[Path]] = {}
     for subset in annotations.subsets():
@@ -110,7 +112,7 @@ def convert_to_shards(
 
         def loaded(vids: list = vids) -> Any:
             for v in vids:
-                yield dataclasses.replace(v, features=load_features(features_dir, v, feature_dim))
+                yield dataclasses.replace(v, features=load_features(features_dir, v, feature_dim, prefix=feature_prefix))
 
         out[subset] = write_shards(loaded(), Path(shards_dir) / subset, rows_per_shard, feature_dim)
     return out

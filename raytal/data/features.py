@@ -1,4 +1,7 @@
-"""Per-video snippet features: ``features_dir/<video_id>.npy``, float32 [T, D], and their checks.
+"""Per-video snippet features: ``features_dir/<prefix><video_id>.npy``, float32 [T, D], and their checks.
+
+The prefix is usually empty; some releases name files differently from the annotation ids (ActionFormer's
+ActivityNet features are ``v_<id>.npy`` for annotation id ``<id>``).
 
 ``check_features`` is the one place the shape/finiteness/length rules live; the .npy loader, the
 Parquet converter and the shard reader all call it, so every path reports the same error.
@@ -80,9 +83,9 @@ def check_features(
     return feats
 
 
-def feature_path(features_dir: str | Path, video_id: str) -> Path:
-    """``features_dir/<video_id>.npy`` (the id must be a plain file name)."""
-    return Path(features_dir) / f"{check_video_id(video_id, features_dir)}.npy"
+def feature_path(features_dir: str | Path, video_id: str, prefix: str = "") -> Path:
+    """``features_dir/<prefix><video_id>.npy`` (the file name must be a plain name)."""
+    return Path(features_dir) / f"{check_video_id(prefix + video_id, features_dir)}.npy"
 
 
 def load_features(
@@ -90,9 +93,10 @@ def load_features(
     video: Video,
     feature_dim: int | None = None,
     tolerance: float = LENGTH_TOLERANCE_SNIPPETS,
+    prefix: str = "",
 ) -> np.ndarray:
-    """Load and check ``features_dir/<video_id>.npy`` -> float32 [T, D] (no pickles are ever loaded)."""
-    path = feature_path(features_dir, video.video_id)
+    """Load and check ``features_dir/<prefix><video_id>.npy`` -> float32 [T, D] (never loads pickles)."""
+    path = feature_path(features_dir, video.video_id, prefix)
     if not path.is_file():
         raise DataError(f"{where(path, video.video_id, 'features')}: feature file missing")
     try:

@@ -11,11 +11,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from raytal.core import storage  # noqa: E402
 from raytal.eval.tables import map_table  # noqa: E402
 
 QUALITY_KEYS = ("class_accuracy", "mean_tiou", "positive_accuracy")
+NO_PSEUDO = "no pseudo labels (supervised run)"
 
 
 def percent(fraction: float | None) -> str:
@@ -65,6 +67,13 @@ def timing_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def round_axis(ax: plt.Axes, rounds: list[int]) -> None:
+    """Whole-number round ticks, half a round of margin each side (a single round is a visible point)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if rounds:
+        ax.set_xlim(min(rounds) - 0.5, max(rounds) + 0.5)
+
+
 def plot_rounds(path: str, metrics: dict) -> None:
     rounds = metrics["rounds"]
     xs = [r["round"] for r in rounds]
@@ -81,6 +90,10 @@ def plot_rounds(path: str, metrics: dict) -> None:
     axes[1].set(xlabel="round", ylabel="%", title="pseudo-label quality")
     if q:
         axes[1].legend(fontsize=7)
+    else:
+        axes[1].text(0.5, 0.5, NO_PSEUDO, transform=axes[1].transAxes, ha="center")
+    for ax in axes:
+        round_axis(ax, xs)
     _save(fig, path)
 
 
@@ -95,6 +108,8 @@ def plot_count_ratio(path: str, metrics: dict, classes: list[str]) -> None:
     ax.set(ylabel="#pseudo / #gt", title="per-class pseudo-label count ratio")
     if q:
         ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, NO_PSEUDO, transform=ax.transAxes, ha="center")
     _save(fig, path)
 
 
