@@ -280,31 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.video_info and not args.unlabeled_features:
         p.error("--video-info describes the files of --unlabeled-features; give that too")
     t0 = time.time()
-<<<<<<< HEAD
     if args.features:
         if not args.annotations:
             p.error("--features needs --annotations")
+        if args.num_unlabeled:
+            p.error("--num-unlabeled synthesizes videos (--preset); own unlabeled files: --unlabeled-features")
         convert_real(args)
     elif args.preset:
         build_synthetic(args)
     else:
         p.error("give --preset NAME (synthetic) or --annotations FILE --features DIR (real)")
-=======
-    try:
-        if args.features:
-            if not args.annotations:
-                p.error("--features needs --annotations")
-            if args.num_unlabeled:
-                p.error("--num-unlabeled synthesizes videos (--preset); own unlabeled files: --unlabeled-features")
-            convert_real(args)
-        elif args.preset:
-            build_synthetic(args)
-        else:
-            p.error("give --preset NAME (synthetic) or --annotations FILE --features DIR (real)")
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
->>>>>>> own-data-a
     print(f"wrote {args.out} in {time.time() - t0:.1f} s")
     return 0
 
