@@ -341,11 +341,12 @@ RULES: dict[str, Range | OneOf | None] = {
     "train.clip_grad": NON_NEGATIVE,  # 0 = no clipping
     "train.ema_momentum": BELOW_1,
     "train.focal_alpha": Range(hi=1),  # < 0 switches the class weighting off (torchvision's convention)
-    "train.focal_gamma": NON_NEGATIVE, "train.reg_weight": NON_NEGATIVE, "train.label_smoothing": BELOW_1,
+    "train.focal_gamma": NON_NEGATIVE, "train.reg_weight": NON_NEGATIVE,
     "train.seed": NON_NEGATIVE, "train.torch_threads": NON_NEGATIVE,
     "train.student_init": OneOf(("scratch", "teacher")),
     "train.unlabeled_per_batch": PROBABILITY,
-    "train.min_batches_per_epoch": NON_NEGATIVE, "train.eval_every": NON_NEGATIVE,
+    "train.min_batches_per_epoch": NON_NEGATIVE, "train.steps_per_epoch": NON_NEGATIVE,
+    "train.shuffle_buffer": NON_NEGATIVE,
     "infer.pre_nms_thresh": PROBABILITY, "infer.pre_nms_topk": AT_LEAST_1,
     "infer.nms": OneOf(NMS_METHODS),  # 'fusion' only with GauFuse (below)
     "infer.iou_threshold": PROBABILITY, "infer.nms_sigma": POSITIVE, "infer.min_score": PROBABILITY,
@@ -389,7 +390,7 @@ RULES: dict[str, Range | OneOf | None] = {
     "tune.num_samples": AT_LEAST_1, "tune.metric": OneOf(TUNE_METRICS),
     "tune.max_concurrent": AT_LEAST_1, "tune.grace_period": AT_LEAST_1, "tune.reuse_teacher": ANY,
     "run.name": ANY, "run.dir": ANY, "run.rounds": NON_NEGATIVE, "run.seed": NON_NEGATIVE,
-    "run.log_every": AT_LEAST_1, "run.eval_subset": OneOf(("test", "val")), "run.teacher": ANY,
+    "run.eval_subset": OneOf(("test", "val")), "run.teacher": ANY,
 }
 
 

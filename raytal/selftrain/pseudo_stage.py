@@ -313,7 +313,7 @@ def label_batch(batch: pa.Table, *, label_video: LabelFn, round: int, teacher: s
 def clean_output(out_dir: str) -> None:
     """Remove the output of an earlier run of the pass: output files are named per run, so re-running a
     round would otherwise add a second copy instead of overwriting."""
-    storage.delete_dir(out_dir)
+    storage.delete_dir(out_dir, missing_ok=True)
     storage.makedirs(out_dir)
 
 
