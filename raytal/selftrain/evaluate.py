@@ -6,13 +6,14 @@ Round evaluations, the supervised job, Tune's trials and its final test of the b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import numpy as np
 
 from raytal.config import Config
 from raytal.core.segments import SegmentTable
 from raytal.core.video import Video
+from raytal.data.stream import chunks
 from raytal.eval.detection import DetectionResult, evaluate_detection
 from raytal.selftrain.teacher import Predictor
 
@@ -26,15 +27,6 @@ def tious_of(cfg: Config) -> tuple[float, ...]:
     return WEAK_TIOUS if cfg.data.setting == "weak" else THUMOS14_TIOUS
 
 
-def _chunks(videos: Iterable[Video], size: int) -> Iterator[list[Video]]:
-    chunk: list[Video] = []
-    for v in videos:
-        chunk.append(v)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def predict_all(cfg: Config, checkpoint: str, videos: Iterable[Video], num_classes: int | None = None
@@ -42,7 +34,7 @@ def predict_all(cfg: Config, checkpoint: str, videos: Iterable[Video], num_class
     """(ground truth, detections, video ids) of ``checkpoint`` on ``videos``, read in chunks."""
     predictor = Predictor(cfg, checkpoint, num_classes)
     gts, preds, ids = [], [], []
-    for chunk in _chunks(videos, EVAL_CHUNK):
+    for chunk in chunks(videos, EVAL_CHUNK):
         gts.append(SegmentTable.from_videos(chunk))
         preds.append(SegmentTable.from_predictions([v.video_id for v in chunk], predictor(chunk)))
         ids += [v.video_id for v in chunk]
