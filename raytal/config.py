@@ -709,8 +709,8 @@ def from_dict(data: dict[str, Any], source: str = "dict") -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    """The resolved config as YAML (local path or storage URI), atomically."""
+    storage.write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
