@@ -11,7 +11,7 @@ builds one Ray Data dataset per kind ("labeled", "pseudo") whose items are the s
 files, each joined with its pseudo labels — in seeded passes (``training_data.finite_passes``); read tasks
 turn each unit into training rows (``raytal.data.video_rows``), which reach the workers on any node
 through the object store, each worker receiving a disjoint split. A worker applies the stage's shuffle
-buffer to its rows and takes its share of every global batch (``raytal.engine.batches``), so memory per
+buffer (seeded by its rank) to its rows and takes its share of every global batch (``raytal.engine.batches``), so memory per
 worker is the buffer plus Ray Data's prefetch, whatever the size of the pool. The order of the dataset is
 preserved, so a 1-worker run trains on the very sequence the in-process back-end reads; with W workers
 the split assigns blocks as workers ask for them, so the batches differ from a 1-worker run's.
@@ -165,7 +165,7 @@ def stage_datasets(cfg: Config, spec: TrainSpec) -> dict:
     return out
 
 
-def _worker_streams(cfg: Config, spec: TrainSpec, names: list[str], trace: _RankTrace | None) -> dict:
+def _worker_streams(cfg: Config, spec: TrainSpec, names: list[str], rank: int, trace: _RankTrace | None) -> dict:
     """This worker's split of each dataset as an endless-enough stream of videos through the shuffle buffer."""
     kinds = {name: kind for name, (_, _, kind) in stage_units(spec).items()}
     streams = {}
@@ -175,7 +175,7 @@ def _worker_streams(cfg: Config, spec: TrainSpec, names: list[str], trace: _Rank
                   for v in rows_to_training_videos(batch))
         if trace is not None:
             videos = trace.videos("read", name, videos)
-        streams[name] = shuffled_rows(videos, cfg, spec, kinds[name])
+        streams[name] = shuffled_rows(videos, cfg, spec, kinds[name], rank)
         if trace is not None:
             streams[name] = trace.videos("trained", name, streams[name])
     return streams
@@ -214,7 +214,7 @@ def _worker_loop(config: dict) -> None:
         else:
             ray.train.report(metrics)
 
-    run_training(cfg, spec, _worker_streams(cfg, spec, config["datasets"], trace), restore=restore, on_epoch=on_epoch,
+    run_training(cfg, spec, _worker_streams(cfg, spec, config["datasets"], rank, trace), restore=restore, on_epoch=on_epoch,
                  rank=rank, world_size=world, device=ray.train.torch.get_device(),
                  wrap_model=ray.train.torch.prepare_model, progress=False)
 
