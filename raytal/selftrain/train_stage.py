@@ -144,6 +144,7 @@ def train_local(cfg: Config, spec: TrainSpec) -> str:
     last_metrics: dict = {}
 
     def on_epoch(epoch: int, metrics: dict, trainer: Trainer) -> None:
+        metrics = {**metrics, "epoch": epoch + 1}  # epochs done, as the Ray back-end reports it
         save_checkpoint(last, trainer.state_dict())
         scalars(epoch, metrics)
         last_metrics.update(metrics)
