@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raytal.cli import run_job  # noqa: E402
+from raytal.core.protocols import format_tious  # noqa: E402
 from raytal.config import Config, ConfigError, load_config  # noqa: E402
 from raytal.core.errors import InputError  # noqa: E402
 
@@ -54,6 +55,7 @@ class Run:
     seed: int
     values: dict[str, float]  # COLUMNS → fraction (NaN when the run has no such metric)
     curve: list[float]        # average mAP per round
+    tious: tuple[str, ...] = ()  # the thresholds its mAP is averaged over (its protocol)
 
 
 def recipe_flags(cfg: Config) -> str:
@@ -99,7 +101,17 @@ def load_run(path: str | Path, round_index: int | None = None) -> Run:
         cfg = load_config(config_file)
     except (ConfigError, OSError) as e:
         raise CompareError(f"{config_file}: {e}") from e
-    return Run(path, cfg.run.name, recipe_flags(cfg), cfg.train.seed, values, curve)
+    return Run(path, cfg.run.name, recipe_flags(cfg), cfg.train.seed, values, curve, tuple(final["mAP"]))
+
+
+def check_protocols(runs: list[Run]) -> str:
+    """The runs' common tIoU thresholds as text (``0.3:0.1:0.7``); runs evaluated at different thresholds
+    cannot be averaged or ranked together."""
+    protocols = {r.tious for r in runs}
+    if len(protocols) > 1:
+        detail = "; ".join(f"{r.path}: {format_tious(map(float, r.tious))}" for r in runs)
+        raise CompareError(f"the runs were evaluated at different tIoU thresholds, so their mAP cannot be compared: {detail}")
+    return format_tious(map(float, protocols.pop()))
 
 
 def group_runs(runs: list[Run], by: str = "name") -> dict[str, list[Run]]:
@@ -135,7 +147,9 @@ def _cell(mean: float, std: float) -> str:
 
 def format_table(groups: dict[str, list[Run]]) -> str:
     stats = summarize(groups)
-    lines = ["| recipe | runs | seeds | " + " | ".join(COLUMNS) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]
+    protocol = check_protocols([r for runs in groups.values() for r in runs])
+    header = [c.replace("avg mAP", f"avg mAP ({protocol})") for c in COLUMNS]
+    lines = ["| recipe | runs | seeds | " + " | ".join(header) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]
     for key, runs in groups.items():
         seeds = ",".join(str(s) for s in sorted({r.seed for r in runs}))
         cells = " | ".join(_cell(*stats[key][c]) for c in COLUMNS)

@@ -29,12 +29,12 @@ from raytal.cli import run_job
 from raytal.data.annotations import load_annotations
 from raytal.core.errors import DataError, InputError, where
 from raytal.eval.detection import PROTOCOLS, evaluate_detection
+from raytal.core.protocols import parse_tious
 from raytal.eval.tables import format_map_table
 from raytal.core.segments import SegmentTable
 from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detections
 
 
-MAX_TIOUS = 1000  # a step of 1e-12 would otherwise build a list of a trillion thresholds
 
 
 @dataclass
@@ -44,25 +44,6 @@ class GroundTruth:
     ambiguous: SegmentTable | None
     videos: set[str]
     warnings: list[str]
-
-
-def parse_tious(text: str) -> list[float]:
-    """``"0.3:0.1:0.7"`` (start:step:stop, inclusive) or ``"0.5,0.75"`` or ``"0.5"``; thresholds in [0, 1]."""
-    bad = InputError(f"--tiou: expected start:step:stop or a comma list of thresholds in [0, 1], got {text!r}")
-    try:
-        if ":" in text:
-            start, step, stop = (float(x) for x in text.split(":"))
-            if not (step > 0 and 0 <= stop - start <= MAX_TIOUS * step):  # NaN fails too
-                raise ValueError
-            n = int(round((stop - start) / step)) + 1
-            tious = [round(start + i * step, 10) for i in range(n)]
-        else:
-            tious = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise bad from None
-    if not all(0 <= t <= 1 for t in tious):
-        raise bad
-    return tious
 
 
 def _read_json(path: Path) -> Any:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from raytal.cli import run_job
 from raytal.config import DataConfig
 from raytal.core.errors import DataError
 from raytal.data.dataset import load_dataset
@@ -48,7 +49,7 @@ def pool(root: Path, lengths: dict[str, int], dim: int = D) -> Path:
 
 
 def convert(root: Path, ann: Path, feats: Path, *extra: str) -> int:
-    return make_dataset.main(["--annotations", str(ann), "--features", str(feats), "--feat-stride", str(STRIDE),
+    return run_job(make_dataset.main, ["--annotations", str(ann), "--features", str(feats), "--feat-stride", str(STRIDE),
                               "--num-frames", str(FRAMES), "--fps", str(FPS), "--out", str(root / "out"), *extra])
 
 
@@ -157,7 +158,7 @@ def test_pool_beside_a_synthetic_preset(tmp_path):
     # tiny's features are D = 32: a user's own files join the synthetic streamed pool
     d = pool(tmp_path, {"mine_1": 40, "mine_2": 50}, dim=32)
     out = tmp_path / "tiny"
-    assert make_dataset.main(["--preset", "tiny", "--out", str(out), "--num-unlabeled", "2",
+    assert run_job(make_dataset.main, ["--preset", "tiny", "--out", str(out), "--num-unlabeled", "2",
                               "--unlabeled-features", str(d)]) == 0
     assert yaml.safe_load((out / "dataset.yaml").read_text())["unlabeled_shards"] == "shards/unlabeled"
     rows = list(read_shards(out / "shards" / "unlabeled"))

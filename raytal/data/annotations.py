@@ -66,6 +66,7 @@ class Annotations:
     videos: dict[str, Video]
     warnings: list[str] = field(default_factory=list)  # one per fixed problem (strict=False)
     fixes: dict[str, int] = field(default_factory=dict)  # FIX_KINDS key -> count
+    official: bool = False  # the official ActivityNet dialect (a taxonomy, no label_id)
 
     def fix_summary(self) -> str:
         """``"N annotation problems fixed: a zero-length segments dropped, ..."``; "" when none were."""
@@ -306,7 +307,8 @@ def load_annotations(
             f"{path}: {len(benign)} annotation problems (strict mode; without it each is fixed with a "
             f"warning):\n  {listing}"
         )
-    return Annotations(classes=class_list, videos=videos, warnings=warnings, fixes=fixes)
+    return Annotations(classes=class_list, videos=videos, warnings=warnings, fixes=fixes,
+                       official="taxonomy" in data and not has_ids)
 
 
 def annotations_to_json(classes: list[str], videos: list[Video] | dict[str, Video]) -> dict[str, Any]:

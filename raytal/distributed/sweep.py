@@ -42,6 +42,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from raytal.config import Config, ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict
 from raytal.core import storage
+from raytal.data.dataset import load_dataset_info
 from raytal.data.index import build_index
 from raytal.distributed.backend import RayBackend
 from raytal.distributed.session import ensure_ray
@@ -334,7 +335,8 @@ def evaluate_best_on_test(best_cfg: Config, best: dict, sweep_dir: Path) -> dict
     stages = StageLog(str(Path(best["run_dir"]) / "stages.json"))
     checkpoint = stages.result(f"round_{best_cfg.run.rounds}/train")
     index = build_index(best_cfg.data)
-    result = evaluate_checkpoint(best_cfg, checkpoint, index.videos("test"), index.num_classes)
+    result = evaluate_checkpoint(best_cfg, checkpoint, index.videos("test"), load_dataset_info(best_cfg.data.root),
+                                 predictions=str(sweep_dir / "best_test_predictions.json"))
     result["checkpoint"] = checkpoint
     out.write_text(json.dumps(result, indent=1))
     return result

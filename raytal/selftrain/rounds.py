@@ -34,7 +34,8 @@ from raytal.eval.quality import pseudo_label_quality
 from raytal.pseudo.delta_labels import regeneration_epochs
 from raytal.recipes.labeling import prepare_labeling
 from raytal.recipes.registry import LabelingContext
-from raytal.selftrain.evaluate import evaluate_checkpoint
+from raytal.core.protocols import format_tious
+from raytal.selftrain.evaluate import eval_tious, evaluate_checkpoint
 from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.models import DETECTOR
 from raytal.selftrain.report import percent, write_report
@@ -80,6 +81,7 @@ class Run:
         storage.makedirs(self.dir)
         save_config(cfg, storage.join(self.dir, "config.yaml"))
         self.stages = StageLog(storage.join(self.dir, "stages.json"))
+        self.info = load_dataset_info(cfg.data.root)
         self._contexts: dict[str, LabelingContext] = {}
 
     def path(self, *parts: str) -> str:
@@ -110,9 +112,11 @@ class Run:
                          num_labeled=index.count("labeled"), **kw)
 
     def pretrain(self, index: RunIndex) -> str | None:
-        """APL's ACP pre-training on every training video, labels unread (round 0, before the teacher)."""
+        """APL's ACP pre-training on every training video, labels unread: the round-0 teacher starts from it
+        (a shared teacher, ``run.teacher``, was pre-trained in its own run)."""
         apl = self.cfg.recipe.apl
-        if not (apl.enabled and apl.acp and apl.acp_pretrain_epochs > 0 and self.cfg.data.setting == "semi"):
+        if not (apl.enabled and apl.acp and apl.acp_pretrain_epochs > 0 and self.cfg.data.setting == "semi"
+                and not self.cfg.run.teacher):
             return None
         parts = ("labeled", "unlabeled", "pool")
         sources = tuple((p, s) for p in parts for s in index.parts.get(p, []))
@@ -138,8 +142,9 @@ class Run:
     def evaluate(self, index: RunIndex, r: int, checkpoint: str) -> dict:
         part = self.cfg.run.eval_subset
         res = self.stages.run(f"round_{r}/eval", lambda: evaluate_checkpoint(
-            self.cfg, checkpoint, index.videos(part), index.num_classes))
-        log.info("round %d: %s average mAP %.2f %%", r, part, 100 * res["average_mAP"])
+            self.cfg, checkpoint, index.videos(part), self.info, self.path(f"round_{r}", "predictions.json")))
+        log.info("round %d: %s average mAP (tIoU %s) %.2f %%", r, part, format_tious(eval_tious(self.cfg, self.info)),
+                 100 * res["average_mAP"])
         if self.on_round is not None:
             self.on_round(r, res)
         return res
@@ -205,22 +210,18 @@ class Run:
         if not index.count(cfg.run.eval_subset):
             raise ConfigError(f"run.eval_subset={cfg.run.eval_subset!r} but that split is empty"
                               + (" (set data.val_ratio > 0)" if cfg.run.eval_subset == "val" else ""))
-        pretrained = self.pretrain(index)
-        teacher = self.teacher(index, pretrained)
+        teacher = self.teacher(index, self.pretrain(index))
         self.evaluate(index, 0, teacher)
         for r in range(1, cfg.run.rounds + 1):
             label, summary = self.pseudolabel(index, f"round_{r}/pseudo", teacher, r)
-            # A base-model teacher has another architecture: its student starts from scratch (or pre-training).
+            # A base-model teacher has another architecture: its student starts from scratch.
             from_teacher = cfg.train.student_init == "teacher" and teacher_kind(teacher) == DETECTOR
-            teacher = self.student(index, r, label, summary, teacher if from_teacher else pretrained)
+            teacher = self.student(index, r, label, summary, teacher if from_teacher else None)
             self.evaluate(index, r, teacher)
         metrics = collect_metrics(cfg, self.stages)
-        write_report(self.dir, metrics, self.classes(), self.timelines(index) if cfg.run.rounds > 0 else None)
+        write_report(self.dir, metrics, self.info.classes, self.timelines(index) if cfg.run.rounds > 0 else None)
         self.stages.record(finished, metrics, 0.0)
         return metrics
-
-    def classes(self) -> list[str]:
-        return load_dataset_info(self.cfg.data.root).classes
 
     def timelines(self, index: RunIndex, count: int = 3) -> list[dict]:
         """Ground truth, the last teacher's detections and the last round's pseudo labels of a few videos."""
@@ -287,4 +288,4 @@ def collect_metrics(cfg: Config, stages: StageLog) -> dict:
                  "quality": stages.result(f"round_{r}/quality_at_{e}")} for e in regen
             ]
         rounds.append(entry)
-    return {"run": cfg.run.name, "rounds": rounds, "finished_at": time.time()}
+    return {"run": cfg.run.name, "eval_subset": cfg.run.eval_subset, "rounds": rounds, "finished_at": time.time()}
