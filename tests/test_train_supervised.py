@@ -4,8 +4,10 @@ bad key's one-line error, and ``--workers N`` through Ray Train."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
+import io
 import json
 import struct
 from pathlib import Path
@@ -64,9 +66,6 @@ def logged_epochs(tb_dir: Path) -> list[list[int]]:
 def finished(tiny_data: Path, tmp_path_factory) -> tuple[Path, dict, str]:
     """One uninterrupted job, in-process: (run directory, metrics, what it printed)."""
     run = tmp_path_factory.mktemp("job") / "run"
-    import contextlib
-    import io
-
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert _job_main()(job_argv(tiny_data, run)) == 0
