@@ -214,9 +214,13 @@ def _worker_loop(config: dict) -> None:
         else:
             ray.train.report(metrics)
 
-    run_training(cfg, spec, _worker_streams(cfg, spec, config["datasets"], rank, trace), restore=restore, on_epoch=on_epoch,
-                 rank=rank, world_size=world, device=ray.train.torch.get_device(),
-                 wrap_model=ray.train.torch.prepare_model, progress=False)
+    try:
+        run_training(cfg, spec, _worker_streams(cfg, spec, config["datasets"], rank, trace), restore=restore, on_epoch=on_epoch,
+                     rank=rank, world_size=world, device=ray.train.torch.get_device(),
+                     wrap_model=ray.train.torch.prepare_model, progress=False)
+    finally:
+        if scalars is not None:
+            scalars.close()
 
 
 def _check_shares(cfg: Config, spec: TrainSpec, world: int) -> None:
