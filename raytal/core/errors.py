@@ -22,6 +22,11 @@ class CheckpointError(InputError):
     """A checkpoint file that is missing, unreadable with ``weights_only=True``, or not the one expected."""
 
 
+class RunStateError(InputError):
+    """A run directory that cannot be resumed as asked: made with another config or from changed data,
+    a state file (config.yaml, run.json, stages.json) that is corrupt, or another job working in it."""
+
+
 # Ids and field names are quoted in messages as the user gave them, up to this many characters: a hostile
 # file's megabyte-long id must not become a megabyte-long error line.
 SHOWN_CHARS = 120

@@ -10,8 +10,11 @@ back-end's business (in-process, or Ray Train + Ray Data): each stage is one ``T
 
 The run's split is an index over the dataset's shards (``index.json``), never a copy of its features.
 Every stage is recorded in ``<run>/stages.json`` when it finishes; re-running the same command skips
-finished stages (a training stage interrupted mid-way resumes from its last epoch checkpoint). The run
-directory may be a local path or a storage URI.
+finished stages (a training stage interrupted mid-way resumes from its last epoch checkpoint). Before its
+first stage a run records the config and the data it is made from; a re-run with another config or on
+changed data is refused, naming what differs (``raytal.selftrain.run_record``), and only one job works in
+a run directory at a time (``raytal.selftrain.run_lock``). The run directory may be a local path or a
+storage URI.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from typing import Protocol
 
 import numpy as np
 
-from raytal.config import Config, ConfigError, save_config
+from raytal.config import Config, ConfigError
 from raytal.core import storage
+from raytal.core.errors import DataError, RunStateError
 from raytal.core.segments import SegmentTable
 from raytal.data.dataset import load_dataset_info
 from raytal.data.index import RunIndex, build_index, source_videos
@@ -39,6 +43,8 @@ from raytal.selftrain.evaluate import eval_tious, evaluate_checkpoint
 from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.models import DETECTOR
 from raytal.selftrain.report import percent, write_report
+from raytal.selftrain.run_lock import RunLock
+from raytal.selftrain.run_record import open_record
 from raytal.selftrain.spec import LabelSpec, TrainSpec, pseudo_sources
 from raytal.selftrain.teacher import Predictor, teacher_kind
 from raytal.selftrain.weak_round import train_weak_stage
@@ -76,13 +82,24 @@ class Run:
     """One run's stages over its index, with the back-end that executes them (see the module docstring)."""
 
     def __init__(self, cfg: Config, backend: Backend, on_round: Callable[[int, dict], None] | None = None):
+        """Takes the run directory's lock and checks the run's record (``raytal.selftrain.run_record``) before
+        anything is written; ``close`` releases the lock."""
         self.cfg, self.backend, self.on_round = cfg, backend, on_round
         self.dir = run_dir_of(cfg)
-        storage.makedirs(self.dir)
-        save_config(cfg, storage.join(self.dir, "config.yaml"))
-        self.stages = StageLog(storage.join(self.dir, "stages.json"))
         self.info = load_dataset_info(cfg.data.root)
         self._contexts: dict[str, LabelingContext] = {}
+        make_run_dir(self.dir)
+        self.lock = RunLock(self.dir)
+        self.lock.acquire()
+        try:
+            open_record(cfg, self.dir, self.info)
+            self.stages = StageLog(self.path("stages.json"), guard=self.lock.check)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def close(self) -> None:
+        self.lock.release()
 
     def path(self, *parts: str) -> str:
         return storage.join(self.dir, *parts)
@@ -90,17 +107,33 @@ class Run:
     # ------------------------------------------------------------------------ the split
 
     def load_index(self) -> RunIndex:
+        """The run's split (index.json). An index that is missing or unreadable after the split finished is
+        rebuilt: the split is a function of the config and the data, both checked unchanged by the record,
+        so it comes out the same (its counts are compared with the ledger's)."""
         cfg = self.cfg
         path = self.path("index.json")
 
-        def build() -> dict:
-            index = build_index(cfg.data, with_test=cfg.run.eval_subset == "test")  # a val run never reads test
+        def build() -> RunIndex:
+            return build_index(cfg.data, with_test=cfg.run.eval_subset == "test")  # a val run never reads test
+
+        def split() -> dict:
+            index = build()
             index.save(path)
             return {"index": path, "videos": {p: index.count(p) for p in index.parts}}
 
-        counts = self.stages.run("split", build)["videos"]
+        counts = self.stages.run("split", split)["videos"]
         log.info("split: %s", ", ".join(f"{n} {p}" for p, n in counts.items()))
-        return RunIndex.load(path)
+        try:
+            return RunIndex.load(path)
+        except DataError as e:
+            index = build()
+            rebuilt = {p: index.count(p) for p in index.parts}
+            if rebuilt != counts:
+                raise RunStateError(f"{e}; rebuilding it gave {rebuilt} videos per part, the run's ledger records "
+                                    f"{counts}: give this run another run.dir") from None
+            log.warning("%s; rebuilt it from the config and the unchanged dataset (same counts: %s)", e, counts)
+            index.save(path)
+            return index
 
     # ------------------------------------------------------------------------ stages
 
@@ -251,7 +284,21 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
 
     ``on_round(r, eval_result)`` is called after each round's evaluation (Tune reports it per round).
     """
-    return Run(cfg, backend, on_round).run()
+    run = Run(cfg, backend, on_round)
+    try:
+        return run.run()
+    finally:
+        run.close()
+
+
+def make_run_dir(path: str) -> None:
+    """Create the run directory (and its parents); ``RunStateError`` naming ``run.dir`` when it cannot be one."""
+    if storage.is_file(path):
+        raise RunStateError(f"run.dir={path}: is a regular file, expected a run directory (or a path to create one)")
+    try:
+        storage.makedirs(path)
+    except OSError as e:
+        raise RunStateError(f"run.dir={path}: cannot create the run directory: {e.strerror or e}") from None
 
 
 def regeneration_schedule(cfg: Config) -> list[int]:
