@@ -32,8 +32,8 @@ from raytal.core import storage
 from raytal.core.errors import DataError, RunStateError
 from raytal.core.segments import SegmentTable
 from raytal.data.dataset import load_dataset_info
-from raytal.data.index import RunIndex, build_index, source_videos
-from raytal.data.pseudo_io import apply_pseudo_labels, read_pseudo_labels, source_dir
+from raytal.data.index import RunIndex, build_index, source_ids, source_videos
+from raytal.data.pseudo_io import apply_pseudo_labels, check_source_rows, read_pseudo_labels, source_dir
 from raytal.eval.quality import pseudo_label_quality
 from raytal.pseudo.delta_labels import regeneration_epochs
 from raytal.recipes.labeling import prepare_labeling
@@ -70,12 +70,22 @@ def round_quality(index: RunIndex, label: LabelSpec) -> dict:
     for k, (part, src) in enumerate(label.sources):
         if part != "unlabeled":
             continue
-        records = read_pseudo_labels(source_dir(label.out_dir, k))
+        records = read_pseudo_labels(source_dir(label.out_dir, k), index.num_classes)
         videos = list(source_videos(src, part, index.setting))
+        check_source_rows(records, {v.video_id for v in videos}, source_dir(label.out_dir, k))
         gts.append(SegmentTable.from_videos(videos))
         pseudos.append(SegmentTable.from_videos(apply_pseudo_labels(videos, records)))
     q = pseudo_label_quality(SegmentTable.concat(gts), SegmentTable.concat(pseudos), index.num_classes)
     return {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in q.items()}
+
+
+def check_pseudo_labels(label: LabelSpec) -> None:
+    """Every pseudo source's rows are for its videos and hold only values a student can train on
+    (``read_pseudo_labels``, ``check_source_rows``), checked before a student trains on them: the files may
+    have been written by an earlier job (a resumed run, jobs/pseudolabel.py) or edited since."""
+    for k, (_, src) in enumerate(label.sources):
+        directory = source_dir(label.out_dir, k)
+        check_source_rows(read_pseudo_labels(directory, label.num_classes), set(source_ids(src)), directory)
 
 
 class Run:
@@ -208,6 +218,8 @@ class Run:
             spec = self.train_spec(index, f"round_{r}/train", pseudo=pseudo_sources(label, previous),
                                    num_pseudo=summary["usable"], init=init, start_epoch=start, stop_epoch=epoch,
                                    delta_targets=previous is not None)
+            if not self.stages.done(name):
+                check_pseudo_labels(label)
             checkpoint = self.stages.run(name, self.train_until, spec, epoch)
             gen, gen_summary = self.pseudolabel(index, f"round_{r}/pseudo_at_{epoch}", checkpoint, r)
             # Δ labels compare two generations of the student itself: the teacher's labels (generation 0)
@@ -219,6 +231,8 @@ class Run:
                                delta_targets=previous is not None)
         log.info("round_%d/train: student on %d labeled + %d pseudo-labeled videos", r, spec.num_labeled,
                  spec.num_pseudo)
+        if not self.stages.done(f"round_{r}/train"):
+            check_pseudo_labels(label)
         return self.stages.run(f"round_{r}/train", self.backend.train, self.cfg, spec)
 
     def train_until(self, spec: TrainSpec, epoch: int) -> str:
