@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from raytal.core.errors import DataError, check_video_id, where
+from raytal.core.jsonfile import read_json
 from raytal.core.video import Video
 
 # Segments may stick out of [0, duration] by this much (seconds) and are then clipped silently.
@@ -104,13 +105,7 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Obj:
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f, object_pairs_hook=_pairs_hook)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 JSON: {e}") from e
+    return read_json(path, DataError, object_pairs_hook=_pairs_hook)
 
 
 def _number(value: Any, path: Path, vid: str, fld: str) -> float:

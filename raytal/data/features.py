@@ -25,6 +25,9 @@ from raytal.core.grid import seconds_to_grid
 from raytal.core.video import Video
 
 LENGTH_TOLERANCE_SNIPPETS = 1.0
+# Network features (I3D, TSP, VideoMAE) are O(1)-O(100); a value beyond this is garbage (uninitialised
+# memory, a units mix-up) that would overflow the detector's float32 activations into NaN.
+MAX_ABS_FEATURE = 1e6
 
 
 def required_snippets(video: Video) -> float:
@@ -47,8 +50,8 @@ def check_features(
     """Validate one video's features and return them as float32 [T, D].
 
     Raises ``DataError`` naming ``source`` (the file), the video and the field for: not 2-D, T == 0,
-    a D other than ``feature_dim`` (when given), NaN/Inf (when ``check_finite``), or fewer snippets
-    than the annotations need (see the module docstring).
+    a D other than ``feature_dim`` (when given), NaN/Inf or values beyond ``MAX_ABS_FEATURE`` (when
+    ``check_finite``), or fewer snippets than the annotations need (see the module docstring).
     """
     vid = video.video_id
     if not isinstance(feats, np.ndarray) or feats.ndim != 2:
@@ -70,6 +73,14 @@ def check_features(
             raise DataError(
                 f"{where(source, vid, 'features')}: {int(bad.sum())} NaN/Inf values "
                 f"(first in snippet {int(rows[0])} of {feats.shape[0]})"
+            )
+        huge = np.abs(feats) > MAX_ABS_FEATURE
+        if huge.any():
+            rows = np.flatnonzero(huge.any(axis=1))
+            raise DataError(
+                f"{where(source, vid, 'features')}: {int(huge.sum())} values beyond +-{MAX_ABS_FEATURE:g} (first in "
+                f"snippet {int(rows[0])} of {feats.shape[0]}: {float(feats[rows[0]][huge[rows[0]]][0]):g}); expected "
+                "network features (uninitialised memory, or another unit?)"
             )
     need = required_snippets(video)
     T = feats.shape[0]

@@ -45,7 +45,7 @@ def pseudo_videos(ps: PseudoSource, setting: str, delta_targets: bool = False) -
     records = read_pseudo_labels(ps.labels)
     previous = read_pseudo_labels(ps.previous) if delta_targets and ps.previous else {}
     for table in read_shard_tables(ps.source.file, ps.source.ids):
-        videos = [part_view(v, ps.part, setting) for v in rows_to_videos(table, ps.source.file)]
+        videos = [part_view(v, ps.part, setting) for v in rows_to_videos(table, ps.source.file, check_finite=True)]
         for v in apply_pseudo_labels(videos, records):
             if delta_targets and v.targets is not None:
                 prev = previous.get(v.video_id)
@@ -59,7 +59,8 @@ def read_unit(unit: Unit, setting: str, delta_targets: bool = False) -> Iterator
     if isinstance(unit, PseudoSource):
         return pseudo_videos(unit, setting, delta_targets)
     part, src = unit
-    return source_videos(src, part, setting)
+    # NaN/Inf features would surface as a NaN loss mid-training, naming neither the file nor the video.
+    return source_videos(src, part, setting, check_finite=True)
 
 
 def stream_seed(cfg: Config, spec: TrainSpec, kind: int) -> list[int]:
