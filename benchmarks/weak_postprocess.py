@@ -19,12 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from raytal.config import Config, load_config
+from raytal.core.protocols import WEAK_THUMOS14
 from raytal.core.segments import SegmentTable
 from raytal.core.video import Video
 from raytal.data.index import RunIndex
 from raytal.engine.mil import predict_weak
 from raytal.eval.detection import DetectionResult, evaluate_detection
-from raytal.selftrain.evaluate import WEAK_TIOUS, eval_json
+from raytal.selftrain.evaluate import eval_json
 from raytal.selftrain.models import WEAK_BASE, load_weak_base
 from raytal.selftrain.teacher import Predictor, teacher_kind
 
@@ -33,7 +34,7 @@ Predict = Callable[[list[Video]], list[dict]]
 
 def _evaluate(predict: Predict, test: list[Video]) -> DetectionResult:
     preds = SegmentTable.from_predictions([v.video_id for v in test], predict(test))
-    return evaluate_detection(SegmentTable.from_videos(test), preds, WEAK_TIOUS)
+    return evaluate_detection(SegmentTable.from_videos(test), preds, WEAK_THUMOS14)
 
 
 def _averages(res: DetectionResult) -> tuple[float, float]:

@@ -15,6 +15,7 @@ import torch
 
 from raytal.config import Config, load_config
 from raytal.core.errors import CheckpointError
+from raytal.core.protocols import WEAK_THUMOS14
 from raytal.core.video import Video
 from raytal.data.pseudo_io import read_pseudo_labels
 from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -23,7 +24,7 @@ from raytal.eval.detection import DetectionResult
 from raytal.model.wtal import WTALModel
 from raytal.recipes.labeling import label_video
 from raytal.recipes.registry import LabelingContext
-from raytal.selftrain.evaluate import WEAK_TIOUS, eval_json
+from raytal.selftrain.evaluate import eval_json
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.models import WEAK_BASE, load_weak_base, weak_base_state
 from raytal.selftrain.rounds import run_selftrain
@@ -139,7 +140,7 @@ def _check_round(run_dir: Path, metrics: dict, origin: str) -> tuple[float, floa
     base = load_checkpoint(run_dir / "round_0" / "train" / "final.pt")  # weights_only load
     assert base["kind"] == WEAK_BASE and isinstance(load_weak_base(run_dir / "round_0" / "train" / "final.pt"), WTALModel)
     r0, r1 = metrics["rounds"][0]["eval"], metrics["rounds"][1]["eval"]
-    assert list(r0["mAP"]) == [str(t) for t in WEAK_TIOUS] and "average_mAP_0.3_0.7" in r1
+    assert list(r0["mAP"]) == [str(t) for t in WEAK_THUMOS14] and "average_mAP_0.3_0.7" in r1
     records = read_pseudo_labels(run_dir / "round_1" / "pseudo")
     assert len(records) == 32 and all(r.error is None for r in records.values())
     assert any(origin in r.origins for r in records.values())
