@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "recall": args.recall, "class_acc": args.class_acc, "jitter": args.jitter, "seed": args.seed,
         "num_pseudo": int(q["num_pseudo"]), "num_gt": int(q["num_gt"]),
         "class_accuracy": q["class_accuracy"], "mean_tiou": q["mean_tiou"], "positive_accuracy": q["positive_accuracy"],
-        "average_mAP": evaluate_checkpoint(cfg, final, index.videos("test"), index.num_classes)["average_mAP"],
+        "average_mAP": evaluate_checkpoint(cfg, final, index.videos("test"), run.info)["average_mAP"],
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

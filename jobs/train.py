@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 0:
         parser.error("--workers must be >= 0")
+    if args.workers:  # an override like any other, so the config's rules see it before anything starts
+        args.overrides.append(f"ray.num_workers={args.workers}")
     cfg = job_config(args)
     cfg.run.rounds = 0
     from raytal.selftrain.report import round_table
@@ -39,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers:
         from raytal.distributed.backend import RayBackend
 
-        cfg.ray.num_workers = args.workers
         backend = RayBackend(cfg)
     else:
         from raytal.selftrain.local import LocalBackend

@@ -50,7 +50,7 @@ def test_a_malicious_pickle_is_refused_without_running(tmp_path):
 
 
 def test_random_truncated_empty_and_non_dict_files(tmp_path):
-    good = save_checkpoint(tmp_path / "good.pt", _detector())
+    good = Path(save_checkpoint(tmp_path / "good.pt", _detector()))
     raw = good.read_bytes()
     cases = {
         "random.pt": (bytes(range(7, 250, 3)), "(not a torch.save zip archive)"),

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,7 +33,7 @@ def test_round_trip_exact(tmp_path):
     vids = [make(i, T=5 + i) for i in range(7)]
     paths = write_shards(iter(vids), tmp_path / "s", rows_per_shard=3)
     # 7 rows at 3 per shard -> 3 shards (3 + 3 + 1)
-    assert [p.name for p in paths] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert paths == [str(tmp_path / "s" / f"part-0000{i}.parquet") for i in range(3)]
     assert [pq.ParquetFile(p).metadata.num_rows for p in paths] == [3, 3, 1]
     back = list(read_shards(tmp_path / "s"))
     assert len(back) == 7
@@ -55,12 +57,13 @@ def test_row_and_table_paths():
         assert_same(make(2), out[1])
 
 
-def test_filters_and_file_list(tmp_path):
+def test_id_filter_and_file_list(tmp_path):
     vids = [make(0, subset="train"), make(1, subset="test"), make(2, subset="train", labeled=False)]
-    paths = write_shards(vids, tmp_path, rows_per_shard=2)
-    assert [v.video_id for v in read_shards(tmp_path, subset="train")] == ["v0", "v2"]
-    assert [v.video_id for v in read_shards(paths, labeled=False)] == ["v2"]
-    assert [v.video_id for v in read_shards(paths, subset="train", labeled=True)] == ["v0"]
+    paths = write_shards(vids, tmp_path, rows_per_shard=2)  # v0 v1 | v2
+    assert [v.video_id for v in read_shards(tmp_path, ids=["v2", "v0"])] == ["v0", "v2"]  # file order
+    assert [v.video_id for v in read_shards(paths[1:])] == ["v2"]
+    assert [v.video_id for v in read_shards(paths, ids=["v1", "nowhere"])] == ["v1"]
+    assert list(read_shards(paths, ids=[])) == []
 
 
 def test_rewrite_is_idempotent_and_removes_stale(tmp_path):
@@ -68,13 +71,13 @@ def test_rewrite_is_idempotent_and_removes_stale(tmp_path):
     other = tmp_path / "notes.parquet.txt"
     other.write_text("keep me")
     paths = write_shards([make(i) for i in range(2)], tmp_path, rows_per_shard=1)
-    assert sorted(p.name for p in tmp_path.glob("part-*.parquet")) == [p.name for p in paths]
+    assert sorted(str(p) for p in tmp_path.glob("part-*.parquet")) == paths
     assert len(paths) == 2 and other.exists()
     assert [v.video_id for v in read_shards(tmp_path)] == ["v0", "v1"]
 
 
 def test_truncated_shard_names_file(tmp_path):
-    (p,) = write_shards([make(1, T=50)], tmp_path)
+    (p,) = map(Path, write_shards([make(1, T=50)], tmp_path))
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=r"part-00000.parquet.*truncated or corrupt"):

@@ -169,7 +169,7 @@ def test_to_json_and_table():
         "per_class_AP": {"run": {"0.3": 1.0, "0.5": 1.0}, "jump": {"0.3": 0.0, "0.5": 0.0}},
     }
     text = format_map_table({"mine": res})
-    assert text.splitlines()[0] == "| method | mAP@0.3 | mAP@0.5 | Avg |"
+    assert text.splitlines()[0] == "| method | mAP@0.3 | mAP@0.5 | avg |"
     assert text.splitlines()[2] == "| mine | 50.0 | 50.0 | 50.0 |"
 
 
