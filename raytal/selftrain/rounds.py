@@ -102,8 +102,8 @@ class Run:
         self.lock = RunLock(self.dir)
         self.lock.acquire()
         try:
+            self.stages = StageLog(self.path("stages.json"), guard=self.lock.check)  # a damaged ledger: before writes
             open_record(cfg, self.dir, self.info)
-            self.stages = StageLog(self.path("stages.json"), guard=self.lock.check)
         except BaseException:
             self.lock.release()
             raise

@@ -41,7 +41,7 @@ log = logging.getLogger("raytal.selftrain")
 RESUMABLE_KEYS = ("run.rounds", "run.dir", "train.torch_threads", "ray.", "tune.")
 RECORD_NAME = "run.json"
 MAX_RECORD_BYTES = 64 << 20
-_SHOWN_CHANGES = 3
+_SHOWN_CHANGES = 8
 
 
 def resumable(key: str) -> bool:
