@@ -145,7 +145,7 @@ class APLConfig:
     acp: bool = True
     acp_temperature: float = 0.1  # ς
     acp_parts: int = 32  # N
-    acp_pretrain_epochs: int = 5  # ACP pre-training on every training video, labels unread, before round 0
+    acp_pretrain_epochs: int = 5  # ACP pre-training of the round-0 teacher on every training video, labels unread (0 = none)
 
 
 @dataclass

@@ -77,7 +77,7 @@ def load_dataset_info(root: str | Path) -> DatasetInfo:
     for key in ("name", "train_subset", "test_subset", "annotations", "features_dir", "shards_dir", "unlabeled_shards"):
         if key in data and not isinstance(data[key], str):
             raise DataError(f"{where(path, None, key)}: expected a string, got {data[key]!r}")
-    tious = data.get("tious", THUMOS14)
+    tious = data.get("tious", list(THUMOS14))  # datasets converted before protocols were recorded
     if (not isinstance(tious, list) or not tious or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
                                                             and 0 < t <= 1 for t in tious)):
         raise DataError(f"{where(path, None, 'tious')}: expected a list of tIoU thresholds in (0, 1], got {tious!r}")

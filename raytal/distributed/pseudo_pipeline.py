@@ -31,21 +31,15 @@ from raytal.selftrain.pseudo_stage import (
 from raytal.selftrain.predict import DetectStage
 from raytal.selftrain.spec import LabelSpec
 
-# Ray Data's Parquet reader put a round's small shard files into one block, and an actor takes one block
-# per call, so a round of a few shards ran on one actor while the rest of the pool idled. The pipeline
-# sizes blocks instead: BATCHES_PER_BLOCK inference batches, and at least BLOCKS_PER_ACTOR per actor.
-BATCHES_PER_BLOCK = 4
-BLOCKS_PER_ACTOR = 4
+# A block is one inference batch of one unit's videos (its read task yields them so, and the actors take
+# whole blocks): which videos share a batch — and so the teacher's floating-point results, which depend on
+# the batch's shape in the last bits — never depends on how Ray schedules blocks, and the in-process
+# back-end, which forms the same batches, writes the same rows. (Ray Data's Parquet reader had also put a
+# round's small files into one block, so one actor did all the work.)
 # Pseudo-label rows are small: with labeling in the actors, the write gathers blocks into files of at least
 # this many rows (fewer write tasks). Not with separate labeling tasks: Ray Data then fuses those tasks
 # into one task per file, so a small round would label on one node.
 MIN_ROWS_PER_FILE = 256
-
-
-def block_rows(videos: int, batch_size: int, pool_size: int) -> int:
-    """Videos per Ray Data block: BATCHES_PER_BLOCK inference batches, or fewer so that a small round
-    still gives every actor BLOCKS_PER_ACTOR blocks (an actor takes one block per call)."""
-    return max(1, min(BATCHES_PER_BLOCK * batch_size, -(-videos // (BLOCKS_PER_ACTOR * pool_size))))
 
 
 ReadFn = Callable[[dict, int], Iterator[pa.Table]]  # read(unit as a dict, rows per block) -> tables of rows
@@ -58,12 +52,13 @@ def _unit_blocks(batch: pa.Table, *, read: ReadFn, rows: int):
 
 
 def _read_units(units: list[dict], read: ReadFn, rows: int, block_bytes: int, remote_args: dict):
-    """The units as a dataset of blocks of about ``rows`` videos (``block_bytes``), one unit per read task.
-    Ray Data's own Parquet reader bundles small files into one block per round and kept hundreds of MB of
-    decoded data in its worker, growing with the number of videos."""
+    """The units as a dataset of blocks of ``rows`` videos of one unit each (about ``block_bytes``), one unit
+    per read task, streamed: Ray Data's own Parquet reader kept hundreds of MB of decoded data in its
+    worker, growing with the number of videos."""
     ctx = ray.data.DataContext.get_current()
     saved = ctx.target_min_block_size, ctx.target_max_block_size
-    ctx.target_min_block_size, ctx.target_max_block_size = 1, block_bytes  # the dataset keeps a copy
+    # Neither coalesce blocks nor split them (a block is a batch): the dataset keeps a copy of these.
+    ctx.target_min_block_size, ctx.target_max_block_size = 1, 4 * block_bytes
     try:
         items = ray.data.from_items(units, override_num_blocks=len(units))
     finally:
@@ -108,14 +103,13 @@ def inference_dataset(units: list[dict], read: ReadFn, stage: type, stage_kwargs
         raise ValueError(f"actor_cpus and task_cpus must be > 0, got {actor_cpus}, {task_cpus}")
     if not ray.is_initialized():
         raise RuntimeError("the inference pipeline needs Ray running: call raytal.distributed.session.ensure_ray")
-    rows = block_rows(videos, batch_size, pool_size)
-    ds = _read_units(units, read, rows, max(1, nbytes * rows // max(videos, 1)), {"num_cpus": task_cpus})
+    ds = _read_units(units, read, batch_size, max(1, nbytes * batch_size // max(videos, 1)), {"num_cpus": task_cpus})
     # The pool keeps the size it starts with: Ray Data shrinks a pool whose actor waits a moment for
     # input, and grows it again only under a long queue, so a round could end on one actor.
     actors = initial_pool_size(pool_size, actor_cpus, task_cpus, use_gpu, ray.available_resources())
     return ds.map_batches(
         stage, fn_constructor_kwargs={**stage_kwargs, "torch_threads": max(1, int(actor_cpus))},
-        batch_size=batch_size, batch_format="pyarrow",
+        batch_size=None, batch_format="pyarrow",  # a whole block: one batch of one unit
         compute=ray.data.ActorPoolStrategy(min_size=actors, max_size=pool_size, initial_size=actors),
         num_cpus=actor_cpus, num_gpus=1 if use_gpu else 0,
     )
@@ -161,7 +155,7 @@ def run_pseudolabel_pipeline(
             videos=check.videos, nbytes=check.nbytes, batch_size=batch_size, pool_size=pool_size,
             actor_cpus=actor_cpus, use_gpu=use_gpu, task_cpus=task_cpus)
         if not fuse:
-            ds = ds.map_batches(label_batch, fn_kwargs=labeling, batch_size=batch_size, batch_format="pyarrow",
+            ds = ds.map_batches(label_batch, fn_kwargs=labeling, batch_size=None, batch_format="pyarrow",
                                 num_cpus=task_cpus)
         # One directory per source (shard=<k>): a training reader joins a shard file with its labels only.
         ds.write_parquet(out_dir, partition_cols=[SOURCE_KEY], min_rows_per_file=MIN_ROWS_PER_FILE if fuse else None,

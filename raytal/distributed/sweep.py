@@ -17,7 +17,7 @@ keys (``infer.*``, GauFuse's test temperature) change that evaluation but not th
 
 Resuming: the sweep lives in ``<sweep>/tune``; re-running the same command restores it with
 ``Tuner.restore`` (finished trials are kept, unfinished ones restart and their run resumes from its stage
-ledger). The test subset is never read by the sweep (``load_dataset(..., load_test=False)`` in val runs).
+ledger). The test subset is never read by the sweep (``build_index(..., with_test=False)`` in val runs).
 At the end the best trial (highest val mAP among trials that ran every round) is written as a
 ready-to-run YAML and its final checkpoint is evaluated once on test — the very model that was
 selected, at no retraining cost; the YAML reproduces it from scratch.

@@ -155,9 +155,11 @@ class Run:
                          num_labeled=index.count("labeled"), **kw)
 
     def pretrain(self, index: RunIndex) -> str | None:
-        """APL's ACP pre-training on every training video, labels unread (round 0, before the teacher)."""
+        """APL's ACP pre-training on every training video, labels unread: the round-0 teacher starts from it
+        (a shared teacher, ``run.teacher``, was pre-trained in its own run)."""
         apl = self.cfg.recipe.apl
-        if not (apl.enabled and apl.acp and apl.acp_pretrain_epochs > 0 and self.cfg.data.setting == "semi"):
+        if not (apl.enabled and apl.acp and apl.acp_pretrain_epochs > 0 and self.cfg.data.setting == "semi"
+                and not self.cfg.run.teacher):
             return None
         parts = ("labeled", "unlabeled", "pool")
         sources = tuple((p, s) for p in parts for s in index.parts.get(p, []))
@@ -255,14 +257,13 @@ class Run:
         if not index.count(cfg.run.eval_subset):
             raise ConfigError(f"run.eval_subset={cfg.run.eval_subset!r} but that split is empty"
                               + (" (set data.val_ratio > 0)" if cfg.run.eval_subset == "val" else ""))
-        pretrained = self.pretrain(index)
-        teacher = self.teacher(index, pretrained)
+        teacher = self.teacher(index, self.pretrain(index))
         self.evaluate(index, 0, teacher)
         for r in range(1, cfg.run.rounds + 1):
             label, summary = self.pseudolabel(index, f"round_{r}/pseudo", teacher, r)
-            # A base-model teacher has another architecture: its student starts from scratch (or pre-training).
+            # A base-model teacher has another architecture: its student starts from scratch.
             from_teacher = cfg.train.student_init == "teacher" and teacher_kind(teacher) == DETECTOR
-            teacher = self.student(index, r, label, summary, teacher if from_teacher else pretrained)
+            teacher = self.student(index, r, label, summary, teacher if from_teacher else None)
             self.evaluate(index, r, teacher)
         metrics = collect_metrics(cfg, self.stages)
         write_report(self.dir, metrics, self.info.classes, self.timelines(index) if cfg.run.rounds > 0 else None)

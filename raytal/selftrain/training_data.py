@@ -77,9 +77,14 @@ def stage_units(spec: TrainSpec) -> dict[str, tuple[list[Unit], int, int]]:
     return out
 
 
-def shuffled_rows(videos: Iterable[Video], cfg: Config, spec: TrainSpec, kind: int) -> Iterator[Video]:
-    """The stage's shuffle buffer over a stream of videos (``train.shuffle_buffer`` of them in memory)."""
-    return shuffled(videos, cfg.train.shuffle_buffer, [*stream_seed(cfg, spec, kind), BUFFER_STREAM])
+def shuffled_rows(videos: Iterable[Video], cfg: Config, spec: TrainSpec, kind: int, rank: int = 0) -> Iterator[Video]:
+    """The stage's shuffle buffer over a stream of videos (``train.shuffle_buffer`` of them in memory).
+
+    Each DDP rank draws with its own seed: the ranks receive disjoint rows of the same seeded passes, often
+    the same videos in the same order (one shard file: every pass reads it in file order), and with one
+    seed they trained on the same videos at every step. Rank 0 draws as the in-process stream does."""
+    seed = [*stream_seed(cfg, spec, kind), BUFFER_STREAM] + ([rank] if rank else [])
+    return shuffled(videos, cfg.train.shuffle_buffer, seed)
 
 
 def stage_streams(cfg: Config, spec: TrainSpec) -> dict[str, Iterator[Video]]:
