@@ -367,11 +367,17 @@ def test_object_store_lock(s3_dir, monkeypatch, caplog):
 
 
 def test_object_store_lock_taken_over_stops_the_holder(s3_dir, monkeypatch):
-    monkeypatch.setattr(run_lock, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(run_lock, "HEARTBEAT_S", 0.0)
     lock = RunLock(s3_dir)
     lock.acquire()
+    # The beat runs here, after the newcomer's write: in a thread, a beat that read the lock just before that
+    # write would write itself back over it (a real newcomer then sees that when it reads its claim back
+    # after SETTLE_S, and refuses; this fake newcomer does not read back).
+    lock._stop.set()
+    lock._beat.join()
+    lock._stop.clear()
     _write_holder(lock.path, machine="elsewhere/boot", host="node7")  # a newcomer that judged us stale
-    lock._beat.join()  # the heartbeat notices and stops
+    lock._heartbeat()  # notices and returns
     with pytest.raises(RunStateError, match="lost the run directory's lock to another job .*node7"):
         lock.check()
     lock.release()
