@@ -24,12 +24,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 from raytal.core import storage
 from raytal.core.errors import RunStateError
 from raytal.data.pseudo_io import PSEUDO_SCHEMA
 from raytal.data.shards import read_shards, write_shards
+from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
 from raytal.selftrain import run_lock
 from raytal.selftrain.run_lock import Holder, RunLock
 
@@ -209,10 +211,159 @@ def test_run_dir_that_is_a_regular_file(tiny, tmp_path, capsys):
     assert target.read_text() == "my notes"
 
 
+def test_train_job_with_run_dir_naming_a_regular_file(tiny, tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes")
+    argv = ["--config", str(REPO / "configs" / "tiny_supervised.yaml"), "--set", f"data.root={tiny}",
+            "--set", f"run.dir={target}", *FAST]
+    rc, _, err = _run("train", argv, capsys)
+    _expect(rc, err, 2, f"run.dir={target}: is a regular file, expected a run directory")
+    assert target.read_text() == "my notes"
+
+
 def test_run_dir_below_a_regular_file(tiny, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     rc, _, err = _run("selftrain", _argv(tiny, tmp_path / "file" / "run"), capsys)
     _expect(rc, err, 2, "run.dir=", "cannot create the run directory")
+
+
+def test_a_changed_config_is_refused_and_branches_into_a_new_run_directory(run, tiny, tmp_path, capsys):
+    # The way the refusal names: another run.dir; the finished teacher is shared by run.teacher, since
+    # recipe.npl.alpha (the weight of the pseudo-labeled loss) cannot change round 0.
+    config_before = (run / "config.yaml").read_bytes()
+    rc, _, err = _run("selftrain", _argv(tiny, run, "--set", "recipe.npl.alpha=0.5"), capsys)
+    _expect(rc, err, 2, "'recipe.npl.alpha' was 1.0, now 0.5", "another run.dir", "run.teacher=")
+    assert (run / "config.yaml").read_bytes() == config_before
+    teacher = run / "round_0" / "train" / "final.pt"
+    branch = tmp_path / "branch"
+    rc, _, err = _run("selftrain", _argv(tiny, branch, "--set", "recipe.npl.alpha=0.5", "--set",
+                                         f"run.teacher={teacher}"), capsys)
+    assert rc == 0, err
+    assert _ledger(branch)["stages"]["round_0/train"]["result"] == str(teacher)  # shared, not retrained
+    assert not (branch / "round_0" / "train" / "final.pt").exists()
+    old, new = (json.loads((d / "metrics.json").read_text())["rounds"] for d in (run, branch))
+    assert new[0]["eval"] == old[0]["eval"]  # one checkpoint, one test set: the same round-0 figures
+    assert [r["round"] for r in new] == [0, 1]
+    assert yaml.safe_load((branch / "config.yaml").read_text())["recipe"]["npl"]["alpha"] == 0.5
+    assert (run / "config.yaml").read_bytes() == config_before
+
+
+# --------------------------------------------------------------------------------------- checkpoints
+
+
+class _Payload:
+    """Unpickling it would create a directory: the code execution a checkpoint must never get."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.target),))
+
+
+def _malicious(tmp_path: Path) -> Path:
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Payload(tmp_path / "pwned")}, path)  # a torch zip: only weights_only stops it
+    return path
+
+
+def _edited(checkpoint: Path, out: Path, **fields) -> Path:
+    """A detector checkpoint claiming another class count or feature width (what another dataset's has)."""
+    state = load_checkpoint(checkpoint)
+    state.update(fields)
+    save_checkpoint(out, state)
+    return out
+
+
+NOT_RAYTAL = "not a raytal checkpoint (refused by weights-only loading: it holds Python objects beyond tensors"
+NOT_FOUND = "checkpoint not found"
+TWENTY = "a detector checkpoint for 20 classes, expected 5 classes"
+NOT_FITTING = "its weights do not fit the configured model (model.* differs)"
+WIDER = ["--set", "model.embed_dim=64", "--set", "model.head_dim=64"]
+
+# (case, the checkpoint given (from the finished run and tmp_path), extra argv, expected in stderr)
+CHECKPOINT_CASES: list[tuple[str, Callable[[Path, Path], Path], list[str], list[str]]] = [
+    ("malicious pickle", lambda run, tmp: _malicious(tmp), [], [NOT_RAYTAL]),
+    ("missing file", lambda run, tmp: tmp / "teacher.pt", [], [NOT_FOUND]),
+    ("another class count", lambda run, tmp: _edited(run / "round_0/train/final.pt", tmp / "c20.pt", num_classes=20),
+     [], [TWENTY]),
+    ("another feature width", lambda run, tmp: _edited(run / "round_0/train/final.pt", tmp / "d64.pt", input_dim=64),
+     [], ["for D = 64 features, expected D = 32 features"]),
+    ("another model size", lambda run, tmp: run / "round_0/train/final.pt", WIDER, [NOT_FITTING, "size mismatch"]),
+    ("a training state, not a model", lambda run, tmp: run / "round_0/train/last.pt", [],
+     ["a training-state checkpoint, expected a detector checkpoint"]),
+]
+
+
+@pytest.mark.parametrize("case, checkpoint, extra, expected", CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
+def test_predict_checks_its_checkpoint(finished, tiny, tmp_path, capsys, case, checkpoint, extra, expected):
+    ckpt = checkpoint(finished, tmp_path)
+    argv = ["--config", str(REPO / "configs" / "tiny_npl.yaml"), "--set", f"data.root={tiny}", *extra, "--checkpoint",
+            str(ckpt), "--shards", str(tiny / "shards" / "test"), "--out", str(tmp_path / "out.json"), "--in-process"]
+    rc, _, err = _run("predict", argv, capsys)
+    _expect(rc, err, 2, f"{ckpt}: ", *expected)
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("case, checkpoint, extra, expected", CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
+def test_a_shared_teacher_is_checked_before_the_run_records_it(finished, tiny, tmp_path, capsys, case, checkpoint,
+                                                               extra, expected):
+    ckpt = checkpoint(finished, tmp_path)
+    run = tmp_path / "run"
+    rc, _, err = _run("selftrain", _argv(tiny, run, *extra, "--set", f"run.teacher={ckpt}"), capsys)
+    _expect(rc, err, 2, f"run.teacher: {ckpt}: ", *expected)
+    assert not (tmp_path / "pwned").exists()
+    assert list(_ledger(run)["stages"]) == ["split"]  # round 0 not recorded: a fixed file is used on the re-run
+
+
+def _point_at_copy(run: Path, stage: str) -> Path:
+    """Make the ledger's recorded checkpoint of ``stage`` the copy's own (a copied run's ledger names the
+    original's files by absolute path) and return it."""
+    data = _ledger(run)
+    path = run / stage / "final.pt"
+    data["stages"][stage]["result"] = str(path)
+    (run / "stages.json").write_text(json.dumps(data))
+    return path
+
+
+def _resume_with_last(edit: Callable[[Path, Path], None]) -> Callable[[Path, Path], Path]:
+    def breaker(run: Path, tmp: Path) -> Path:
+        _forget(run, "round_1/train", "round_1/eval", "finished_1_rounds")
+        last = run / "round_1" / "train" / "last.pt"
+        edit(last, tmp)
+        return last
+    return breaker
+
+
+def _teacher_gone(run: Path, tmp: Path) -> Path:
+    path = _point_at_copy(run, "round_0/train")
+    _forget(run, "round_1/pseudo", "round_1/quality", "round_1/train", "round_1/eval", "finished_1_rounds")
+    path.unlink()
+    return path
+
+
+def _student_replaced(run: Path, tmp: Path) -> Path:
+    path = _point_at_copy(run, "round_1/train")
+    _forget(run, "round_1/eval", "finished_1_rounds")
+    _edited(path, path, num_classes=20)
+    return path
+
+
+RESUME_CHECKPOINT_CASES = [
+    ("malicious last.pt", _resume_with_last(lambda last, tmp: shutil.copy(_malicious(tmp), last)), [NOT_RAYTAL]),
+    ("truncated last.pt", _resume_with_last(lambda last, tmp: last.write_bytes(last.read_bytes()[:4096])),
+     ["not a raytal checkpoint (RuntimeError: PytorchStreamReader failed"]),
+    ("finished teacher deleted", _teacher_gone, [NOT_FOUND]),
+    ("finished student replaced", _student_replaced, [TWENTY]),
+]
+
+
+@pytest.mark.parametrize("case, breaker, expected", RESUME_CHECKPOINT_CASES, ids=[c[0] for c in RESUME_CHECKPOINT_CASES])
+def test_resuming_with_a_bad_checkpoint(run, tiny, tmp_path, capsys, case, breaker, expected):
+    ckpt = breaker(run, tmp_path)
+    rc, _, err = _run("selftrain", _argv(tiny, run), capsys)
+    _expect(rc, err, 2, f"{ckpt}: ", *expected)
+    assert not (tmp_path / "pwned").exists()
 
 
 # ------------------------------------------------------------------------- pseudo-label files of a run
@@ -440,6 +591,11 @@ EVAL_FILE_CASES = [
     ("a one-megabyte video id", json.dumps({"results": {LONG_ID: [_det()]}}),
      ["video 'vvvv", "(1000000 characters)", "unknown video"]),
     ("not JSON at all", "\x89PNG\r\n\x1a\n\x00\x00", ["pred.json: not valid JSON"]),
+    ("results a list", '{"results": [1, 2]}', ["pred.json: field 'results': expected a top-level object with a "
+                                               "'results' mapping"]),
+    ("a detection not an object", '{"results": {"a": [7]}}', ["video 'a'", "field 'results[0]': expected an object"]),
+    ("a segment of 3 numbers", json.dumps({"results": {"a": [_det() | {"segment": [1, 2, 3]}]}}),
+     ["field 'results[0].segment': expected [start, end] numbers, got [1, 2, 3]"]),
 ]
 
 
@@ -462,6 +618,46 @@ def test_ground_truth_with_an_overlong_video_id(tmp_path, capsys):
                                                         "annotations": []}}}))
     rc, _, err = _evaluate(tmp_path, capsys, results={}, gt=gt)
     _expect(rc, err, 2, "gt.json", "video id of 300 bytes: expected at most 250")
+
+
+@pytest.mark.parametrize("case, text, expected", [
+    ("duration beyond the float range", '{"database": {"a": {"subset": "test", "duration": 1e999, "annotations": []}}}',
+     ["gt.json: refused: the number 1e999 is beyond the float range"]),
+    ("NaN segment", '{"database": {"a": {"subset": "test", "duration": 20, "fps": 30, "annotations": '
+                    '[{"label": "Jump", "segment": [NaN, 4]}]}}}',
+     ["gt.json: video 'a': field 'annotations[0].segment': expected finite times, got [nan, 4.0]"]),
+    ("database a list", '{"database": []}', ["gt.json: field 'database': expected a top-level object"]),
+])
+def test_evaluator_refuses_bad_ground_truth(tmp_path, capsys, case, text, expected):
+    gt = tmp_path / "gt.json"
+    gt.write_text(text)
+    rc, _, err = _evaluate(tmp_path, capsys, results={}, gt=gt)
+    _expect(rc, err, 2, *expected)
+
+
+THUMOS_DET_CASES = [
+    ("class id outside the detection classes", "video_test_1 1.0 4.0 99 0.9",
+     "video 'video_test_1': field 'line 1: class_id': '99' is not a THUMOS14 detection class id (one of [7, 9,"),
+    ("unknown video", "video_x 1.0 4.0 7 0.9",
+     "video 'video_x': field 'line 1: video': unknown video (not in the ground truth)"),
+    ("NaN score", "video_test_1 1.0 4.0 7 nan",
+     "video 'video_test_1': field 'line 1: score': expected a finite number, got 'nan'"),
+    ("end beyond the float range", "video_test_1 1.0 1e400 7 0.9",
+     "video 'video_test_1': field 'line 1: end': expected a finite number, got '1e400'"),
+    ("a field missing", "video_test_1 1.0 4.0 7",
+     "video 'video_test_1': field 'line 1': expected 5 fields (video start end class_id score), got 4"),
+]
+
+
+@pytest.mark.parametrize("case, line, expected", THUMOS_DET_CASES, ids=[c[0] for c in THUMOS_DET_CASES])
+def test_thumos14_detection_txt_refused(tmp_path, capsys, case, line, expected):
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    (gt_dir / "BaseballPitch_test.txt").write_text("video_test_1 1.0 4.0\n")
+    (tmp_path / "det.txt").write_text(line + "\n")
+    rc, _, err = _run("evaluate", ["--gt", str(gt_dir), "--pred", str(tmp_path / "det.txt"), "--protocol", "thumos14"],
+                      capsys)
+    _expect(rc, err, 2, f"{tmp_path / 'det.txt'}: {expected}")
 
 
 def test_thumos14_detection_txt_with_a_reversed_segment(tmp_path, capsys):
@@ -491,7 +687,27 @@ COMPARE_CASES = [
     ("quality as text", lambda m: m["rounds"][1]["quality"].update(class_accuracy="high"),
      ["field 'rounds[1].quality.class_accuracy'", "fraction in [0, 1] or null, got 'high'"]),
     ("round number as text", lambda m: m["rounds"][0].update(round="zero"), ["metrics.json: not a selftrain metrics"]),
+    ("rounds not a list", lambda m: m.update(rounds=5), ["metrics.json: not a selftrain metrics.json (expected rounds[]"]),
 ]
+
+
+@pytest.mark.parametrize("case, text, expected", [
+    ("nested 100000 deep", "[" * 100_000 + "]" * 100_000, "refused: nested 100000 levels deep (expected at most 64)"),
+    ("an integer of 400 digits", '{"rounds": [{"round": 1' + "0" * 399 + "}]}",
+     "refused: an integer of 400 digits (expected at most 18)"),
+    ("empty", "", "not valid JSON"),
+])
+def test_compare_refuses_an_unreadable_metrics_file(run, tmp_path, capsys, case, text, expected):
+    (run / "metrics.json").write_text(text)
+    rc, out, err = _run("compare", [str(run), "--out", str(tmp_path / "c.png")], capsys)
+    _expect(rc, err, 2, f"{run / 'metrics.json'}: {expected}")
+    assert out == "" and not (tmp_path / "c.png").exists()
+
+
+def test_compare_on_a_directory_without_metrics(tmp_path, capsys):
+    rc, _, err = _run("compare", [str(tmp_path / "nothing"), "--out", str(tmp_path / "c.png")], capsys)
+    _expect(rc, err, 2, f"{tmp_path / 'nothing' / 'metrics.json'}: missing (is {tmp_path / 'nothing'} a finished "
+            "selftrain run directory?)")
 
 
 @pytest.mark.parametrize("case, edit, expected", COMPARE_CASES, ids=[c[0] for c in COMPARE_CASES])
@@ -553,3 +769,39 @@ def test_pool_video_info_nested_too_deep(tmp_path, capsys):
     info.write_text('{"u1": ' + "{\"a\": " * 200 + "1" + "}" * 200 + "}")
     rc, err = _convert(tmp_path, capsys, None, "--unlabeled-features", str(pool), "--video-info", str(info))
     _expect(rc, err, 2, "info.json: refused: nested 201 levels deep")
+
+
+# ------------------------------------------------------------------------------- unexpected failures
+
+BUG = """
+import runpy, sys
+import raytal.eval.detection as detection
+
+def evaluate_detection(*args, **kwargs):  # a bug deep inside the job
+    return 1 / 0
+
+detection.evaluate_detection = evaluate_detection
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_an_unexpected_failure_in_a_real_job_is_one_line_naming_its_log(tmp_path):
+    gt = _gt_json(tmp_path / "gt.json")
+    pred = _pred(tmp_path / "pred.json", {"a": [_det()]})
+    env = {**os.environ, "RAYTAL_LOG_DIR": str(tmp_path / "logs"),
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", BUG, str(REPO / "jobs" / "evaluate.py"), "--gt", str(gt), "--pred",
+                           str(pred)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    (log,) = (tmp_path / "logs").iterdir()
+    assert proc.returncode == 1
+    assert proc.stderr == f"internal error: ZeroDivisionError: division by zero (full traceback in {log})\n"
+    text = log.read_text()
+    assert text.startswith(f"raytal job evaluate: {REPO / 'jobs' / 'evaluate.py'} --gt {gt} --pred {pred}\n")
+    assert "Traceback (most recent call last)" in text and "in evaluate_detection" in text
+
+
+@pytest.mark.parametrize("job", sorted(p.stem for p in (REPO / "jobs").glob("*.py")))
+def test_every_job_runs_its_main_through_run_job(job):
+    text = (REPO / "jobs" / f"{job}.py").read_text()
+    assert text.rstrip().endswith('if __name__ == "__main__":\n    sys.exit(run_job(main))')
