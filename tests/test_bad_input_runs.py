@@ -1,5 +1,6 @@
-"""Bad input, continued (issue 12's second sweep): run directories, pseudo-label files, evaluation and
-comparison inputs, extreme JSON, through the real jobs.
+"""Bad input, continued (issue 22's sweep): run directories, checkpoints, pseudo-label files, evaluation and
+comparison inputs, extreme JSON, unexpected failures, through the real jobs (docs/reliability.md lists the
+cases with the messages recorded by ``RAYTAL_BAD_INPUT_MESSAGES``).
 
 Every case runs a job's ``run_job(main, argv)`` in this process (what ``python jobs/X.py`` runs; the process
 boundary itself is checked by the busy-directory test, which starts the job as a real subprocess while
@@ -40,6 +41,15 @@ from test_bad_input import D, REPO, T_FULL, _convert, _det, _gt_json, _job, _pre
 FAST = ["--set", "train.epochs=1", "--set", "train.warmup_epochs=0", "--set", "train.min_batches_per_epoch=1"]
 
 
+def _record(job: str, rc: int, err: str) -> None:
+    """With $RAYTAL_BAD_INPUT_MESSAGES set, append what the user saw to that file (JSON lines): the messages
+    in docs/reliability.md come from it."""
+    if path := os.environ.get("RAYTAL_BAD_INPUT_MESSAGES"):
+        with open(path, "a") as f:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]  # "<id> (call)"
+            f.write(json.dumps({"test": test, "job": job, "rc": rc, "err": err}) + "\n")
+
+
 def _run(job: str, argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     capsys.readouterr()
     from raytal.cli import run_job
@@ -47,6 +57,7 @@ def _run(job: str, argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int,
     rc = run_job(_job(job).main, argv)
     out = capsys.readouterr()
     assert "Traceback" not in out.err and "Traceback" not in out.out
+    _record(job, rc, out.err)
     return rc, out.out, out.err
 
 
@@ -358,7 +369,8 @@ RESUME_CHECKPOINT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case, breaker, expected", RESUME_CHECKPOINT_CASES, ids=[c[0] for c in RESUME_CHECKPOINT_CASES])
+@pytest.mark.parametrize("case, breaker, expected", RESUME_CHECKPOINT_CASES,
+                         ids=[c[0] for c in RESUME_CHECKPOINT_CASES])
 def test_resuming_with_a_bad_checkpoint(run, tiny, tmp_path, capsys, case, breaker, expected):
     ckpt = breaker(run, tmp_path)
     rc, _, err = _run("selftrain", _argv(tiny, run), capsys)
@@ -456,6 +468,7 @@ def test_a_second_run_on_a_busy_directory_is_refused_and_a_dead_holders_lock_is_
         assert holder.stdout.readline().strip() == "held"
         job = [sys.executable, str(REPO / "jobs" / "selftrain.py"), *_argv(tiny, run)]
         busy = subprocess.run(job, capture_output=True, text=True, env=env, cwd=REPO)
+        _record("selftrain", busy.returncode, busy.stderr)
         assert busy.returncode == 2, busy.stderr
         assert "Traceback" not in busy.stderr
         assert f"run directory in use by pid {holder.pid} on host " in busy.stderr
@@ -551,8 +564,7 @@ def _evaluate(tmp_path: Path, capsys, pred_text: str | None = None, results: dic
 
 EXACT_B = [_det("Throw", (5.0, 9.0))]
 
-
-@pytest.mark.parametrize("case, results, warning, average", [
+DEGENERATE_CASES = [
     # Jump: the zero-length detection (score 0.95) ranks first and matches nothing, then the exact one:
     # precision 1/2 at recall 1 -> AP 0.5; Throw exact -> 1. mAP 0.75 at every tIoU.
     ("zero-length segment", {"a": [_det(seg=(2.0, 2.0), score=0.95), _det()], "b": EXACT_B},
@@ -564,7 +576,11 @@ EXACT_B = [_det("Throw", (5.0, 9.0))]
     # Only the order counts: the exact detection (-0.5) ranks above the false one (-0.9): AP 1 and 1.
     ("negative scores", {"a": [_det(score=-0.5), _det(seg=(10.0, 12.0), score=-0.9)], "b": EXACT_B},
      "predictions with a negative score: 2 (min -0.9), ranked as given", 1.0),
-])
+]
+
+
+@pytest.mark.parametrize("case, results, warning, average", DEGENERATE_CASES,
+                         ids=[c[0] for c in DEGENERATE_CASES])
 def test_degenerate_predictions_are_scored_as_given_with_a_warning(tmp_path, capsys, case, results, warning, average):
     rc, out, err = _evaluate(tmp_path, capsys, None, results, None, "--json")
     assert rc == 0, err
@@ -620,14 +636,17 @@ def test_ground_truth_with_an_overlong_video_id(tmp_path, capsys):
     _expect(rc, err, 2, "gt.json", "video id of 300 bytes: expected at most 250")
 
 
-@pytest.mark.parametrize("case, text, expected", [
+GROUND_TRUTH_CASES = [
     ("duration beyond the float range", '{"database": {"a": {"subset": "test", "duration": 1e999, "annotations": []}}}',
      ["gt.json: refused: the number 1e999 is beyond the float range"]),
     ("NaN segment", '{"database": {"a": {"subset": "test", "duration": 20, "fps": 30, "annotations": '
                     '[{"label": "Jump", "segment": [NaN, 4]}]}}}',
      ["gt.json: video 'a': field 'annotations[0].segment': expected finite times, got [nan, 4.0]"]),
     ("database a list", '{"database": []}', ["gt.json: field 'database': expected a top-level object"]),
-])
+]
+
+
+@pytest.mark.parametrize("case, text, expected", GROUND_TRUTH_CASES, ids=[c[0] for c in GROUND_TRUTH_CASES])
 def test_evaluator_refuses_bad_ground_truth(tmp_path, capsys, case, text, expected):
     gt = tmp_path / "gt.json"
     gt.write_text(text)
@@ -687,16 +706,20 @@ COMPARE_CASES = [
     ("quality as text", lambda m: m["rounds"][1]["quality"].update(class_accuracy="high"),
      ["field 'rounds[1].quality.class_accuracy'", "fraction in [0, 1] or null, got 'high'"]),
     ("round number as text", lambda m: m["rounds"][0].update(round="zero"), ["metrics.json: not a selftrain metrics"]),
-    ("rounds not a list", lambda m: m.update(rounds=5), ["metrics.json: not a selftrain metrics.json (expected rounds[]"]),
+    ("rounds not a list", lambda m: m.update(rounds=5),
+     ["metrics.json: not a selftrain metrics.json (expected rounds[]"]),
 ]
 
 
-@pytest.mark.parametrize("case, text, expected", [
+METRICS_FILE_CASES = [
     ("nested 100000 deep", "[" * 100_000 + "]" * 100_000, "refused: nested 100000 levels deep (expected at most 64)"),
     ("an integer of 400 digits", '{"rounds": [{"round": 1' + "0" * 399 + "}]}",
      "refused: an integer of 400 digits (expected at most 18)"),
     ("empty", "", "not valid JSON"),
-])
+]
+
+
+@pytest.mark.parametrize("case, text, expected", METRICS_FILE_CASES, ids=[c[0] for c in METRICS_FILE_CASES])
 def test_compare_refuses_an_unreadable_metrics_file(run, tmp_path, capsys, case, text, expected):
     (run / "metrics.json").write_text(text)
     rc, out, err = _run("compare", [str(run), "--out", str(tmp_path / "c.png")], capsys)
@@ -734,23 +757,28 @@ def test_compare_out_naming_a_directory(finished, tmp_path, capsys):
 # ----------------------------------------------------------------------------------- dataset inputs
 
 
-@pytest.mark.parametrize("case, mutate, expected", [
+ANNOTATION_EXTREMES = [
     ("duration as a 30-digit integer", lambda a: a["database"]["v1"].update(duration=10 ** 30),
      ["ann.json: refused: an integer of 31 digits"]),
     ("video id of 300 bytes", lambda a: a["database"].update({"w" * 300: a["database"].pop("v3")}),
      ["ann.json", "video id of 300 bytes"]),
-])
+]
+
+
+@pytest.mark.parametrize("case, mutate, expected", ANNOTATION_EXTREMES, ids=[c[0] for c in ANNOTATION_EXTREMES])
 def test_annotation_file_extremes(tmp_path, capsys, case, mutate, expected):
     ann = _raw_annotations()
     mutate(ann)
     capsys.readouterr()
     rc, err = _convert(tmp_path, capsys, ann)
+    _record("make_dataset", rc, err)
     _expect(rc, err, 2, *expected)
     assert "Traceback" not in err
 
 
 def test_annotation_file_nested_too_deep(tmp_path, capsys):
     rc, err = _convert(tmp_path, capsys, '{"database": ' + "[" * 3000 + "]" * 3000 + "}")
+    _record("make_dataset", rc, err)
     _expect(rc, err, 2, "ann.json: refused: nested 3001 levels deep")
 
 
@@ -758,6 +786,7 @@ def test_features_of_an_absurd_magnitude(tmp_path, capsys):
     feats = np.full((T_FULL, D), 0.5, np.float32)
     feats[6, 3] = 3e30  # uninitialised memory, say
     rc, err = _convert(tmp_path, capsys, None, v2=feats)
+    _record("make_dataset", rc, err)
     _expect(rc, err, 2, "v2.npy: video 'v2': field 'features'", "beyond +-1e+06", "snippet 6")
 
 
@@ -768,6 +797,7 @@ def test_pool_video_info_nested_too_deep(tmp_path, capsys):
     info = tmp_path / "info.json"
     info.write_text('{"u1": ' + "{\"a\": " * 200 + "1" + "}" * 200 + "}")
     rc, err = _convert(tmp_path, capsys, None, "--unlabeled-features", str(pool), "--video-info", str(info))
+    _record("make_dataset", rc, err)
     _expect(rc, err, 2, "info.json: refused: nested 201 levels deep")
 
 
@@ -793,6 +823,7 @@ def test_an_unexpected_failure_in_a_real_job_is_one_line_naming_its_log(tmp_path
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", BUG, str(REPO / "jobs" / "evaluate.py"), "--gt", str(gt), "--pred",
                            str(pred)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    _record("evaluate", proc.returncode, proc.stderr)
     (log,) = (tmp_path / "logs").iterdir()
     assert proc.returncode == 1
     assert proc.stderr == f"internal error: ZeroDivisionError: division by zero (full traceback in {log})\n"
