@@ -6,7 +6,8 @@ Every case runs a job's ``run_job(main, argv)`` in this process (what ``python j
 boundary itself is checked by the busy-directory test, which starts the job as a real subprocess while
 another process holds the run) and asserts the exit status, that no traceback is printed, and that the
 message names the key, file or field. The run-directory cases resume one finished tiny run (1 epoch, built
-once per module): each fails before any training, so the module takes about as long as that one run.
+once per module, copied by the cases that break it): they fail before any training (the branch test alone
+trains one more round), so the module takes a few times as long as that one run.
 """
 
 from __future__ import annotations
