@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"data.root={cfg.data.root!r}: the training dataset's dataset.yaml is needed for the "
                           "feature grid and the class names")
     info = load_dataset_info(cfg.data.root)
-    Predictor(cfg, args.checkpoint, len(info.classes))  # refuses a checkpoint of another class count, early
+    # refuses a checkpoint of another class count or feature width, early
+    Predictor(cfg, args.checkpoint, len(info.classes), info.feature_dim)
     if args.features:
         units = feature_units(args.features)
         video_info = read_video_info(args.video_info) if args.video_info else {}
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         units = shard_units([f for s in args.shards for f in list_shards(s)])
         read = unit_blocks
-    make_infer = functools.partial(Predictor, cfg, args.checkpoint, len(info.classes))
+    make_infer = functools.partial(Predictor, cfg, args.checkpoint, len(info.classes), info.feature_dim)
     as_json = args.out.endswith(".json")
     out_dir = tempfile.mkdtemp(prefix="raytal-predict-") if as_json else storage.resolve(args.out)
     start = time.perf_counter()

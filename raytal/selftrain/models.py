@@ -35,8 +35,11 @@ def load_detector(cfg: Config, path: str | Path, num_classes: int | None = None,
     try:
         model.load_state_dict(state.get("ema") or state["model"])
     except RuntimeError as e:  # another model size: the config's model.* differs from the checkpoint's
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        first = next((line for line in lines if line.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+                     lines[0] if lines else "")  # torch's first line only says "Error(s) in loading state_dict"
         raise CheckpointError(f"{path}: its weights do not fit the configured model (model.* differs): "
-                                 f"{str(e).splitlines()[0]}") from e
+                              f"{first[:300]}") from e
     return model.eval()
 
 

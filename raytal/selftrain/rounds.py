@@ -29,7 +29,7 @@ import numpy as np
 
 from raytal.config import Config, ConfigError
 from raytal.core import storage
-from raytal.core.errors import DataError, RunStateError
+from raytal.core.errors import CheckpointError, DataError, RunStateError
 from raytal.core.segments import SegmentTable
 from raytal.data.dataset import load_dataset_info
 from raytal.data.index import RunIndex, build_index, source_ids, source_videos
@@ -41,7 +41,7 @@ from raytal.recipes.registry import LabelingContext
 from raytal.core.protocols import format_tious
 from raytal.selftrain.evaluate import eval_tious, evaluate_checkpoint
 from raytal.selftrain.ledger import StageLog
-from raytal.selftrain.models import DETECTOR
+from raytal.selftrain.models import DETECTOR, load_detector, load_weak_base
 from raytal.selftrain.report import percent, write_report
 from raytal.selftrain.run_lock import RunLock
 from raytal.selftrain.run_record import open_record
@@ -102,8 +102,8 @@ class Run:
         self.lock = RunLock(self.dir)
         self.lock.acquire()
         try:
+            self.stages = StageLog(self.path("stages.json"), guard=self.lock.check)  # a damaged ledger: before writes
             open_record(cfg, self.dir, self.info)
-            self.stages = StageLog(self.path("stages.json"), guard=self.lock.check)
         except BaseException:
             self.lock.release()
             raise
@@ -176,11 +176,25 @@ class Run:
     def teacher(self, index: RunIndex, init: str | None) -> str:
         cfg = self.cfg
         if cfg.run.teacher:  # a teacher shared between runs (Tune trials whose keys do not change round 0)
-            return self.stages.run("round_0/train", lambda: storage.resolve(cfg.run.teacher))
+            return self.stages.run("round_0/train", self.shared_teacher, index)
         if cfg.data.setting == "weak":  # video-level labels only: the base WTAL model is the first teacher
             return self.stages.run("round_0/train", train_weak_stage, cfg, index, self.path("round_0", "train"))
         log.info("round_0/train: teacher on %d labeled videos", index.count("labeled"))
         return self.stages.run("round_0/train", self.backend.train, cfg, self.train_spec(index, "round_0/train", init=init))
+
+    def shared_teacher(self, index: RunIndex) -> str:
+        """``run.teacher``, loaded once before the run records it as its round 0: a file that is not the
+        teacher this run needs (kind, class count, feature width, model size) would otherwise fail only
+        when first used, with the stage already recorded."""
+        path = storage.resolve(self.cfg.run.teacher)
+        try:
+            if self.cfg.data.setting == "weak":
+                load_weak_base(path, index.num_classes, index.feature_dim)
+            else:
+                load_detector(self.cfg, path, index.num_classes, index.feature_dim)
+        except CheckpointError as e:
+            raise CheckpointError(f"run.teacher: {e}") from None
+        return path
 
     def evaluate(self, index: RunIndex, r: int, checkpoint: str) -> dict:
         part = self.cfg.run.eval_subset

@@ -41,7 +41,7 @@ log = logging.getLogger("raytal.selftrain")
 RESUMABLE_KEYS = ("run.rounds", "run.dir", "train.torch_threads", "ray.", "tune.")
 RECORD_NAME = "run.json"
 MAX_RECORD_BYTES = 64 << 20
-_SHOWN_CHANGES = 3
+_SHOWN_CHANGES = 8
 
 
 def resumable(key: str) -> bool:
@@ -136,10 +136,13 @@ def open_record(cfg: Config, run_dir: str, info: DatasetInfo) -> None:
     recorded = _recorded_config(config_path, run_dir)
     changes = config_changes(recorded, cfg)
     if changes:
+        teacher = storage.join(run_dir, "round_0", "train", "final.pt")
+        share = (f"; with run.teacher={teacher} the new run starts from this run's teacher, if the changed keys "
+                 "cannot change round 0") if storage.exists(teacher) else ""
         raise RunStateError(
             f"{run_dir}: this run directory holds a run of another config: {_listing(changes)}. Only "
             f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE_KEYS)} may change when a run "
-            "resumes; give this config another run.dir (config.yaml is left as it was)")
+            f"resumes; give this config another run.dir (config.yaml is left as it was){share}")
     if storage.exists(record_path):
         changed = data_changes(_recorded_data(record_path), fingerprint)
         if changed:

@@ -123,13 +123,13 @@ class Predictor:
     """Test-time detections (seconds) of a checkpoint of either kind, one dict per video; the model is
     loaded once, then called on chunks of videos."""
 
-    def __init__(self, cfg: Config, checkpoint: str, num_classes: int | None = None):
+    def __init__(self, cfg: Config, checkpoint: str, num_classes: int | None = None, input_dim: int | None = None):
         set_torch_threads(cfg.train.torch_threads)
         self.cfg, self.kind = cfg, teacher_kind(checkpoint)
         if self.kind == WEAK_BASE:
-            self.model = load_weak_base(checkpoint, num_classes)
+            self.model = load_weak_base(checkpoint, num_classes, input_dim)
         else:
-            self.model = load_detector(cfg, checkpoint, num_classes)
+            self.model = load_detector(cfg, checkpoint, num_classes, input_dim)
             self.fusion = test_fusion(cfg)
             self.infer = cfg.infer if self.fusion is None else dataclasses.replace(cfg.infer, nms="fusion")
 
