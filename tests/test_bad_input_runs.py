@@ -328,16 +328,6 @@ def test_a_shared_teacher_is_checked_before_the_run_records_it(finished, tiny, t
     assert list(_ledger(run)["stages"]) == ["split"]  # round 0 not recorded: a fixed file is used on the re-run
 
 
-def _point_at_copy(run: Path, stage: str) -> Path:
-    """Make the ledger's recorded checkpoint of ``stage`` the copy's own (a copied run's ledger names the
-    original's files by absolute path) and return it."""
-    data = _ledger(run)
-    path = run / stage / "final.pt"
-    data["stages"][stage]["result"] = str(path)
-    (run / "stages.json").write_text(json.dumps(data))
-    return path
-
-
 def _resume_with_last(edit: Callable[[Path, Path], None]) -> Callable[[Path, Path], Path]:
     def breaker(run: Path, tmp: Path) -> Path:
         _forget(run, "round_1/train", "round_1/eval", "finished_1_rounds")
@@ -348,14 +338,14 @@ def _resume_with_last(edit: Callable[[Path, Path], None]) -> Callable[[Path, Pat
 
 
 def _teacher_gone(run: Path, tmp: Path) -> Path:
-    path = _point_at_copy(run, "round_0/train")
+    path = run / "round_0" / "train" / "final.pt"  # the ledger names the copy's own file (run-relative)
     _forget(run, "round_1/pseudo", "round_1/quality", "round_1/train", "round_1/eval", "finished_1_rounds")
     path.unlink()
     return path
 
 
 def _student_replaced(run: Path, tmp: Path) -> Path:
-    path = _point_at_copy(run, "round_1/train")
+    path = run / "round_1" / "train" / "final.pt"
     _forget(run, "round_1/eval", "finished_1_rounds")
     _edited(path, path, num_classes=20)
     return path

@@ -6,6 +6,9 @@ rewritten atomically (``raytal.core.storage.write_text``: temp file + rename, or
 kill never leaves it half-written; it lives wherever the run does (a local path or a storage URI). A
 ledger that is nevertheless unreadable (damaged, edited, cut short by a copy) is a ``RunStateError`` naming
 the file and what to do, never a crash.
+
+Paths inside the run directory (checkpoints) are recorded relative to it (``$RUN/round_0/train/final.pt``),
+so a run directory that is moved or copied — locally or to a bucket — resumes on its own files.
 """
 
 from __future__ import annotations
@@ -22,6 +25,17 @@ from raytal.core.errors import RunStateError, clip
 from raytal.core.jsonfile import read_json
 
 MAX_LEDGER_BYTES = 256 << 20  # results are summaries and metrics: a few KB per stage
+RUN_PREFIX = "$RUN/"
+
+
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    return value
 
 
 class StageLog:
@@ -30,6 +44,7 @@ class StageLog:
 
     def __init__(self, path: str | Path, guard: Callable[[], None] | None = None):
         self.path = str(path)
+        self.root = storage.parent(self.path).rstrip("/") + "/"  # the run directory
         self.guard = guard
         self.stages: dict[str, Any] = {}
         if storage.exists(self.path):
@@ -39,7 +54,8 @@ class StageLog:
         return name in self.stages
 
     def result(self, name: str) -> Any:
-        return self.stages[name]["result"]
+        return _map_strings(self.stages[name]["result"],
+                            lambda s: self.root + s[len(RUN_PREFIX):] if s.startswith(RUN_PREFIX) else s)
 
     def seconds(self, name: str) -> float:
         return float(self.stages[name]["seconds"])
@@ -47,7 +63,8 @@ class StageLog:
     def record(self, name: str, result: Any, seconds: float) -> None:
         if self.guard is not None:
             self.guard()
-        self.stages[name] = {"result": result, "seconds": round(seconds, 3), "finished": time.time()}
+        stored = _map_strings(result, lambda s: RUN_PREFIX + s[len(self.root):] if s.startswith(self.root) else s)
+        self.stages[name] = {"result": stored, "seconds": round(seconds, 3), "finished": time.time()}
         storage.write_text(self.path, json.dumps({"stages": self.stages}, indent=1))
 
     def run(self, name: str, fn, *args, **kwargs) -> Any:
@@ -59,7 +76,7 @@ class StageLog:
         # (e.g. int dict keys become strings in both cases).
         result = json.loads(json.dumps(fn(*args, **kwargs)))
         self.record(name, result, time.perf_counter() - start)
-        return result
+        return self.result(name)
 
 
 def _read_ledger(path: str) -> dict[str, Any]:
