@@ -129,7 +129,7 @@ def steady_per_step(stage_dir: Path, steps: int) -> float:
     """Seconds per training step of the last epoch: the time between Ray Train's last two epoch checkpoints
     (named by the time they were reported), so TorchTrainer's start-up and the first epoch are excluded."""
     stamps = sorted(datetime.strptime(d.name[len("checkpoint_"):], "%Y-%m-%d_%H-%M-%S.%f")
-                    for d in (stage_dir / "ray_train").glob("checkpoint_*"))
+                    for d in (stage_dir / "ray_train").glob("checkpoint_*") if d.is_dir())
     return (stamps[-1] - stamps[-2]).total_seconds() / steps
 
 
