@@ -59,7 +59,9 @@ def read_unit(unit: Unit, setting: str, delta_targets: bool = False) -> Iterator
     if isinstance(unit, PseudoSource):
         return pseudo_videos(unit, setting, delta_targets)
     part, src = unit
-    return source_videos(src, part, setting)
+    # The index reads no features: unchecked, a NaN surfaces as a NaN loss, not as a DataError naming the
+    # file and the video (pseudo-labeled videos need none: the labeling stage made error rows of theirs).
+    return source_videos(src, part, setting, check_finite=True)
 
 
 def stream_seed(cfg: Config, spec: TrainSpec, kind: int) -> list[int]:
