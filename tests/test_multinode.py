@@ -14,15 +14,9 @@ touched. The child prints its findings as one JSON line; the assertions are here
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from cluster_scenarios import run_scenario
-
-REPO = Path(__file__).resolve().parents[1]
+from cluster_scenarios import make_tiny, run_scenario
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster_run(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("multinode")
-    tiny = work / "tiny"
-    subprocess.run([sys.executable, str(REPO / "jobs" / "make_dataset.py"), "--preset", "tiny", "--out", str(tiny)],
-                   check=True, capture_output=True)
-    return run_scenario("multinode", work / "run", tiny)
+    return run_scenario("multinode", work / "run", make_tiny(work / "tiny"))
 
 
 def test_simulated_cluster_has_a_head_and_two_worker_nodes(cluster_run):
@@ -50,9 +41,12 @@ def test_pseudo_labeling_spreads_over_both_worker_nodes(cluster_run):
     assert set(p["infer_nodes"]) == workers
     assert set(p["actors"]["MapWorker(MapBatches(InferStage))"]) == workers
     assert set(p["label_tasks"]) == workers
-    # Nothing lost or doubled on the way: one row per unlabeled video.
+    # Nothing lost or doubled on the way: one row per unlabeled video, in the directory of its source
+    # (shard=<k>), whichever node labeled it.
     assert p["videos_in"] == p["rows_out"] == len(p["ids"]) == len(set(p["ids"])) == p["unlabeled"]
     assert p["num_errors"] == 0
+    assert len(p["source_ids"]) > 1
+    assert {k: sorted(v) for k, v in p["by_source"].items()} == {k: sorted(v) for k, v in p["source_ids"].items()}
 
 
 def test_ddp_training_runs_one_worker_per_node(cluster_run):
@@ -60,3 +54,5 @@ def test_ddp_training_runs_one_worker_per_node(cluster_run):
     # 2 Train workers that each need 1.5 of a node's 2 CPUs: they can only be on the two worker nodes.
     assert set(t["workers"]["RayTrainWorker"]) == set(cluster_run["worker_nodes"])
     assert t["final_epoch"] == 2  # train.epochs=2 in the scenario: the DDP run finished every epoch
+    # The student trained on the labeled videos and on the pseudo-labeled ones just written.
+    assert 0 < t["num_pseudo"] <= cluster_run["pseudo"]["unlabeled"]
