@@ -1,10 +1,11 @@
 """Ray Data pseudo-label pipeline vs the same stages in one plain Python process (issue 7).
 
-Data: tiny-preset synthetic unlabeled videos (D=32, ~70 snippets, stream_unlabeled) in shards of 250.
-Teacher: a seeded 1-D conv net (D -> width x layers -> C, torch, 1 thread per worker); labeling: per-class
-runs of snippets scoring > 0.5 become segments. The plain loop calls the very same stage code
-(``InferLabelStage``, which the pipeline runs in its CPU actors) on Parquet row batches and writes with
-one ParquetWriter, so the ratios measure Ray's parallelism and overhead, nothing else.
+Data: tiny-preset synthetic unlabeled videos (D=32, ~70 snippets, stream_unlabeled) in shards of 250, given
+to the pipeline as a run's pool (one ``LabelSpec`` source per shard file). Teacher: a seeded 1-D conv net
+(D -> width x layers -> C, torch, 1 thread per worker); labeling: per-class runs of snippets scoring > 0.5
+become segments. The plain loop calls the very same stage code (``InferLabelStage``, which the pipeline runs
+in its CPU actors) on the same blocks of shard rows (``unit_blocks``) and writes with one ParquetWriter, so
+the ratios measure Ray's parallelism and overhead, nothing else.
 
 Prints, in one run:
   - throughput (videos/s) of the Ray pipeline with 2 CPU workers vs the plain loop (target >= 1.6x);
@@ -31,16 +32,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raytal.core.grid import grid_to_seconds
-from raytal.data.pseudo_io import PSEUDO_SCHEMA
-from raytal.data.shards import write_shards
-from raytal.data.synthetic import class_sets_of, make_world, stream_unlabeled, tiny_timelines
 from raytal.core.video import Video
-from raytal.distributed.pseudolabel import InferLabelStage, run_pseudolabel_pipeline
+from raytal.data.index import Source
+from raytal.data.shards import open_shard, write_shards
+from raytal.data.synthetic import class_sets_of, make_world, stream_unlabeled, tiny_timelines
+from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
 from raytal.distributed.session import ensure_ray
+from raytal.selftrain.pseudo_stage import OUT_SCHEMA, InferLabelStage, Unit, unit_blocks
+from raytal.selftrain.spec import LabelSpec
 
 D, C = 32, 5
 ROWS_PER_SHARD = 250
@@ -107,18 +109,24 @@ def make_shards(out: Path, count: int) -> list[str]:
     return [str(p) for p in write_shards(stream_unlabeled(world, train, count, seed=1), out, ROWS_PER_SHARD)]
 
 
+def label_spec(files: list[str], out: Path) -> LabelSpec:
+    """The shard files as a round's pseudo sources (a pool: every row of each file)."""
+    sources = tuple(("pool", Source(f, None, open_shard(f).metadata.num_rows)) for f in files)
+    return LabelSpec("bench", 1, str(out), C, "semi", sources)
+
+
 def run_plain(files: list[str], out: Path, teacher: ConvTeacher) -> float:
     """The same stages in this process, one batch at a time; returns seconds."""
     import torch
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    stage = InferLabelStage(teacher, None, 1, label_video=label_runs, round=1, teacher="bench")
+    stage = InferLabelStage(teacher, None, 1, "semi", label_video=label_runs, round=1, teacher="bench")
     out.mkdir(parents=True, exist_ok=True)
-    with pq.ParquetWriter(out / "plain.parquet", PSEUDO_SCHEMA) as writer:
-        for f in files:
-            for rb in pq.ParquetFile(f).iter_batches(batch_size=BATCH):
-                writer.write_table(stage(pa.Table.from_batches([rb])))
+    with pq.ParquetWriter(out / "plain.parquet", OUT_SCHEMA) as writer:
+        for k, (part, src) in enumerate(label_spec(files, out).sources):
+            for block in unit_blocks(Unit(k, part, src.file, src.ids, src.count), BATCH):
+                writer.write_table(stage(block))
     return time.perf_counter() - start
 
 
@@ -135,8 +143,8 @@ def run_plain_pair(files: list[str], out: Path, teacher: ConvTeacher) -> float:
 
 def run_ray(files: list[str], out: Path, teacher: ConvTeacher, pool: int) -> float:
     s = run_pseudolabel_pipeline(
-        files, str(out), make_infer=teacher, label_video=label_runs, round=1, teacher="bench",
-        batch_size=BATCH, pool_size=pool, actor_cpus=0.5, use_gpu=False,
+        label_spec(files, out), make_infer=teacher, label_video=label_runs, batch_size=BATCH, pool_size=pool,
+        actor_cpus=0.5, use_gpu=False,
     )
     if s.rows_out != s.videos_in or s.num_errors:
         raise RuntimeError(f"pipeline lost videos or failed: {s.format()}")

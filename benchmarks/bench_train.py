@@ -2,10 +2,9 @@
 
 Both sides run the project's real stage code with the tiny detector on the thumos14-synth preset (every
 training video labeled: ~50 global batches of 4 per epoch, crops of up to 256 snippets; ``--preset tiny``
-gives 8): the in-process
-back-end ``train_local`` and the Ray back-end
-``train_ray`` (``TorchTrainer`` around the same ``run_training``, 1 and 2 workers of 0.5 CPU, 1 torch
-thread each). Epoch times come from the wall-clock stamps of the per-epoch TensorBoard scalars both
+gives 8), one round-0 ``TrainSpec`` each (``Run.train_spec`` on the run's index): the in-process back-end
+``train_local`` and the Ray back-end ``train_ray`` (``TorchTrainer`` around the same ``run_training``, fed
+by Ray Data, 1 and 2 workers of 0.5 CPU, 1 torch thread each). Epoch times come from the wall-clock stamps of the per-epoch TensorBoard scalars both
 write on rank 0, so the time between two consecutive epochs covers everything an epoch costs there (the
 training steps, the checkpoint written, and for Ray the ``ray.train.report`` that copies it into storage).
 Start-up is the time from the call to the first epoch's stamp minus one steady epoch; the very first
@@ -21,7 +20,11 @@ Prints, in one run:
     <= 15 %), and each side's start-up separately;
   - per-epoch time of 2 workers vs 1 (speed-up);
   - the cost of one epoch checkpoint under Ray: writing state.pt + final.pt, and ``ray.train.report``
-    with that checkpoint, timed inside a Train worker.
+    with that checkpoint, timed inside a Train worker (a 1-worker ``TorchTrainer`` of its own, started
+    like ``train_ray``'s: ``NodeBoundTorchConfig``, so its process group listens on loopback only).
+
+thumos14-synth takes its timelines from thumos14.json, looked up in the shared third-party data directory
+(tests/conftest.py: $RAYTAL_SHARED_DATA, else <repo>/../shared/data) unless ``--annotations`` is given.
 
     .venv/bin/python benchmarks/bench_train.py [--preset thumos14-synth|tiny] [--epochs 6] [--max-seq-len 256] [--reports 6]
 
@@ -46,8 +49,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from raytal.config import Config, load_config  # noqa: E402
-from raytal.data.dataset import load_dataset, write_split_shards  # noqa: E402
-from raytal.selftrain.train_stage import train_local  # noqa: E402
+from raytal.selftrain.rounds import Run  # noqa: E402
+from raytal.selftrain.train_stage import batch_plan, train_local  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import shared_data_dir  # noqa: E402
 
 
 def epoch_stamps(tb_dir: Path, tag: str = "train/loss") -> list[float]:
@@ -81,7 +87,7 @@ def _report_loop(config: dict) -> None:
     import ray.train
     from ray.train import Checkpoint
 
-    from raytal.distributed.train import _quiet_worker_logs
+    from raytal.distributed.ray_train import _quiet_worker_logs
     from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
 
     _quiet_worker_logs()
@@ -113,10 +119,13 @@ def report_cost(storage: Path, state: Path, final: Path, reports: int, cpus: flo
     import ray.train.torch
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 
+    from raytal.distributed.process_group import NodeBoundTorchConfig
+
     trainer = ray.train.torch.TorchTrainer(
         _report_loop,
         train_loop_config={"state": str(state), "final": str(final), "reports": reports, "gap": 2.5},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": cpus}),
+        torch_config=NodeBoundTorchConfig(),  # as train_ray: the process group listens on loopback only
         run_config=RunConfig(name="report_cost", storage_path=str(storage), checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     m = trainer.fit().metrics  # the last report carries the medians of all the earlier ones
@@ -129,16 +138,26 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--max-seq-len", type=int, default=256, help="training crop (snippets); longer = longer epochs")
     ap.add_argument("--reports", type=int, default=6, help="timed reports in the checkpoint-cost run")
+    ap.add_argument("--annotations", type=Path, default=shared_data_dir() / "thumos14.json",
+                    help="thumos14.json for the thumos14-synth preset")
     args = ap.parse_args()
+    if args.reports < 2:  # the first report of each half is not timed (nothing before it to wait for)
+        ap.error("--reports must be >= 2")
     torch.set_num_threads(1)
+    make = [sys.executable, str(REPO / "jobs" / "make_dataset.py"), "--preset", args.preset]
+    if args.preset == "thumos14-synth":
+        if not args.annotations.is_file():
+            print(f"{args.annotations}: not found; pass --annotations thumos14.json (ActionFormer's THUMOS14 file), "
+                  "set RAYTAL_SHARED_DATA, or use --preset tiny")
+            return 2
+        make += ["--annotations", str(args.annotations)]
 
+    from raytal.distributed.ray_train import train_ray
     from raytal.distributed.session import ensure_ray
-    from raytal.distributed.train import train_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        subprocess.run([sys.executable, str(REPO / "jobs" / "make_dataset.py"), "--preset", args.preset, "--out", str(root / "data")],
-                       check=True, capture_output=True)
+        subprocess.run([*make, "--out", str(root / "data")], check=True, capture_output=True)
 
         def config(*extra: str) -> Config:
             return load_config(REPO / "configs" / "tiny_supervised.yaml", [
@@ -147,31 +166,33 @@ def main() -> int:
                 "ray.cpus_per_worker=0.5", *extra])
 
         cfg = config()
-        ds = load_dataset(cfg.data)
-        split = root / "split"
-        write_split_shards(ds, split, cfg.ray.rows_per_shard)
-        C, D = ds.num_classes, ds.info.feature_dim
-        batches = -(-len(ds.labeled) // cfg.train.batch_size)
-        print(f"data: {args.preset}, {len(ds.labeled)} labeled videos, {batches} global batches of {cfg.train.batch_size} "
-              f"per epoch, {args.epochs} epochs; load average {os.getloadavg()[0]:.1f}")
+        run = Run(cfg, None)  # the stages' specs only: each side below trains them itself
+        index = run.load_index()
+
+        def spec(name: str):
+            return run.train_spec(index, name)
+
+        _, _, steps = batch_plan(cfg, spec("plain"))
+        print(f"data: {args.preset}, {index.count('labeled')} labeled videos, {steps} global batches of "
+              f"{cfg.train.batch_size} per epoch, {args.epochs} epochs; load average {os.getloadavg()[0]:.1f}")
 
         def plain(name: str) -> tuple[float, float, str]:
             t = time.time()
-            final = train_local(cfg, root / name, split, None, None, C, D)
-            return (*timing(t, epoch_stamps(root / name / "tb")), final)
+            final = train_local(cfg, spec(name))
+            return (*timing(t, epoch_stamps(root / "run" / name / "tb")), final)
 
         plain_epoch, plain_start, final = plain("plain")
 
         ensure_ray(num_cpus=2)
         t = time.time()
-        save_s, report_s, b2b_s = report_cost(root / "report", root / "plain" / "last.pt", Path(final), args.reports,
-                                       cfg.ray.cpus_per_worker)
+        save_s, report_s, b2b_s = report_cost(root / "report", root / "run" / "plain" / "last.pt", Path(final),
+                                              args.reports, cfg.ray.cpus_per_worker)
         cold = time.time() - t - args.reports * (2 * save_s + report_s + b2b_s + 2.5)
         ray_epoch, ray_start = {}, {}
         for workers in (1, 2):
             t = time.time()
-            train_ray(config(f"ray.num_workers={workers}"), root / f"ray{workers}", split, None, None, C, D)
-            ray_epoch[workers], ray_start[workers] = timing(t, epoch_stamps(root / f"ray{workers}" / "tb"))
+            train_ray(config(f"ray.num_workers={workers}"), spec(f"ray{workers}"))
+            ray_epoch[workers], ray_start[workers] = timing(t, epoch_stamps(root / "run" / f"ray{workers}" / "tb"))
         plain_after, _, _ = plain("plain_after")
 
     # The plain loop runs before and after the Ray runs; the faster of the two is its figure, so load

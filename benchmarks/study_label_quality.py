@@ -2,18 +2,20 @@
 to a chosen quality, next to the recipes' students (issue 6's "find out why").
 
 The student is trained exactly like a recipe's student (same config, same labeled videos, the pseudo-labeled
-videos through the same Parquet files and trainer) on "oracle" pseudo labels made from the ground truth:
-each instance kept with probability ``--recall``, its class replaced by a random other class with probability
-``1 - --class-acc``, each boundary moved by N(0, (jitter x length)^2). Every random choice comes from ``--seed``.
-The measured quality of the result (pseudo_label_quality, as in a run's report) and the student's test mAP
-are printed and written to ``<out>/result.json``.
+videos through the same per-source Parquet files, training stage and trainer) on "oracle" pseudo labels made
+from the ground truth: each instance kept with probability ``--recall``, its class replaced by a random other
+class with probability ``1 - --class-acc``, each boundary moved by N(0, (jitter x length)^2). Every random
+choice comes from ``--seed``. The measured quality of the result (``round_quality``, as in a run's report) and
+the student's test mAP (``evaluate_checkpoint``) are printed and written to ``<out>/result.json``.
 
-    python benchmarks/study_label_quality.py --split runs/r6/s0/teacher_plain/data --out runs/oracle/exact
-    python benchmarks/study_label_quality.py --split runs/r6/s0/teacher_plain/data --out runs/oracle/like_recipes \\
+    python benchmarks/study_label_quality.py --run runs/r6/s0/teacher_plain --out runs/oracle/exact
+    python benchmarks/study_label_quality.py --run runs/r6/s0/teacher_plain --out runs/oracle/like_recipes \\
         --recall 0.9 --class-acc 0.62 --jitter 0.3
 
-``--split`` is a selftrain run's ``data/`` directory (its labeled/unlabeled shards); ``--config`` must
-describe the same dataset and labeled ratio (default: the supervised config at 10 %).
+``--run`` is a selftrain run directory whose split (``index.json``) the student uses; without it the split
+is built from the config's data keys, the split a run of that config makes. ``--config`` must describe the
+same dataset and labeled ratio (default: the supervised config at 10 %). Only the split's unlabeled videos
+get oracle labels: the dataset's pool has no ground truth.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raytal.config import load_config
-from raytal.data.dataset import load_dataset
-from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row
-from raytal.data.shards import read_shards
 from raytal.core.video import Video
-from raytal.selftrain.rounds import evaluate_checkpoint, round_quality
-from raytal.selftrain.train_stage import train_local
+from raytal.data.index import RunIndex, build_index, source_videos
+from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row, source_dir
+from raytal.selftrain.evaluate import evaluate_checkpoint
+from raytal.selftrain.local import LocalBackend
+from raytal.selftrain.rounds import Run, round_quality
+from raytal.selftrain.spec import LabelSpec, pseudo_sources
 
 
 def degrade(video: Video, recall: float, class_acc: float, jitter: float, num_classes: int,
@@ -53,7 +56,7 @@ def degrade(video: Video, recall: float, class_acc: float, jitter: float, num_cl
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--split", required=True, help="a selftrain run's data/ directory (labeled/, unlabeled/ shards)")
+    p.add_argument("--run", help="a selftrain run directory: its index.json is the split (default: built from --config)")
     p.add_argument("--out", required=True, help="output directory (pseudo/, train/, result.json)")
     p.add_argument("--config", default="configs/thumos14_supervised.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -66,24 +69,33 @@ def main(argv: list[str] | None = None) -> int:
     if not (0 <= args.recall <= 1 and 0 <= args.class_acc <= 1 and args.jitter >= 0):
         p.error("--recall and --class-acc must be in [0, 1], --jitter >= 0")
 
-    cfg = load_config(args.config, ["data.labeled_ratio=0.1", *args.set])
-    split, out = Path(args.split), Path(args.out)
-    ds = load_dataset(cfg.data, load_test=True)
-    num_classes, input_dim = ds.num_classes, ds.info.feature_dim
+    out = Path(args.out)
+    cfg = load_config(args.config, ["data.labeled_ratio=0.1", *args.set, f"run.dir={out}"])
+    index = RunIndex.load(str(Path(args.run) / "index.json")) if args.run else build_index(cfg.data)
+    if not index.count("test"):
+        p.error(f"{args.run}/index.json has no test part (a run evaluated on val): give a run evaluated on test")
     rng = np.random.default_rng(args.seed)
-    rows = [degrade(v, args.recall, args.class_acc, args.jitter, num_classes, rng)
-            for v in read_shards(split / "unlabeled")]
-    (out / "pseudo").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=PSEUDO_SCHEMA), out / "pseudo" / "oracle.parquet")
+    sources = tuple((part, src) for part, src in index.pseudo_sources() if part == "unlabeled")
+    label = LabelSpec("oracle", 1, str(out / "pseudo"), index.num_classes, index.setting, sources)
+    usable = 0
+    for k, (part, src) in enumerate(sources):
+        rows = [degrade(v, args.recall, args.class_acc, args.jitter, index.num_classes, rng)
+                for v in source_videos(src, part, index.setting)]
+        usable += sum(bool(r["instances"]) for r in rows)
+        directory = Path(source_dir(label.out_dir, k))
+        directory.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=PSEUDO_SCHEMA), directory / "oracle.parquet")
 
-    # Quality and test mAP by the functions a selftrain round uses for its report.
-    q = round_quality(cfg, split, out / "pseudo", num_classes)
-    final = train_local(cfg, out / "train", split, out / "pseudo", None, num_classes, input_dim)
+    # Quality, the student's stage and test mAP by the functions a selftrain round uses.
+    q = round_quality(index, label)
+    run = Run(cfg, LocalBackend())
+    spec = run.train_spec(index, "train", pseudo=pseudo_sources(label), num_pseudo=usable)
+    final = run.backend.train(cfg, spec)
     result = {
         "recall": args.recall, "class_acc": args.class_acc, "jitter": args.jitter, "seed": args.seed,
         "num_pseudo": int(q["num_pseudo"]), "num_gt": int(q["num_gt"]),
         "class_accuracy": q["class_accuracy"], "mean_tiou": q["mean_tiou"], "positive_accuracy": q["positive_accuracy"],
-        "average_mAP": evaluate_checkpoint(cfg, final, ds.test)["average_mAP"],
+        "average_mAP": evaluate_checkpoint(cfg, final, index.videos("test"), index.num_classes)["average_mAP"],
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

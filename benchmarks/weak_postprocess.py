@@ -1,9 +1,11 @@
 """GauFuse's Gaussian weighted fusion vs NMS at test time (issue 11; GauFuse Table 3, testing side).
 
 Each weak run's models are evaluated again on the test videos with only the post-processing changed:
-the base model (round 0) with hard NMS 0.5 or fusion (T = 0.03), the last round's detector with
-Soft-NMS (the detector's default), hard NMS 0.5 or fusion. Average mAP over tIoU 0.1:0.1:0.7 and
-0.3:0.1:0.7, in percent.
+the base model (round 0) with hard NMS 0.5 or fusion (T = 0.03 in a GauFuse run, ``infer.fusion_temperature``
+otherwise), the last round's detector with Soft-NMS (the detector's default), hard NMS 0.5 or fusion
+(GauFuse's test temperature, 0.03). Average mAP over tIoU 0.1:0.1:0.7 and 0.3:0.1:0.7, in percent.
+Detections come from the run's own ``Predictor`` (the evaluator of every round) under config variants;
+only the base model's hard NMS calls ``predict_weak`` directly, since a run never evaluates it that way.
 
     .venv/bin/python benchmarks/weak_postprocess.py runs/w/s0/gaufuse [runs/w/s1/gaufuse ...]
 """
@@ -13,13 +15,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from raytal.config import Config, load_config
-from raytal.data.dataset import load_dataset
-from raytal.eval.detection import DetectionResult
-from raytal.selftrain.common import evaluate_model, load_detector
-from raytal.selftrain.weak import WEAK_TIOUS, eval_json, evaluate_weak, is_weak_checkpoint, load_weak
+from raytal.core.segments import SegmentTable
+from raytal.core.video import Video
+from raytal.data.index import RunIndex
+from raytal.engine.mil import predict_weak
+from raytal.eval.detection import DetectionResult, evaluate_detection
+from raytal.selftrain.evaluate import WEAK_TIOUS, eval_json
+from raytal.selftrain.models import WEAK_BASE, load_weak_base
+from raytal.selftrain.teacher import Predictor, teacher_kind
+
+Predict = Callable[[list[Video]], list[dict]]
+
+
+def _evaluate(predict: Predict, test: list[Video]) -> DetectionResult:
+    preds = SegmentTable.from_predictions([v.video_id for v in test], predict(test))
+    return evaluate_detection(SegmentTable.from_videos(test), preds, WEAK_TIOUS)
 
 
 def _averages(res: DetectionResult) -> tuple[float, float]:
@@ -27,25 +41,32 @@ def _averages(res: DetectionResult) -> tuple[float, float]:
     return 100 * j["average_mAP"], 100 * j["average_mAP_0.3_0.7"]
 
 
-def _base_model(cfg: Config, ckpt: str, test) -> dict[str, DetectionResult]:
-    model = load_weak(ckpt)
-    return {"hard NMS 0.5": evaluate_weak(cfg, model, test, nms="hard"), "fusion T=0.03": evaluate_weak(cfg, model, test)}
+def with_gaufuse(cfg: Config, enabled: bool) -> Config:
+    """``cfg`` with GauFuse on or off: a detector (and the base model) fuses at test time exactly when it is on."""
+    return dataclasses.replace(cfg, recipe=dataclasses.replace(
+        cfg.recipe, gaufuse=dataclasses.replace(cfg.recipe.gaufuse, enabled=enabled)))
 
 
-def _detector(cfg: Config, ckpt: str, test) -> dict[str, DetectionResult]:
-    model = load_detector(cfg, ckpt)
+def _base_model(cfg: Config, ckpt: str, test: list[Video]) -> dict[str, DetectionResult]:
+    model = load_weak_base(ckpt)
+    gf = cfg.recipe.gaufuse
+    temperature = gf.temperature_test if gf.enabled else cfg.infer.fusion_temperature
 
-    def with_gaufuse(enabled: bool) -> Config:  # evaluate_model fuses at test time exactly when GauFuse is on
-        return dataclasses.replace(cfg, recipe=dataclasses.replace(
-            cfg.recipe, gaufuse=dataclasses.replace(cfg.recipe.gaufuse, enabled=enabled)))
+    def hard(videos: list[Video]) -> list[dict]:
+        return predict_weak(model, videos, cfg.weak, model.num_classes, nms="hard", iou_threshold=0.5,
+                            max_segments=cfg.infer.max_segments)
 
-    nms_only, fused = with_gaufuse(False), with_gaufuse(True)
+    return {"hard NMS 0.5": _evaluate(hard, test), f"fusion T={temperature:g}": _evaluate(Predictor(cfg, ckpt), test)}
+
+
+def _detector(cfg: Config, ckpt: str, test: list[Video]) -> dict[str, DetectionResult]:
+    nms_only = with_gaufuse(cfg, False)
     variants = {
         "Soft-NMS": nms_only,
         "hard NMS 0.5": dataclasses.replace(nms_only, infer=dataclasses.replace(cfg.infer, nms="hard", iou_threshold=0.5)),
-        "fusion T=0.03": fused,
+        f"fusion T={cfg.recipe.gaufuse.temperature_test:g}": with_gaufuse(cfg, True),
     }
-    return {name: evaluate_model(c, model, test, WEAK_TIOUS) for name, c in variants.items()}
+    return {name: _evaluate(Predictor(c, ckpt), test) for name, c in variants.items()}
 
 
 def main() -> None:
@@ -57,11 +78,14 @@ def main() -> None:
     for run in args.runs:
         cfg = load_config(run / "config.yaml")
         stages = json.loads((run / "stages.json").read_text())["stages"]
-        test = load_dataset(cfg.data).test
+        index = RunIndex.load(str(run / "index.json"))
+        if not index.count("test"):
+            raise SystemExit(f"{run}: its index has no test part (a run evaluated on val)")
+        test = list(index.videos("test"))
         for r in sorted({0, cfg.run.rounds}):
             ckpt = stages[f"round_{r}/train"]["result"]
-            results = _base_model(cfg, ckpt, test) if is_weak_checkpoint(ckpt) else _detector(cfg, ckpt, test)
-            for name, res in results.items():
+            evaluate = _base_model if teacher_kind(ckpt) == WEAK_BASE else _detector
+            for name, res in evaluate(cfg, ckpt, test).items():
                 a, b = _averages(res)
                 print(f"| {run} | round {r} | {name} | {a:.2f} | {b:.2f} |", flush=True)
 

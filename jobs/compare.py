@@ -23,7 +23,6 @@ The plot (--out, PNG) shows average mAP by round per recipe, mean ± std over it
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -34,11 +33,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raytal.cli import run_job  # noqa: E402
+from raytal.core.protocols import format_tious  # noqa: E402
 from raytal.config import Config, ConfigError, load_config  # noqa: E402
-from raytal.core.errors import InputError  # noqa: E402
+from raytal.core.errors import InputError, clip, where  # noqa: E402
+from raytal.core.jsonfile import read_json  # noqa: E402
 
 RECIPE_FLAGS = ("npl", "apl", "ntc", "gaufuse", "noco")
 SEED_SUFFIX = re.compile(r"[_-](?:seed|s)?\d+$")
+MAX_METRICS_BYTES = 16 << 20  # a metrics.json is a few KB per round
 COLUMNS = ("final avg mAP", "final mAP@0.5", "round-0 avg mAP", "class acc", "mean tIoU", "positive acc")
 
 
@@ -54,6 +56,7 @@ class Run:
     seed: int
     values: dict[str, float]  # COLUMNS → fraction (NaN when the run has no such metric)
     curve: list[float]        # average mAP per round
+    tious: tuple[str, ...] = ()  # the thresholds its mAP is averaged over (its protocol)
 
 
 def recipe_flags(cfg: Config) -> str:
@@ -66,40 +69,71 @@ def recipe_name(run_name: str) -> str:
     return SEED_SUFFIX.sub("", run_name)
 
 
+def _fraction(value: object, file: Path, fld: str, optional: bool = False) -> float:
+    """A metric in [0, 1] (``None`` -> NaN, "not defined", where ``optional``); else CompareError naming the field."""
+    if value is None and optional:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:  # NaN fails too
+        null = " or null" if optional else ""
+        raise CompareError(f"{where(file, None, fld)}: expected a fraction in [0, 1]{null}, got {clip(repr(value))}")
+    return float(value)
+
+
 def load_run(path: str | Path, round_index: int | None = None) -> Run:
     """A finished run's figures after its last round, or after round ``round_index`` (earlier rounds of a
-    longer run, e.g. to set 1-round runs beside the first round of 2-round runs)."""
+    longer run, e.g. to set 1-round runs beside the first round of 2-round runs). Every figure it reports
+    must be a fraction in [0, 1] (quality: or null when undefined): a NaN is an error naming the field."""
     path = Path(path)
     metrics_file, config_file = path / "metrics.json", path / "config.yaml"
     if not metrics_file.is_file():
         raise CompareError(f"{metrics_file}: missing (is {path} a finished selftrain run directory?)")
     if not config_file.is_file():
         raise CompareError(f"{config_file}: missing (is {path} a selftrain run directory?)")
+    metrics = read_json(metrics_file, CompareError, max_bytes=MAX_METRICS_BYTES)
     try:
-        metrics = json.loads(metrics_file.read_text())
-        rounds = sorted(metrics["rounds"], key=lambda r: r["round"])
+        listed = metrics["rounds"]
+        if not listed or not all(isinstance(r, dict) and type(r["round"]) is int for r in listed):
+            raise ValueError("'rounds' must be a non-empty list of {round: int, eval: ...}")
+        order = sorted(range(len(listed)), key=lambda i: listed[i]["round"])
         if round_index is not None:
-            rounds = [r for r in rounds if r["round"] <= round_index]
-            if not rounds or rounds[-1]["round"] != round_index:
+            order = [i for i in order if listed[i]["round"] <= round_index]
+            if not order or listed[order[-1]]["round"] != round_index:
                 raise CompareError(f"{metrics_file}: no round {round_index} (the run has rounds "
-                                   f"0..{max(r['round'] for r in metrics['rounds'])})")
-        curve = [float(r["eval"]["average_mAP"]) for r in rounds]
-        final, first = rounds[-1]["eval"], rounds[0]["eval"]
-        values = {"final avg mAP": float(final["average_mAP"]), "final mAP@0.5": float(final["mAP"]["0.5"]),
-                  "round-0 avg mAP": float(first["average_mAP"])}
-        quality = [r["quality"] for r in rounds if "quality" in r]
+                                   f"0..{max(r['round'] for r in listed)})")
+        evals = {i: listed[i]["eval"] for i in order}
+        tious = tuple(evals[order[-1]]["mAP"])
+        curve = [_fraction(evals[i]["average_mAP"], metrics_file, f"rounds[{i}].eval.average_mAP") for i in order]
+        last = order[-1]
+        values = {"final avg mAP": curve[-1],
+                  "final mAP@0.5": _fraction(evals[last]["mAP"]["0.5"], metrics_file, f"rounds[{last}].eval.mAP.0.5"),
+                  "round-0 avg mAP": curve[0]}
+        quality = [i for i in order if "quality" in listed[i]]
         for column, key in (("class acc", "class_accuracy"), ("mean tIoU", "mean_tiou"),
                             ("positive acc", "positive_accuracy")):
-            undefined = not quality or quality[-1][key] is None  # supervised run, or no pseudo labels
-            values[column] = float("nan") if undefined else float(quality[-1][key])
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as e:
+            # NaN = undefined: a supervised run, or a round without pseudo labels
+            values[column] = (_fraction(listed[quality[-1]]["quality"][key], metrics_file,
+                                        f"rounds[{quality[-1]}].quality.{key}", optional=True)
+                              if quality else float("nan"))
+    except CompareError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as e:
         raise CompareError(f"{metrics_file}: not a selftrain metrics.json (expected rounds[].eval.mAP['0.5'], "
-                           f"average_mAP and quality; {type(e).__name__}: {e})") from e
+                           f"average_mAP and quality; {type(e).__name__}: {clip(str(e))})") from e
     try:
         cfg = load_config(config_file)
     except (ConfigError, OSError) as e:
         raise CompareError(f"{config_file}: {e}") from e
-    return Run(path, cfg.run.name, recipe_flags(cfg), cfg.train.seed, values, curve)
+    return Run(path, cfg.run.name, recipe_flags(cfg), cfg.train.seed, values, curve, tious)
+
+
+def check_protocols(runs: list[Run]) -> str:
+    """The runs' common tIoU thresholds as text (``0.3:0.1:0.7``); runs evaluated at different thresholds
+    cannot be averaged or ranked together."""
+    protocols = {r.tious for r in runs}
+    if len(protocols) > 1:
+        detail = "; ".join(f"{r.path}: {format_tious(map(float, r.tious))}" for r in runs)
+        raise CompareError(f"the runs were evaluated at different tIoU thresholds, so their mAP cannot be compared: {detail}")
+    return format_tious(map(float, protocols.pop()))
 
 
 def group_runs(runs: list[Run], by: str = "name") -> dict[str, list[Run]]:
@@ -135,7 +169,9 @@ def _cell(mean: float, std: float) -> str:
 
 def format_table(groups: dict[str, list[Run]]) -> str:
     stats = summarize(groups)
-    lines = ["| recipe | runs | seeds | " + " | ".join(COLUMNS) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]
+    protocol = check_protocols([r for runs in groups.values() for r in runs])
+    header = [c.replace("avg mAP", f"avg mAP ({protocol})") for c in COLUMNS]
+    lines = ["| recipe | runs | seeds | " + " | ".join(header) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]
     for key, runs in groups.items():
         seeds = ",".join(str(s) for s in sorted({r.seed for r in runs}))
         cells = " | ".join(_cell(*stats[key][c]) for c in COLUMNS)
@@ -167,8 +203,12 @@ def plot_groups(path: str | Path, groups: dict[str, list[Run]]) -> None:
     round_axis(ax, list(range(max(len(r.curve) for runs in groups.values() for r in runs))))
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise CompareError(f"--out {path}: cannot write the plot: {e.strerror or e}") from e
+    finally:
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round", type=int, default=None, metavar="R",
                    help="report every run after round R instead of its last round (each run must reach R)")
     args = p.parse_args(argv)
+    out_dir = Path(args.out).resolve().parent
+    if not out_dir.is_dir():  # checked first: the table is not worth printing without the plot it promises
+        raise CompareError(f"--out {args.out}: directory {out_dir} does not exist")
+    if Path(args.out).is_dir():
+        raise CompareError(f"--out {args.out}: is a directory; expected a PNG file name")
     runs = [load_run(d, args.round) for d in args.runs]
     groups = group_runs(runs, args.group_by)
     for key, members in groups.items():

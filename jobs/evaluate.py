@@ -9,9 +9,20 @@ with ``Ambiguous_<subset>.txt`` (``--subset`` picks the file suffix, default ``t
 ``--subset`` keeps the videos of that subset (default: all videos of the file).
 Predictions: the ActivityNet results JSON ``{"results": {video_id: [{"label": str, "segment": [s, e],
 "score": float}]}}`` or a THUMOS14 detection txt (``video start end class_id score``).
-A prediction naming a video or label the ground truth does not have is an error naming file, video
-and field. Prints a table in percent, or with ``--json`` one JSON object of fractions; warnings
-(e.g. zero-length ground truth removed) go to stderr.
+Every JSON input is read within limits (``raytal.core.jsonfile``: size, nesting, absurd numbers).
+
+Predictions, one policy (``raytal.eval.detection``'s, the same for both formats and in-process):
+
+- errors naming the file, video and field: a video or label the ground truth does not have; a segment
+  that is not two finite numbers or ends before it starts; a score that is not a finite number. Nothing
+  is scored from such a file.
+- scored as they are, as the official kits score them, with one warning and a count each on stderr:
+  zero-length segments (tIoU 0 with every segment: false positives; raytal's own detections are clipped
+  to the video and may collapse at its end), segments starting before 0 s (matched by their tIoU as
+  given) and negative scores (ranked as given: AP depends only on the order).
+
+Prints a table in percent, or with ``--json`` one JSON object of fractions; warnings (e.g. zero-length
+ground truth removed) go to stderr.
 """
 
 from __future__ import annotations
@@ -27,14 +38,15 @@ import numpy as np
 
 from raytal.cli import run_job
 from raytal.data.annotations import load_annotations
-from raytal.core.errors import DataError, InputError, where
-from raytal.eval.detection import PROTOCOLS, evaluate_detection
+from raytal.core.errors import DataError, clip, where
+from raytal.core.jsonfile import read_json
+from raytal.eval.detection import PROTOCOLS, check_predictions, evaluate_detection
+from raytal.core.protocols import parse_tious
 from raytal.eval.tables import format_map_table
 from raytal.core.segments import SegmentTable
 from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detections
 
 
-MAX_TIOUS = 1000  # a step of 1e-12 would otherwise build a list of a trillion thresholds
 
 
 @dataclass
@@ -44,35 +56,6 @@ class GroundTruth:
     ambiguous: SegmentTable | None
     videos: set[str]
     warnings: list[str]
-
-
-def parse_tious(text: str) -> list[float]:
-    """``"0.3:0.1:0.7"`` (start:step:stop, inclusive) or ``"0.5,0.75"`` or ``"0.5"``; thresholds in [0, 1]."""
-    bad = InputError(f"--tiou: expected start:step:stop or a comma list of thresholds in [0, 1], got {text!r}")
-    try:
-        if ":" in text:
-            start, step, stop = (float(x) for x in text.split(":"))
-            if not (step > 0 and 0 <= stop - start <= MAX_TIOUS * step):  # NaN fails too
-                raise ValueError
-            n = int(round((stop - start) / step)) + 1
-            tious = [round(start + i * step, 10) for i in range(n)]
-        else:
-            tious = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise bad from None
-    if not all(0 <= t <= 1 for t in tious):
-        raise bad
-    return tious
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from e
 
 
 def _database_table(path: Path, db: dict, subset: str | None) -> GroundTruth:
@@ -117,7 +100,7 @@ def load_ground_truth(path: str | Path, subset: str | None = None) -> GroundTrut
         classes, table, ambiguous = load_thumos14_annotations(path, subset or "test")
         videos = set(table.video.tolist()) | set(ambiguous.video.tolist())
         return GroundTruth(classes, table, ambiguous, videos, [])
-    data = _read_json(path)
+    data = read_json(path, DataError)
     db = data.get("database") if isinstance(data, dict) else None
     if not isinstance(db, dict):
         raise DataError(f"{where(path, None, 'database')}: expected a top-level object with a 'database' mapping")
@@ -138,12 +121,12 @@ def load_predictions(path: str | Path, classes: list[str], known_videos: set[str
     path = Path(path)
     if path.suffix == ".txt":
         return load_thumos14_detections(path, classes, known_videos)
-    data = _read_json(path)
+    data = read_json(path, DataError)
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict):
         raise DataError(f"{where(path, None, 'results')}: expected a top-level object with a 'results' mapping")
     index = {c: i for i, c in enumerate(classes)}
-    videos, segs, labels, scores = [], [], [], []
+    videos, fields, segs, labels, scores = [], [], [], [], []
     for vid, items in results.items():
         if vid not in known_videos:
             raise DataError(f"{where(path, vid, 'results')}: unknown video (not in the ground truth)")
@@ -154,28 +137,31 @@ def load_predictions(path: str | Path, classes: list[str], known_videos: set[str
             if not isinstance(it, dict):
                 raise DataError(f"{where(path, vid, fld)}: expected an object")
             label, seg, score = it.get("label"), it.get("segment"), it.get("score")
-            if label not in index:
-                raise DataError(f"{where(path, vid, fld + '.label')}: label {label!r} is not in the ground-truth classes")
+            if not isinstance(label, str) or label not in index:
+                raise DataError(f"{where(path, vid, fld + '.label')}: label {clip(repr(label))} is not in the "
+                                "ground-truth classes")
             if not (isinstance(seg, list) and len(seg) == 2 and all(_is_number(x) for x in seg)):
-                raise DataError(f"{where(path, vid, fld + '.segment')}: expected [start, end] numbers, got {seg!r}")
-            if seg[1] < seg[0]:
-                raise DataError(f"{where(path, vid, fld + '.segment')}: end {seg[1]} < start {seg[0]}")
+                raise DataError(f"{where(path, vid, fld + '.segment')}: expected [start, end] numbers, got "
+                                f"{clip(repr(seg))}")
             if not _is_number(score):
-                raise DataError(f"{where(path, vid, fld + '.score')}: expected a finite number, got {score!r}")
+                raise DataError(f"{where(path, vid, fld + '.score')}: expected a number, got {clip(repr(score))}")
             videos.append(vid)
+            fields.append(fld)
             segs.append((float(seg[0]), float(seg[1])))
             labels.append(index[label])
             scores.append(float(score))
-    return SegmentTable(
+    pred = SegmentTable(
         np.array(videos, dtype=object),
         np.array(segs, dtype=np.float64).reshape(-1, 2),
         np.array(labels, dtype=np.int64),
         np.array(scores, dtype=np.float64),
     )
+    check_predictions(pred, path, lambda i, kind: f"{fields[i]}.{kind}")
+    return pred
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ from raytal.cli import run_job
 from raytal.data.annotations import Annotations, load_annotations, save_annotations
 from raytal.data.dataset import DatasetInfo, convert_to_shards, save_dataset_info
 from raytal.core.errors import DataError
+from raytal.core.protocols import THUMOS14, parse_tious, protocol_for
 from raytal.core.video import Video
 from raytal.data.features import load_features, save_features
 from raytal.data.pool import POOL_SUBSET, read_video_info, unlabeled_videos
@@ -134,6 +135,14 @@ def write_unlabeled_pool(
     return f"shards/{POOL_SUBSET}"
 
 
+def dataset_tious(args: argparse.Namespace, ann: Annotations | None) -> list[float]:
+    """The evaluation protocol recorded in dataset.yaml: ``--tious``, else ActivityNet's for an official
+    ActivityNet file (or its subset names), else THUMOS14's."""
+    if args.tious:
+        return parse_tious(args.tious, "--tious")
+    return list(protocol_for(ann.subsets(), ann.official) if ann is not None else THUMOS14)
+
+
 def build_synthetic(args: argparse.Namespace) -> None:
     dim, stride, nframes, ann_env, default_difficulty = PRESETS[args.preset]
     if args.difficulty is None:
@@ -142,6 +151,7 @@ def build_synthetic(args: argparse.Namespace) -> None:
     stride = args.feat_stride or stride
     nframes = args.num_frames or nframes
     out = Path(args.out)
+    ann = None
     if args.preset == "tiny" and not args.annotations:
         classes, timelines = tiny_timelines(args.seed, feat_stride=stride, num_frames=nframes)
         train_subset, test_subset, source = "train", "test", "generated"
@@ -198,6 +208,7 @@ def build_synthetic(args: argparse.Namespace) -> None:
         test_subset=test_subset,
         fps=float(args.fps),
         unlabeled_shards=unl,
+        tious=dataset_tious(args, ann),
         generator={
             "preset": args.preset,
             "seed": args.seed,
@@ -239,6 +250,7 @@ def convert_real(args: argparse.Namespace) -> None:
         fps=float(args.fps),
         features_dir=str(Path(args.features).resolve()),
         unlabeled_shards=unl,
+        tious=dataset_tious(args, ann),
         generator={"source": str(Path(args.annotations).resolve()), "feature_prefix": args.feature_prefix},
     )
     save_dataset_info(out, info)
@@ -271,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="use --fps for every video, ignoring the files' fps (ActionFormer's default_fps)")
     p.add_argument("--rows-per-shard", type=int, default=64)
     p.add_argument("--name", default="")
+    p.add_argument("--tious", default=None, metavar="T",
+                   help="the evaluation protocol's tIoU thresholds, start:step:stop or a comma list (default: "
+                        "ActivityNet's 0.5:0.05:0.95 for an official ActivityNet file, else THUMOS14's 0.3:0.1:0.7)")
     p.add_argument("--strict", action="store_true",
                    help="refuse benign annotation defects (zero-length segments, segments past the end, "
                         "unannotated videos in a labeled subset) instead of fixing each with a warning")

@@ -6,8 +6,9 @@
 By default it labels what round ``--round`` of the main job labels: the split's unlabeled videos and the
 dataset's pool (the run's ``index.json`` when the run exists, else the split of ``--config``), with the
 recipes of the config (APL's ICD is trained on the split's labeled videos first), into
-``<run>/round_<r>/pseudo/`` (overwritten). ``--shards`` labels the videos of other shard files or
-directories instead (local or s3:// / gs://). ``--stages MODULE:FUNCTION`` replaces the recipes' stages:
+``<run>/round_<r>/pseudo/`` (overwritten; refused while another job works in that run directory).
+``--shards`` labels the videos of other shard files or directories instead (local or s3:// / gs://).
+``--stages MODULE:FUNCTION`` replaces the recipes' stages:
 ``FUNCTION(cfg, checkpoint, num_classes, context) -> (make_infer, label_video)``, the signature of
 ``raytal.selftrain.teacher.labeling_callables`` (the default). Runs on the cluster of ``--address`` /
 ``ray.address`` / RAY_ADDRESS, else a local Ray on 127.0.0.1, or without Ray with ``--in-process``.
@@ -18,6 +19,7 @@ Exit status: 0 when every video has a row (error rows included: they are listed 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from pathlib import Path
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from raytal.data.shards import list_shards
     from raytal.recipes.labeling import prepare_labeling
     from raytal.selftrain.rounds import run_dir_of
+    from raytal.selftrain.run_lock import RunLock
     from raytal.selftrain.spec import LabelSpec
     from raytal.selftrain.teacher import teacher_kind
 
@@ -94,21 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     spec = LabelSpec(args.checkpoint, args.round, storage.resolve(out), index.num_classes, index.setting,
                      sources, context)
     make_infer, label_video = build(cfg, args.checkpoint, index.num_classes, context)
-    if args.in_process:
-        from raytal.selftrain.pseudo_stage import label_in_process
+    # Writing into an existing run's directory: not while a job runs there (raytal.selftrain.run_lock).
+    with RunLock(run) if args.out is None and storage.is_dir(run) else contextlib.nullcontext():
+        if args.in_process:
+            from raytal.selftrain.pseudo_stage import label_in_process
 
-        summary = label_in_process(spec, make_infer, label_video, cfg.ray.infer_batch_size, cfg.train.torch_threads,
-                                   feature_dim=cfg.model.input_dim or None)
-    else:
-        from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
-        from raytal.distributed.session import ensure_ray
+            summary = label_in_process(spec, make_infer, label_video, cfg.ray.infer_batch_size,
+                                       cfg.train.torch_threads, feature_dim=cfg.model.input_dim or None)
+        else:
+            from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
+            from raytal.distributed.session import ensure_ray
 
-        ensure_ray(cfg.ray.address)
-        rc = cfg.ray
-        summary = run_pseudolabel_pipeline(spec, make_infer=make_infer, label_video=label_video,
-                                           batch_size=rc.infer_batch_size, pool_size=rc.actor_pool_size,
-                                           actor_cpus=rc.actor_cpus, use_gpu=rc.use_gpu,
-                                           feature_dim=cfg.model.input_dim or None)
+            ensure_ray(cfg.ray.address)
+            rc = cfg.ray
+            summary = run_pseudolabel_pipeline(spec, make_infer=make_infer, label_video=label_video,
+                                               batch_size=rc.infer_batch_size, pool_size=rc.actor_pool_size,
+                                               actor_cpus=rc.actor_cpus, use_gpu=rc.use_gpu,
+                                               feature_dim=cfg.model.input_dim or None)
     print(summary.format())
     if summary.file_errors:
         print(f"error: {len(summary.file_errors)} shard file(s) unreadable; their videos have no rows", file=sys.stderr)

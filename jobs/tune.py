@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-test", action="store_true", help="skip the final test evaluation of the best trial")
     args = parser.parse_args(argv)
     cfg = job_config(args)
-    from raytal.distributed.tune import SweepInterrupted, run_sweep, write_table
+    from raytal.distributed.sweep import SweepInterrupted, run_sweep, write_table
 
     try:
         result = run_sweep(cfg, evaluate_test=not args.no_test)

@@ -145,7 +145,7 @@ class APLConfig:
     acp: bool = True
     acp_temperature: float = 0.1  # ς
     acp_parts: int = 32  # N
-    acp_pretrain_epochs: int = 5  # ACP pre-training on every training video, labels unread, before round 0
+    acp_pretrain_epochs: int = 5  # ACP pre-training of the round-0 teacher on every training video, labels unread (0 = none)
 
 
 @dataclass
@@ -229,6 +229,13 @@ class RayConfig:
 
 
 @dataclass
+class EvalConfig:
+    # tIoU thresholds of every evaluation (report, plots, Tune, compare); [] = the dataset's protocol
+    # (dataset.yaml ``tious``: THUMOS14 0.3:0.1:0.7, ActivityNet 0.5:0.05:0.95)
+    tious: list[float] = field(default_factory=list)
+
+
+@dataclass
 class TuneConfig:
     space: dict[str, Any] = field(default_factory=dict)  # "a.b": {grid: [...]} | {uniform: [lo, hi]} ...
     num_samples: int = 1
@@ -257,6 +264,7 @@ class Config:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     weak: WeakConfig = field(default_factory=WeakConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -386,6 +394,7 @@ RULES: dict[str, Range | OneOf | None] = {
     "ray.max_failures": Range(-1),  # -1 = retry forever (Ray's convention)
     "ray.actor_pool_size": AT_LEAST_1, "ray.actor_cpus": POSITIVE, "ray.infer_batch_size": AT_LEAST_1,
     "ray.rows_per_shard": AT_LEAST_1,
+    "eval.tious": Range(0, 1, lo_open=True),  # increasing (below)
     "tune.space": ANY,  # its keys and values are checked by the Tune job (raytal.distributed.tune)
     "tune.num_samples": AT_LEAST_1, "tune.metric": OneOf(TUNE_METRICS),
     "tune.max_concurrent": AT_LEAST_1, "tune.grace_period": AT_LEAST_1, "tune.reuse_teacher": ANY,
@@ -445,6 +454,8 @@ def _cross_field_error(cfg: Config) -> ConfigError | None:
     if t.batch_size % cfg.ray.num_workers:
         return _bad("train.batch_size", f"a multiple of ray.num_workers = {cfg.ray.num_workers} (an equal share "
                     "per worker)", t.batch_size)
+    if any(b <= a for a, b in zip(cfg.eval.tious, cfg.eval.tious[1:])):
+        return _bad("eval.tious", "strictly increasing tIoU thresholds", cfg.eval.tious)
     schedule = r.gaufuse.schedule
     if any(b <= a for a, b in zip(schedule, schedule[1:])) or any(e >= t.epochs for e in schedule):
         return _bad("recipe.gaufuse.schedule", f"strictly increasing epochs in [1, train.epochs = {t.epochs})",
@@ -709,8 +720,8 @@ def from_dict(data: dict[str, Any], source: str = "dict") -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    """The resolved config as YAML (local path or storage URI), atomically."""
+    storage.write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:

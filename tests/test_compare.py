@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def test_table_is_mean_and_sample_std_over_seeds(runs, tmp_path, capsys):
     assert compare.main([str(r) for r in runs] + ["--out", str(out_png)]) == 0
     table = capsys.readouterr().out
     header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
-    assert header == ["recipe", "runs", "seeds", *compare.COLUMNS]
+    # the averages name the thresholds they average over (the runs' protocol)
+    assert header == ["recipe", "runs", "seeds", *(c.replace("avg mAP", "avg mAP (0.3:0.1:0.7)") for c in compare.COLUMNS)]
     npl = row_of(table, "tiny_npl")
     assert npl[1:3] == ["3", "0,1,2"]
     # final avg: mean(.3,.4,.5) = .4; deviations -.1,0,.1 → sqrt((.01+0+.01)/2) = .1
@@ -183,3 +185,17 @@ def test_plot_with_a_single_round_has_one_whole_tick(tmp_path, monkeypatch):
     two = write_run(tmp_path, "t", name="npl_s0", seed=0, recipe=["npl"], evals=[(0.2, 0.1), (0.3, 0.2), (0.4, 0.3)])
     assert compare.main([str(sup), str(two), "--out", str(tmp_path / "p.png")]) == 0
     assert limits[-1] == ((-0.5, 2.5), [0.0, 1.0, 2.0])
+
+
+def test_runs_of_different_protocols_are_not_compared(runs, tmp_path, capsys):
+    """An ActivityNet-protocol run (0.5:0.05:0.95) beside THUMOS14-protocol runs: their averages are not
+    comparable, so the job refuses, naming each run's thresholds."""
+    other = tmp_path / "anet"
+    shutil.copytree(runs[0], other)
+    metrics = json.loads((other / "metrics.json").read_text())
+    for r in metrics["rounds"]:
+        r["eval"]["mAP"] = {f"{0.5 + 0.05 * i:.10g}": 0.4 for i in range(10)}
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    assert run_job(compare.main, [str(runs[0]), str(other), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "different tIoU thresholds" in err and "0.5:0.05:0.95" in err and "0.3:0.1:0.7" in err

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
+from raytal.cli import run_job
 from raytal.config import DataConfig
 from raytal.core.errors import DataError
 from raytal.data import index as index_module
@@ -20,7 +21,7 @@ import make_dataset  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
-    assert make_dataset.main(["--preset", "tiny", "--out", str(out), "--rows-per-shard", "8"]) == 0
+    assert run_job(make_dataset.main, ["--preset", "tiny", "--out", str(out), "--rows-per-shard", "8"]) == 0
     return out
 
 
@@ -98,13 +99,13 @@ def test_bad_dataset_yaml(tiny, tmp_path):
 def test_convert_real_features(tiny, tmp_path):
     # the converter path: annotations + .npy directory -> shards + dataset.yaml
     out = tmp_path / "real"
-    rc = make_dataset.main(["--annotations", str(tiny / "annotations.json"), "--features", str(tiny / "features"),
+    rc = run_job(make_dataset.main, ["--annotations", str(tiny / "annotations.json"), "--features", str(tiny / "features"),
                             "--feat-stride", "16", "--num-frames", "16", "--out", str(out)])
     assert rc == 0
     index = build_index(DataConfig(root=str(out), labeled_ratio=1.0))
     assert index.count("labeled") == 32 and index.count("test") == 16
     # a missing feature file fails the conversion with the file named
     (tmp_path / "feats").mkdir()
-    rc = make_dataset.main(["--annotations", str(tiny / "annotations.json"), "--features", str(tmp_path / "feats"),
+    rc = run_job(make_dataset.main, ["--annotations", str(tiny / "annotations.json"), "--features", str(tmp_path / "feats"),
                             "--feat-stride", "16", "--num-frames", "16", "--feature-dim", "32", "--out", str(out)])
     assert rc == 2

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from raytal.cli import run_job
 from raytal.data.shards import read_shards
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
@@ -58,7 +59,7 @@ def convert(tmp_path: Path, *extra: str) -> int:
     rng = np.random.default_rng(0)
     for vid in official_file()["database"]:
         np.save(feats / f"{vid}.npy", rng.standard_normal((T, D)).astype(np.float32))
-    return make_dataset.main(["--annotations", str(ann), "--features", str(feats), "--fps", str(FPS),
+    return run_job(make_dataset.main, ["--annotations", str(ann), "--features", str(feats), "--fps", str(FPS),
                               "--feat-stride", str(STRIDE), "--num-frames", str(FRAMES),
                               "--out", str(tmp_path / "out"), *extra])
 
@@ -113,7 +114,7 @@ def test_real_defects_are_errors_in_both_modes(tmp_path, capsys, defect, expecte
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(obj))
     for extra in ([], ["--strict"]):
-        rc = make_dataset.main(["--annotations", str(ann), "--features", str(tmp_path), "--fps", str(FPS),
+        rc = run_job(make_dataset.main, ["--annotations", str(ann), "--features", str(tmp_path), "--fps", str(FPS),
                                 "--feat-stride", str(STRIDE), "--num-frames", str(FRAMES),
                                 "--out", str(tmp_path / "out"), *extra])
         err = capsys.readouterr().err

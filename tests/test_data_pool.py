@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
+from raytal.cli import run_job
 from raytal.config import DataConfig
 from raytal.core.errors import DataError
-from raytal.data.dataset import load_dataset
+from raytal.data.index import Source, build_index
 from raytal.data.pool import read_video_info, unlabeled_videos
 from raytal.data.shards import read_shards
 
@@ -48,7 +49,8 @@ def pool(root: Path, lengths: dict[str, int], dim: int = D) -> Path:
 
 
 def convert(root: Path, ann: Path, feats: Path, *extra: str) -> int:
-    return make_dataset.main(["--annotations", str(ann), "--features", str(feats), "--feat-stride", str(STRIDE),
+    """The job's exit status, as its command line gives it (``run_job``: a bad input is 2 and one line)."""
+    return run_job(make_dataset.main, ["--annotations", str(ann), "--features", str(feats), "--feat-stride", str(STRIDE),
                               "--num-frames", str(FRAMES), "--fps", str(FPS), "--out", str(root / "out"), *extra])
 
 
@@ -76,10 +78,14 @@ def test_pool_with_a_video_info_csv(tmp_path):
         assert v.segments.shape == (0, 2) and len(v.labels) == 0 and len(v.video_labels) == 0
         assert (v.feat_stride, v.num_frames) == (STRIDE, FRAMES)
         np.testing.assert_array_equal(v.features, 0.25)
-    # the split of a run reads the pool in place, next to the annotated videos
-    ds = load_dataset(DataConfig(root=str(out), labeled_ratio=1.0))
-    assert ds.extra_unlabeled_files == shards
-    assert [v.video_id for v in ds.labeled] == ["a1"] and [v.video_id for v in ds.test] == ["a2"]
+    # the run's index reads the pool in place, next to the annotated videos: whole shard files, counted
+    # from their footers (2 + 1 videos), and they are what gets pseudo labels (no split video is unlabeled)
+    index = build_index(DataConfig(root=str(out), labeled_ratio=1.0))
+    assert index.parts["pool"] == [Source(str(shards[0]), None, 2), Source(str(shards[1]), None, 1)]
+    assert index.pseudo_sources() == [("pool", s) for s in index.parts["pool"]]
+    assert index.ids("labeled") == ["a1"] and [v.video_id for v in index.videos("test")] == ["a2"]
+    pooled = list(index.videos("pool"))
+    assert [v.video_id for v in pooled] == ["v_u1", "v_u2", "v_u3"] and not any(v.labeled for v in pooled)
 
 
 def test_defaults_without_video_info_and_json_info(tmp_path):
@@ -157,7 +163,7 @@ def test_pool_beside_a_synthetic_preset(tmp_path):
     # tiny's features are D = 32: a user's own files join the synthetic streamed pool
     d = pool(tmp_path, {"mine_1": 40, "mine_2": 50}, dim=32)
     out = tmp_path / "tiny"
-    assert make_dataset.main(["--preset", "tiny", "--out", str(out), "--num-unlabeled", "2",
+    assert run_job(make_dataset.main, ["--preset", "tiny", "--out", str(out), "--num-unlabeled", "2",
                               "--unlabeled-features", str(d)]) == 0
     assert yaml.safe_load((out / "dataset.yaml").read_text())["unlabeled_shards"] == "shards/unlabeled"
     rows = list(read_shards(out / "shards" / "unlabeled"))

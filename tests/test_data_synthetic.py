@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raytal.cli import run_job
 from raytal.data.annotations import load_annotations
 from raytal.data.features import load_features
 from raytal.data.shards import read_shards
@@ -136,7 +137,7 @@ def test_streamed_unlabeled(tmp_path):
 
 def test_thumos14_synth_finds_its_annotations_by_flag_or_environment(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(make_dataset.THUMOS14_ENV, raising=False)
-    assert make_dataset.main(["--preset", "thumos14-synth", "--out", str(tmp_path / "none")]) == 2
+    assert run_job(make_dataset.main, ["--preset", "thumos14-synth", "--out", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "thumos14.json" in err and "happyharrycn/actionformer_release" in err
     assert "--annotations" in err and "RAYTAL_THUMOS14_JSON" in err

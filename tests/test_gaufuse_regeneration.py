@@ -1,8 +1,10 @@
 """GauFuse's regeneration schedule (issue 11): the student relabels the unlabeled videos at the configured
-epochs and trains on the Δ labels between consecutive generations."""
+epochs and trains on the Δ labels between consecutive generations, one training segment per generation
+(``round_1/train_to_<e>``), all in the stage directory ``round_1/train``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -14,13 +16,15 @@ import pytest
 import torch
 
 from raytal.config import ConfigError, load_config
+from raytal.core.video import Video
+from raytal.data.index import Source
 from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row, read_pseudo_labels
 from raytal.data.shards import write_shards
-from raytal.core.video import Video
-from raytal.selftrain.common import round_training_videos
+from raytal.engine.checkpoint import load_checkpoint
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain
-from raytal.engine.checkpoint import load_checkpoint
+from raytal.selftrain.spec import PseudoSource
+from raytal.selftrain.training_data import pseudo_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,21 +48,23 @@ def _write_generation(directory: Path, targets: dict[str, np.ndarray | None]) ->
 
 
 def test_training_videos_carry_delta_labels_after_a_regeneration(tmp_path):
-    split = tmp_path / "data"
-    write_shards([_video("L", True)], split / "labeled")
-    write_shards([_video("a", False), _video("b", False)], split / "unlabeled")
+    (shard,) = write_shards([_video("a", False), _video("b", False)], tmp_path / "shards")
+    source = Source(shard, ("a", "b"), 2)
     y0a = np.array([[0.5, 0.0], [0.5, 0.0], [0.0, 0.0], [0.0, 0.0]], dtype=np.float32)
     y1a = np.array([[0.25, 0.0], [0.75, 0.5], [0.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     y1b = np.array([[0.0, 0.5], [0.0, 0.5], [0.0, 0.0], [0.0, 0.0]], dtype=np.float32)
     _write_generation(tmp_path / "g0", {"a": y0a, "b": None})  # b failed in generation 0
     _write_generation(tmp_path / "g1", {"a": y1a, "b": y1b})
 
-    _, first = round_training_videos(split, tmp_path / "g1")
+    first = pseudo_videos(PseudoSource("unlabeled", source, str(tmp_path / "g1")), "semi")
     np.testing.assert_array_equal({v.video_id: v.targets for v in first}["a"], y1a)  # no predecessor: Y itself
+    # An error row has nothing to train on: of generation 0, only a trains.
+    assert [v.video_id for v in pseudo_videos(PseudoSource("unlabeled", source, str(tmp_path / "g0")), "semi")] == ["a"]
 
-    labeled, pseudo = round_training_videos(split, tmp_path / "g1", tmp_path / "g0")
+    pseudo = pseudo_videos(PseudoSource("unlabeled", source, str(tmp_path / "g1"), str(tmp_path / "g0")), "semi",
+                           delta_targets=True)
     by_id = {v.video_id: v for v in pseudo}
-    assert [v.video_id for v in labeled] == ["L"] and sorted(by_id) == ["a", "b"]
+    assert sorted(by_id) == ["a", "b"] and not any(v.labeled for v in by_id.values())
     # Δ = Y1 − Y0 worked out by hand: the label of class 0 moved from snippet 0 to snippet 1, class 1 grew
     expected_a = np.array([[-0.25, 0.0], [0.25, 0.5], [0.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     np.testing.assert_allclose(by_id["a"].targets, expected_a)
@@ -73,13 +79,16 @@ def _cfg(tiny_data: Path, run_dir: Path, *extra: str):
     ])
 
 
-class _KilledBeforeLastSegment(LocalBackend):
-    """Dies where a driver kill would: after the regeneration, before the last training segment."""
+class _KilledInLastSegment(LocalBackend):
+    """Dies where a driver kill during epoch 4 would: after the last regeneration, with the last segment
+    (epochs 2-4, on Δ labels) trained to the end of epoch 3 — its epoch checkpoint ``last.pt`` holds what
+    the uninterrupted segment held then, as a segment's stream and schedule do not depend on where it stops."""
 
-    def train(self, cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim, **segment):
-        if segment.get("prev_pseudo_dir") is not None and segment.get("stop_epoch") is None:
+    def train(self, cfg, spec):
+        if spec.delta_targets and spec.stop_epoch is None:
+            super().train(cfg, dataclasses.replace(spec, stop_epoch=3))
             raise KeyboardInterrupt("killed")
-        return super().train(cfg, stage_dir, split_dir, pseudo_dir, init, num_classes, input_dim, **segment)
+        return super().train(cfg, spec)
 
 
 def test_schedule_regenerates_and_trains_on_delta_labels(tiny_data: Path, tmp_path: Path):
@@ -107,14 +116,18 @@ def test_schedule_regenerates_and_trains_on_delta_labels(tiny_data: Path, tmp_pa
     assert [g["epoch"] for g in regen] == [1, 2] and regen[1]["pseudo"]["rows_out"] == len(gen2)
     assert "(epoch 2)" in (run / "report.md").read_text()
 
-    # Killed after the regeneration: the same command resumes and ends with the uninterrupted run's weights.
+    # Killed in the last segment: the same command resumes from its epoch-3 checkpoint, replays the segment's
+    # stream (seeded by its first epoch, 2) up to it, and ends with the uninterrupted run's weights.
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        run_selftrain(_cfg(tiny_data, resumed), _KilledBeforeLastSegment())
+        run_selftrain(_cfg(tiny_data, resumed), _KilledInLastSegment())
+    assert load_checkpoint(resumed / "round_1" / "train" / "last.pt")["epoch"] == 3
     run_selftrain(_cfg(tiny_data, resumed), LocalBackend())
     again = load_checkpoint(resumed / "round_1" / "train" / "final.pt")
-    for k, v in final["model"].items():
-        torch.testing.assert_close(again["model"][k], v, rtol=0, atol=0)
+    assert again["epoch"] == 4
+    for part in ("model", "ema"):
+        for k, v in final[part].items():
+            assert torch.equal(again[part][k], v), (part, k)
 
 
 def test_schedule_outside_the_epochs_is_a_config_error(tiny_data: Path, tmp_path: Path):

@@ -4,8 +4,9 @@ The session's local Ray (``ensure_ray``, 127.0.0.1) runs a real 2-worker DDP sta
 (the same ``TorchTrainer`` configuration every raytal run uses) while a thread in this process samples
 every listening socket of every process of the run: this process (the driver) and all its descendants,
 which for a Ray started here are GCS, raylet, dashboard and its agents, the runtime-env agent, the log
-monitor and all workers, Ray Train's controller and workers among them. Listening = a TCP socket in
-LISTEN or a bound UDP socket without a peer. None may be bound to a non-loopback or wildcard address.
+monitor and all workers, Ray Train's controller and workers and Ray Data's split coordinator and read
+tasks among them. Listening = a TCP socket in LISTEN or a bound UDP socket without a peer. None may be
+bound to a non-loopback or wildcard address.
 
 The samples must catch the process group alive: the test requires one in which the two Train workers
 hold a TCP connection from one to a socket the other listens on (the store or a gloo pair), which only
@@ -24,9 +25,11 @@ import psutil
 import pytest
 
 from raytal.config import load_config
-from raytal.data.dataset import load_dataset, write_split_shards
+from raytal.data.index import build_index
 from raytal.distributed.process_group import interface_of
-from raytal.distributed.train import train_ray
+from raytal.distributed.ray_train import train_ray
+from raytal.selftrain.local import LocalBackend
+from raytal.selftrain.rounds import Run
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_WORKER = "ray::RayTrainWorker"
@@ -112,10 +115,9 @@ def test_local_run_listens_on_loopback_only(ray_session, tiny_data, tmp_path):
         f"data.root={tiny_data}", f"run.dir={tmp_path}", "train.epochs=1", "train.warmup_epochs=1",
         "data.labeled_ratio=0.3", "train.torch_threads=1", "ray.num_workers=2", "ray.cpus_per_worker=0.5",
     ])
-    ds = load_dataset(cfg.data)
-    write_split_shards(ds, tmp_path / "data", cfg.ray.rows_per_shard)
+    spec = Run(cfg, LocalBackend()).train_spec(build_index(cfg.data), "stage")  # a teacher stage, as a run builds it
     with Sampler() as sampler:
-        train_ray(cfg, tmp_path / "stage", tmp_path / "data", None, None, ds.num_classes, ds.info.feature_dim)
+        train_ray(cfg, spec)
 
     # The samples covered the run: Ray's services and the 2 Train workers with their group alive.
     assert {"gcs_server", "raylet", TRAIN_WORKER} <= sampler.names, sampler.names

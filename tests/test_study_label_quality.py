@@ -1,14 +1,19 @@
-"""benchmarks/study_label_quality.py: the oracle pseudo labels are the ground truth degraded as asked."""
+"""benchmarks/study_label_quality.py: the oracle pseudo labels are the ground truth degraded as asked, written
+per pseudo source of the run's split and trained on by the round's own student stage."""
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from study_label_quality import degrade  # noqa: E402
+from study_label_quality import degrade, main  # noqa: E402
 
+from raytal.config import load_config  # noqa: E402
 from raytal.core.video import Video  # noqa: E402
+from raytal.data.index import build_index  # noqa: E402
+from raytal.data.pseudo_io import read_pseudo_labels  # noqa: E402
 
 
 def _video() -> Video:
@@ -40,3 +45,26 @@ def test_recall_zero_keeps_nothing_and_jitter_stays_inside_the_video():
     segs, labels = _instances(degrade(_video(), 1.0, 1.0, 5.0, 3, np.random.default_rng(1)))
     assert (segs >= 0.0).all() and (segs <= 20.0).all() and (segs[:, 1] > segs[:, 0]).all()
     assert len(labels) <= 3
+
+
+def test_exact_oracle_labels_are_the_unlabeled_ground_truth(tiny_data, tmp_path):
+    # End to end on tiny (1 epoch): exact oracle labels, one pseudo-label directory per unlabeled source of the
+    # split, every unlabeled video's row is its hidden ground truth, so the measured quality has tIoU 1 and
+    # as many pseudo instances as ground-truth ones.
+    config = Path(__file__).resolve().parents[1] / "configs" / "tiny_supervised.yaml"
+    sets = [f"data.root={tiny_data}", "train.epochs=1", "train.warmup_epochs=0"]
+    out = tmp_path / "oracle"
+    assert main(["--config", str(config), "--out", str(out), *[a for s in sets for a in ("--set", s)]]) == 0
+    index = build_index(load_config(config, ["data.labeled_ratio=0.1", *sets]).data)
+    unlabeled = [p for p in index.pseudo_sources() if p[0] == "unlabeled"]
+    assert sorted(d.name for d in (out / "pseudo").iterdir()) == [f"shard={k}" for k in range(len(unlabeled))]
+    rows = read_pseudo_labels(out / "pseudo")
+    videos = list(index.videos("unlabeled"))
+    assert sorted(rows) == sorted(v.video_id for v in videos)
+    for v in videos:
+        np.testing.assert_array_equal(rows[v.video_id].segments, v.segments)
+        np.testing.assert_array_equal(rows[v.video_id].labels, v.labels)
+    result = json.loads((out / "result.json").read_text())
+    assert result["num_pseudo"] == result["num_gt"] == sum(len(v.labels) for v in videos)
+    assert result["mean_tiou"] == 1.0 and 0.0 <= result["average_mAP"] <= 1.0
+    assert (out / "train" / "final.pt").is_file()

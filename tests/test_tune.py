@@ -1,22 +1,29 @@
-"""Ray Tune sweeps (issue 10): search-space checks, teacher sharing rule, results table, and one real
-interrupted-then-resumed 3-trial sweep on tiny data whose test shards are deleted (so any read fails)."""
+"""Ray Tune sweeps (issue 10): search-space checks, teacher sharing rule (and, for NoCo's keys, the teacher
+checkpoints that prove it), results table, the job's entry, and one real interrupted-then-resumed 3-trial
+sweep on tiny data whose test shards are deleted (so any read fails)."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from raytal.cli import run_job
 from raytal.config import ConfigError, load_config
 from raytal.data.dataset import load_dataset_info
-from raytal.distributed.tune import (
+from raytal.distributed.sweep import (
     INTERRUPT_ENV, SweepInterrupted, _best, evaluate_best_on_test, run_sweep, teacher_free, trial_config,
     validate_space, write_table,
 )
+from raytal.engine.checkpoint import load_checkpoint
+from raytal.selftrain.local import LocalBackend
+from raytal.selftrain.rounds import Run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SWEEP = REPO / "configs" / "tune_tiny_npl.yaml"
@@ -65,10 +72,43 @@ def test_teacher_sharing_rule():
     for key in ("recipe.npl.n_pos", "recipe.ntc.lam", "recipe.apl.tau_icd", "recipe.apl.sigma_icd",
                 "recipe.gaufuse.temperature_pseudo", "infer.fusion_temperature", "train.student_init"):
         assert teacher_free(key), key
-    # ... while these are part of the teacher's own training (ACP is in APL's teacher loss).
+    # ... while these are part of the teacher's own training (ACP is in APL's teacher loss; NoCo's EMA is the
+    # trainer's EMA, which the teacher is evaluated and labels with).
     for key in ("train.lr", "model.embed_dim", "data.labeled_ratio", "recipe.apl.acp_temperature",
-                "recipe.apl.lambda_locq", "run.seed", "train.epochs"):
+                "recipe.apl.lambda_locq", "run.seed", "train.epochs", "recipe.noco.enabled",
+                "recipe.noco.ema_momentum"):
         assert not teacher_free(key), key
+
+
+NOCO_TEACHER_FREE = ("recipe.noco.cala=false", "recipe.noco.aic=false", "recipe.noco.hpm=false",
+                     "recipe.noco.theta_c=0.5", "recipe.noco.theta_s=0.5", "recipe.noco.gamma=0.5")
+
+
+def _teacher(tiny_data: Path, run_dir: Path, *overrides: str) -> dict:
+    """Round 0's checkpoint of the tiny sweep's config, trained in-process as a run trains it (4 steps)."""
+    cfg = _cfg(f"data.root={tiny_data}", f"run.dir={run_dir}", "train.epochs=1", "train.warmup_epochs=0",
+               "train.steps_per_epoch=4", "model.embed_dim=16", "model.head_dim=16", *overrides)
+    run = Run(cfg, LocalBackend())
+    return load_checkpoint(run.teacher(run.load_index(), None))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_noco_ema_keys_change_the_teacher_and_its_other_keys_do_not(tiny_data, tmp_path):
+    # NoCo's teacher is the trainer's EMA, so enabling NoCo sets the EMA momentum of every training stage,
+    # round 0 included: at momentum 0.1 (binding from the first step, below the EMA's warm-up ramp
+    # (1 + n) / (10 + n)) the teacher's EMA weights, which evaluation and labeling load, differ from those
+    # at train.ema_momentum; the trained weights themselves do not (round 0 has no pseudo-labeled video to
+    # correct). The other NoCo keys act on pseudo labels only: the checkpoint is bit-identical.
+    assert all(teacher_free(o.split("=")[0]) for o in NOCO_TEACHER_FREE)
+    off = _teacher(tiny_data, tmp_path / "off", "recipe.noco.ema_momentum=0.1")  # NoCo off: its momentum unused
+    on = _teacher(tiny_data, tmp_path / "on", "recipe.noco.enabled=true", "recipe.noco.ema_momentum=0.1")
+    variant = _teacher(tiny_data, tmp_path / "variant", "recipe.noco.enabled=true", "recipe.noco.ema_momentum=0.1",
+                       *NOCO_TEACHER_FREE)
+    assert _same(off["model"], on["model"]) and not _same(off["ema"], on["ema"])
+    assert _same(on["model"], variant["model"]) and _same(on["ema"], variant["ema"])
 
 
 def test_trial_config_applies_overrides_on_val_in_own_dir(tmp_path):
@@ -98,13 +138,23 @@ def test_table_and_best_pick_the_highest_finished_trial(tmp_path):
     assert [r["trial_id"] for r in table] == ["a", "b", "c", "d"] and table[2]["state"] == "STOPPED (ASHA)"
 
 
+def test_tune_job_reports_a_bad_space_in_one_line(capsys):
+    # the job reaches run_sweep (which checks the space before starting Ray) and exits 2 with one line
+    spec = importlib.util.spec_from_file_location("tune_job", REPO / "jobs" / "tune.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert run_job(job.main, ["--config", str(TINY_SWEEP), "--set", "tune.space={}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: tune.space is empty: give at least one key, e.g. recipe.npl.n_pos: {grid: [5, 10]}"]
+
+
 def _events(sweep: Path) -> list[dict]:
     return [json.loads(line) for line in (sweep / "trial_log.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.ray
 def test_sweep_interrupted_then_resumed_never_reads_test(ray_session, tiny_data, tmp_path, monkeypatch):
-    # The test subset's shards are deleted: any attempt to read them (load_dataset) would raise DataError.
+    # The test subset's shards are moved away: any attempt to index or read them (build_index) would raise DataError.
     data = tmp_path / "tiny"
     shutil.copytree(tiny_data, data)
     info = load_dataset_info(data)

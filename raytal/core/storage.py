@@ -187,23 +187,25 @@ def _not_found_as(p: PathLike) -> Iterator[None]:
         raise _missing(p) from e
 
 
-def list_files(directory: PathLike, suffix: str | None = None, recursive: bool = True) -> list[str]:
-    """Files under ``directory`` (not directories), as full paths / URIs sorted as strings, so local and
-    object-store listings come out in the same order. ``suffix`` keeps names ending with it.
-
-    Raises FileNotFoundError when the directory does not exist."""
+def list_file_sizes(directory: PathLike, suffix: str | None = None, recursive: bool = True) -> dict[str, int]:
+    """Files under ``directory`` (not directories) -> their size in bytes, keyed by full path / URI in
+    string order, so local and object-store listings come out in the same order. ``suffix`` keeps names
+    ending with it. Raises FileNotFoundError when the directory does not exist."""
     fs, inner = filesystem(directory)
     root = resolve(directory)
-    if is_uri(root):
-        scheme = root.partition("://")[0]
-        prefix = f"{scheme}://"
-    else:
-        prefix = ""
+    prefix = root.partition("://")[0] + "://" if is_uri(root) else ""
     with _not_found_as(directory):
         infos = fs.get_file_info(pafs.FileSelector(inner, recursive=recursive))
-    out = [prefix + i.path for i in infos if i.type == pafs.FileType.File and not i.path.endswith(_TMP_SUFFIX)
-           and (suffix is None or i.path.endswith(suffix))]
-    return sorted(out)
+    found = {prefix + i.path: int(i.size) for i in infos if i.type == pafs.FileType.File
+             and not i.path.endswith(_TMP_SUFFIX) and (suffix is None or i.path.endswith(suffix))}
+    return dict(sorted(found.items()))
+
+
+def list_files(directory: PathLike, suffix: str | None = None, recursive: bool = True) -> list[str]:
+    """The paths of ``list_file_sizes``: files under ``directory``, sorted as strings.
+
+    Raises FileNotFoundError when the directory does not exist."""
+    return list(list_file_sizes(directory, suffix, recursive))
 
 
 def open_input_file(p: PathLike) -> pa.NativeFile:

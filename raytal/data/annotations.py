@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from raytal.core.errors import DataError, check_video_id, where
+from raytal.core.jsonfile import read_json
 from raytal.core.video import Video
 
 # Segments may stick out of [0, duration] by this much (seconds) and are then clipped silently.
@@ -66,6 +67,7 @@ class Annotations:
     videos: dict[str, Video]
     warnings: list[str] = field(default_factory=list)  # one per fixed problem (strict=False)
     fixes: dict[str, int] = field(default_factory=dict)  # FIX_KINDS key -> count
+    official: bool = False  # the official ActivityNet dialect (a taxonomy, no label_id)
 
     def fix_summary(self) -> str:
         """``"N annotation problems fixed: a zero-length segments dropped, ..."``; "" when none were."""
@@ -103,13 +105,7 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Obj:
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f, object_pairs_hook=_pairs_hook)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 JSON: {e}") from e
+    return read_json(path, DataError, object_pairs_hook=_pairs_hook)
 
 
 def _number(value: Any, path: Path, vid: str, fld: str) -> float:
@@ -306,7 +302,8 @@ def load_annotations(
             f"{path}: {len(benign)} annotation problems (strict mode; without it each is fixed with a "
             f"warning):\n  {listing}"
         )
-    return Annotations(classes=class_list, videos=videos, warnings=warnings, fixes=fixes)
+    return Annotations(classes=class_list, videos=videos, warnings=warnings, fixes=fixes,
+                       official="taxonomy" in data and not has_ids)
 
 
 def annotations_to_json(classes: list[str], videos: list[Video] | dict[str, Video]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from raytal.core.errors import DataError, where
 from raytal.data.annotations import Annotations
 from raytal.data.features import load_features
 from raytal.data.shards import write_shards
+from raytal.core.protocols import THUMOS14
 
 
 @dataclass
@@ -45,6 +46,7 @@ class DatasetInfo:
     features_dir: str = "features"
     shards_dir: str = "shards"
     unlabeled_shards: str = ""  # "" = no unlabeled pool
+    tious: list[float] = field(default_factory=lambda: list(THUMOS14))  # the evaluation protocol's thresholds
     generator: dict[str, Any] = field(default_factory=dict)  # how it was made (informational)
 
 
@@ -75,6 +77,10 @@ def load_dataset_info(root: str | Path) -> DatasetInfo:
     for key in ("name", "train_subset", "test_subset", "annotations", "features_dir", "shards_dir", "unlabeled_shards"):
         if key in data and not isinstance(data[key], str):
             raise DataError(f"{where(path, None, key)}: expected a string, got {data[key]!r}")
+    tious = data.get("tious", list(THUMOS14))  # datasets converted before protocols were recorded
+    if (not isinstance(tious, list) or not tious or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                                                            and 0 < t <= 1 for t in tious)):
+        raise DataError(f"{where(path, None, 'tious')}: expected a list of tIoU thresholds in (0, 1], got {tious!r}")
     if "fps" in data and (isinstance(data["fps"], bool) or not isinstance(data["fps"], (int, float)) or data["fps"] <= 0):
         raise DataError(f"{where(path, None, 'fps')}: expected a positive number, got {data['fps']!r}")
     return DatasetInfo(**data)

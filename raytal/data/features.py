@@ -14,15 +14,20 @@ that a feature extractor drops) has features that are too short.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from raytal.core import storage
 from raytal.core.errors import DataError, check_video_id, where
 from raytal.core.grid import seconds_to_grid
 from raytal.core.video import Video
 
 LENGTH_TOLERANCE_SNIPPETS = 1.0
+# Network features (I3D, TSP, VideoMAE) are O(1)-O(100); a value beyond this is garbage (uninitialised
+# memory, a units mix-up) that would overflow the detector's float32 activations into NaN.
+MAX_ABS_FEATURE = 1e6
 
 
 def required_snippets(video: Video) -> float:
@@ -45,8 +50,8 @@ def check_features(
     """Validate one video's features and return them as float32 [T, D].
 
     Raises ``DataError`` naming ``source`` (the file), the video and the field for: not 2-D, T == 0,
-    a D other than ``feature_dim`` (when given), NaN/Inf (when ``check_finite``), or fewer snippets
-    than the annotations need (see the module docstring).
+    a D other than ``feature_dim`` (when given), NaN/Inf or values beyond ``MAX_ABS_FEATURE`` (when
+    ``check_finite``), or fewer snippets than the annotations need (see the module docstring).
     """
     vid = video.video_id
     if not isinstance(feats, np.ndarray) or feats.ndim != 2:
@@ -69,6 +74,14 @@ def check_features(
                 f"{where(source, vid, 'features')}: {int(bad.sum())} NaN/Inf values "
                 f"(first in snippet {int(rows[0])} of {feats.shape[0]})"
             )
+        huge = np.abs(feats) > MAX_ABS_FEATURE
+        if huge.any():
+            rows = np.flatnonzero(huge.any(axis=1))
+            raise DataError(
+                f"{where(source, vid, 'features')}: {int(huge.sum())} values beyond +-{MAX_ABS_FEATURE:g} (first in "
+                f"snippet {int(rows[0])} of {feats.shape[0]}: {float(feats[rows[0]][huge[rows[0]]][0]):g}); expected "
+                "network features (uninitialised memory, or another unit?)"
+            )
     need = required_snippets(video)
     T = feats.shape[0]
     covered = T - 1 + 0.5 * video.num_frames / max(video.feat_stride, 1)
@@ -83,9 +96,19 @@ def check_features(
     return feats
 
 
-def feature_path(features_dir: str | Path, video_id: str, prefix: str = "") -> Path:
-    """``features_dir/<prefix><video_id>.npy`` (the file name must be a plain name)."""
-    return Path(features_dir) / f"{check_video_id(prefix + video_id, features_dir)}.npy"
+def feature_path(features_dir: str | Path, video_id: str, prefix: str = "") -> str:
+    """``features_dir/<prefix><video_id>.npy``, local or a storage URI (the file name must be a plain name)."""
+    return storage.join(features_dir, f"{check_video_id(prefix + video_id, features_dir)}.npy")
+
+
+def read_npy(path: str | Path, video_id: str) -> np.ndarray:
+    """The array of a .npy file, local or a storage URI (never a pickle); DataError naming file and video."""
+    if not storage.is_file(path):
+        raise DataError(f"{where(path, video_id, 'features')}: feature file missing")
+    try:
+        return np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{where(path, video_id, 'features')}: not a readable .npy array ({e})") from e
 
 
 def load_features(
@@ -97,17 +120,13 @@ def load_features(
 ) -> np.ndarray:
     """Load and check ``features_dir/<prefix><video_id>.npy`` -> float32 [T, D] (never loads pickles)."""
     path = feature_path(features_dir, video.video_id, prefix)
-    if not path.is_file():
-        raise DataError(f"{where(path, video.video_id, 'features')}: feature file missing")
-    try:
-        feats = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{where(path, video.video_id, 'features')}: not a readable .npy array ({e})") from e
-    return check_features(feats, video, feature_dim, path, tolerance)
+    return check_features(read_npy(path, video.video_id), video, feature_dim, path, tolerance)
 
 
-def save_features(features_dir: str | Path, video_id: str, feats: np.ndarray) -> Path:
+def save_features(features_dir: str | Path, video_id: str, feats: np.ndarray) -> str:
     """Write float32 [T, D] to ``features_dir/<video_id>.npy``; returns the path."""
     path = feature_path(features_dir, video_id)
-    np.save(path, np.ascontiguousarray(feats, dtype=np.float32), allow_pickle=False)
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(feats, dtype=np.float32), allow_pickle=False)
+    storage.write_bytes(path, buf.getvalue())
     return path

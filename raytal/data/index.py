@@ -22,13 +22,15 @@ import numpy as np
 
 from raytal.config import DataConfig
 from raytal.core import storage
-from raytal.core.errors import DataError, where
+from raytal.core.errors import DataError, clip, where
+from raytal.core.jsonfile import read_json
 from raytal.core.video import Video
 from raytal.data.dataset import DatasetInfo, load_dataset_info, resolve
 from raytal.data.shards import list_shards, open_shard, read_shard_tables, rows_to_videos
 from raytal.data.splits import PARTS, part_view, split_train
 
 _META_COLUMNS = ["video_id", "D", "annotations"]
+MAX_INDEX_BYTES = 1 << 30  # ids of the training subset: ~20 bytes per video
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,18 @@ class Source:
 
     @staticmethod
     def from_json(d: dict) -> "Source":
-        return Source(d["file"], None if d["ids"] is None else tuple(d["ids"]), int(d["count"]))
+        file, ids, count = d["file"], d["ids"], d["count"]
+        ids_ok = ids is None or (isinstance(ids, list) and all(isinstance(i, str) for i in ids) and len(ids) == count)
+        if not isinstance(file, str) or type(count) is not int or count < 0 or not ids_ok:
+            raise ValueError(f"expected a source {{file: str, ids: null | [str], count: int >= 0}}, got {clip(repr(d))}")
+        return Source(file, None if ids is None else tuple(ids), count)
+
+
+def source_ids(src: Source) -> list[str]:
+    """The video ids of a source: its listed ids, or the ``video_id`` column of its whole file."""
+    if src.ids is not None:
+        return list(src.ids)
+    return [v for table in read_shard_tables(src.file, columns=["video_id"]) for v in table.column("video_id").to_pylist()]
 
 
 def source_videos(src: Source, part: str, setting: str, check_finite: bool = False) -> Iterator[Video]:
@@ -102,10 +115,12 @@ class RunIndex:
 
     @staticmethod
     def load(path: str) -> "RunIndex":
+        """The index saved at ``path``; ``DataError`` naming the file when it is missing or not an index."""
+        data = read_json(path, DataError, max_bytes=MAX_INDEX_BYTES)
         try:
-            return RunIndex.from_json(json.loads(storage.read_text(path)))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{path}: not a run index ({type(e).__name__}: {e})") from e
+            return RunIndex.from_json(data)
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: not a run index ({type(e).__name__}: {clip(str(e))})") from e
 
 
 def _subset_files(root: str, info: DatasetInfo, subset: str) -> list[str]:

@@ -25,7 +25,6 @@ names would otherwise silently fall back to the defaults.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from raytal.core.errors import DataError, where
+from raytal.core.jsonfile import read_json
 from raytal.core.video import Video
 from raytal.data.features import load_features
 
@@ -90,11 +90,7 @@ def _read_csv(path: Path) -> dict[str, VideoInfo]:
 
 
 def _read_json(path: Path) -> dict[str, VideoInfo]:
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from e
+    data = read_json(path, DataError)
     if isinstance(data, dict) and isinstance(data.get("database"), dict):
         data = data["database"]
     if not isinstance(data, dict):

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raytal.core import storage
-from raytal.core.errors import DataError, where
+from raytal.core.errors import DataError, clip, where
+from raytal.data.annotations import SEGMENT_TOLERANCE_S
 from raytal.core.video import Video
 
 INSTANCE_TYPE = pa.struct(
@@ -72,6 +73,7 @@ class PseudoRecord:
     teacher_scores: np.ndarray | None  # [T, C] float32
     relaxed: int
     error: str | None
+    file: str = ""  # the Parquet file it was read from (for messages)
 
 
 def _dense_shape(name: str, arr: Any, video_id: str) -> tuple[int, int] | None:
@@ -167,19 +169,58 @@ def pseudo_files(directory: str | Path) -> list[str]:
     return storage.list_files(storage.resolve(directory), suffix=".parquet")
 
 
-def _decode_dense(raw: bytes | None, dtype: type, T: int, C: int, path: Path, vid: str, name: str) -> np.ndarray | None:
+def _decode_dense(raw: bytes | None, dtype: type, T: int, C: int, path: Path, vid: str, name: str,
+                  num_classes: int | None) -> np.ndarray | None:
     if raw is None:
         return None
     size = np.dtype(dtype).itemsize
-    if len(raw) != T * C * size:
-        raise DataError(f"{where(path, vid, name)}: {len(raw)} bytes, expected T*C*{size} = {T}*{C}*{size}")
-    return np.frombuffer(raw, dtype=dtype).reshape(T, C).astype(np.float32)
+    if T < 1 or C < 1 or len(raw) != T * C * size:
+        raise DataError(f"{where(path, vid, name)}: {len(raw)} bytes, expected T*C*{size} = {T}*{C}*{size} with "
+                        "T, C >= 1")
+    if num_classes is not None and C != num_classes:
+        raise DataError(f"{where(path, vid, name)}: C = {C} columns, expected one per class ({num_classes})")
+    arr = np.frombuffer(raw, dtype=dtype).reshape(T, C).astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise DataError(f"{where(path, vid, name)}: NaN/Inf values")
+    return arr
 
 
-def read_pseudo_labels(directory: str | Path) -> dict[str, PseudoRecord]:
+def _check_instances(path: str, vids: list, offsets: np.ndarray, field: dict[str, np.ndarray],
+                     errors: list, num_classes: int | None) -> None:
+    """The rules ``pseudo_row`` writes by, checked on what is read (a file may come from elsewhere, or have
+    been edited): finite times with 0 <= start < end, finite scores, finite weights >= 0, class ids in
+    0..num_classes-1 (>= 0 without ``num_classes``), no instances on an error row. ``DataError`` names the
+    file, the video and the field."""
+    start, end, label = field["start"], field["end"], field["label_id"]
+    classes = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+    owner = np.repeat(np.arange(len(vids)), np.diff(offsets))
+    rules = [
+        ("start", ~np.isfinite(start) | (start < 0), "expected a finite time >= 0 s"),
+        ("end", ~np.isfinite(end) | (end <= start), "expected a finite time after the start"),
+        ("score", ~np.isfinite(field["score"]), "expected a finite number"),
+        ("weight", ~(np.isfinite(field["weight"]) & (field["weight"] >= 0)), "expected a finite weight >= 0"),
+        ("label_id", ~np.isfinite(label) | (label < 0) | (label >= (num_classes or np.inf)),
+         f"expected a class id {classes}"),
+    ]
+    for name, bad, expected in rules:
+        if bad.any():
+            k = int(np.argmax(bad))
+            row = int(owner[k])
+            raise DataError(f"{where(path, vids[row], f'instances[{k - offsets[row]}].{name}')}: {expected}, got "
+                            f"{field[name][k]}" + (f" (start {start[k]})" if name == "end" else ""))
+    on_error_row = [i for i, e in enumerate(errors) if e is not None and offsets[i + 1] > offsets[i]]
+    if on_error_row:
+        i = on_error_row[0]
+        raise DataError(f"{where(path, vids[i], 'instances')}: an error row ({clip(repr(errors[i]))}) with "
+                        f"{offsets[i + 1] - offsets[i]} instances: expected none")
+
+
+def read_pseudo_labels(directory: str | Path, num_classes: int | None = None) -> dict[str, PseudoRecord]:
     """All rows of a pseudo-label directory, by video id (error rows included, with ``error`` set).
 
-    A file that is unreadable, lacks the schema's columns or repeats a video id raises ``DataError``.
+    A file that is unreadable, lacks the schema's columns, repeats a video id or holds a value ``pseudo_row``
+    would not have written (``_check_instances``; dense arrays of the wrong size, with NaN/Inf, or, given
+    ``num_classes``, not one column per class) raises ``DataError`` naming the file, the video and the field.
     """
     out: dict[str, PseudoRecord] = {}
     for path in pseudo_files(directory):
@@ -198,24 +239,30 @@ def read_pseudo_labels(directory: str | Path) -> dict[str, PseudoRecord]:
         numeric = ("label_id", "start", "end", "score", "weight")
         field = {n: flat.field(n).to_numpy(zero_copy_only=False) for n in numeric}
         origins = np.asarray(flat.field("origin").to_pylist(), dtype=object)
+        field = {n: (v if v.dtype != object else v.astype(np.float64)) for n, v in field.items()}  # nulls -> NaN
+        _check_instances(path, cols["video_id"], offsets, field, cols["error"], num_classes)
         for i, vid in enumerate(cols["video_id"]):
+            if not isinstance(vid, str) or not vid:
+                raise DataError(f"{where(path, None, 'video_id')}: row {i}: expected a video id, got {vid!r}")
             if vid in out:
                 raise DataError(f"{where(path, vid, 'video_id')}: duplicate video id in the pseudo labels")
             lo, hi = offsets[i], offsets[i + 1]
-            T, C = int(cols["T"][i]), int(cols["C"][i])
+            T, C = int(cols["T"][i] or 0), int(cols["C"][i] or 0)
             out[vid] = PseudoRecord(
                 video_id=vid,
-                round=int(cols["round"][i]),
+                round=int(cols["round"][i] or 0),
                 teacher=cols["teacher"][i],
                 segments=np.stack([field["start"][lo:hi], field["end"][lo:hi]], axis=1).astype(np.float64),
                 labels=field["label_id"][lo:hi].astype(np.int64),
                 scores=field["score"][lo:hi].astype(np.float32),
                 weights=field["weight"][lo:hi].astype(np.float32),
                 origins=origins[lo:hi],
-                targets=_decode_dense(cols["targets"][i], np.float16, T, C, path, vid, "targets"),
-                teacher_scores=_decode_dense(cols["teacher_scores"][i], np.float32, T, C, path, vid, "teacher_scores"),
-                relaxed=int(cols["relaxed"][i]),
+                targets=_decode_dense(cols["targets"][i], np.float16, T, C, path, vid, "targets", num_classes),
+                teacher_scores=_decode_dense(cols["teacher_scores"][i], np.float32, T, C, path, vid, "teacher_scores",
+                                             num_classes),
+                relaxed=int(cols["relaxed"][i] or 0),
                 error=cols["error"][i],
+                file=path,
             )
     return out
 
@@ -228,7 +275,7 @@ def apply_pseudo_labels(
     A video whose row is an error row is left out and, if ``errors`` is a list, (video_id, reason) is
     appended to it so the caller can report the count. A video with no row at all means the pseudo
     labels come from another run, so it raises ``DataError``; so do dense arrays whose T differs from
-    the video's loaded features.
+    the video's loaded features and segments that end after the video (beyond ``SEGMENT_TOLERANCE_S``).
     """
     out: list[Video] = []
     for v in videos:
@@ -242,8 +289,12 @@ def apply_pseudo_labels(
         for name, arr in (("targets", rec.targets), ("teacher_scores", rec.teacher_scores)):
             if arr is not None and v.features is not None and len(arr) != len(v.features):
                 raise DataError(
-                    f"{where(None, v.video_id, name)}: {len(arr)} snippets, features have {len(v.features)}"
+                    f"{where(rec.file, v.video_id, name)}: {len(arr)} snippets, features have {len(v.features)}"
                 )
+        if len(rec.segments) and rec.segments[:, 1].max() > v.duration + SEGMENT_TOLERANCE_S:
+            k = int(np.argmax(rec.segments[:, 1]))
+            raise DataError(f"{where(rec.file, v.video_id, f'instances[{k}].end')}: {rec.segments[k, 1]} s is after "
+                            f"the end of the video (duration {v.duration} s)")
         out.append(
             dataclasses.replace(
                 v,
@@ -257,3 +308,15 @@ def apply_pseudo_labels(
             )
         )
     return out
+
+
+def check_source_rows(records: dict[str, PseudoRecord], video_ids: set[str], directory: str) -> None:
+    """The rows of one pseudo source's directory must be for the videos of that source: a row for another
+    video means the directory holds labels of another run or split (``DataError`` naming one of them). A
+    video without a row is refused where the labels are applied (``apply_pseudo_labels``)."""
+    extra = sorted(set(records) - video_ids)
+    if extra:
+        rec = records[extra[0]]
+        raise DataError(f"{where(rec.file or directory, extra[0], 'video_id')}: a pseudo-label row for a video that "
+                        f"is not in its source ({len(extra)} such rows under {directory}): labels of another run or "
+                        "split?")

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from raytal.core import storage
 from raytal.core.errors import DataError, check_video_id, where
-from raytal.data.features import check_features
+from raytal.data.features import MAX_ABS_FEATURE, check_features
 from raytal.core.video import Video
 
 ANNOTATION_TYPE = pa.struct([("label_id", pa.int32()), ("start", pa.float64()), ("end", pa.float64())])
@@ -123,7 +123,8 @@ def rows_to_videos(
 ) -> list[Video]:
     """Shard rows (pa.Table, RecordBatch or dict of columns) -> ``Video`` records with features [T, D].
 
-    A row whose feature bytes do not match T*D*4 (or, with ``check_finite``, holds NaN/Inf) raises
+    A row whose feature bytes do not match T*D*4 (or, with ``check_finite``, holds NaN/Inf or values beyond
+    ``MAX_ABS_FEATURE``) raises
     ``DataError`` naming ``source``, the video and the field; if ``errors`` is a list, the problem is
     appended to it as (video_id, message) and the row is skipped instead (Ray pipeline error rows).
     Features are copied out of the Arrow buffer (writable, and do not pin the whole batch).
@@ -156,6 +157,9 @@ def rows_to_videos(
             feats = np.frombuffer(raw, dtype=np.float32).reshape(T, D).copy()
             if check_finite and not np.isfinite(feats).all():
                 raise DataError(f"{where(source, vid, 'features')}: NaN/Inf values")
+            if check_finite and np.abs(feats).max() > MAX_ABS_FEATURE:
+                raise DataError(f"{where(source, vid, 'features')}: values beyond +-{MAX_ABS_FEATURE:g} (up to "
+                                f"{float(np.abs(feats).max()):g}); expected network features")
             lo, hi = offsets[i], offsets[i + 1]
             out.append(
                 Video(

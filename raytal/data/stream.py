@@ -60,3 +60,15 @@ def flat_map(units: Iterable[tuple[int, U]], read: Callable[[U], Iterable[T]]) -
     """The items of every unit, in unit order."""
     for _, unit in units:
         yield from read(unit)
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter), holding one list at a time."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -14,10 +14,13 @@ summary (its video ids cannot be recovered).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
+import ray
+import ray.data
 
 from raytal.core import storage
 from raytal.data.pseudo_io import SOURCE_KEY
@@ -25,48 +28,49 @@ from raytal.selftrain.pseudo_stage import (
     InferFn, InferLabelStage, InferStage, LabelFn, PipelineSummary, Unit, check_units, clean_output, label_batch,
     summary_of, unit_blocks,
 )
+from raytal.selftrain.predict import DetectStage
 from raytal.selftrain.spec import LabelSpec
 
-# Ray Data's Parquet reader put a round's small shard files into one block, and an actor takes one block
-# per call, so a round of a few shards ran on one actor while the rest of the pool idled. The pipeline
-# sizes blocks instead: BATCHES_PER_BLOCK inference batches, and at least BLOCKS_PER_ACTOR per actor.
-BATCHES_PER_BLOCK = 4
-BLOCKS_PER_ACTOR = 4
+# A block is one inference batch of one unit's videos (its read task yields them so, and the actors take
+# whole blocks): which videos share a batch — and so the teacher's floating-point results, which depend on
+# the batch's shape in the last bits — never depends on how Ray schedules blocks, and the in-process
+# back-end, which forms the same batches, writes the same rows. (Ray Data's Parquet reader had also put a
+# round's small files into one block, so one actor did all the work.)
 # Pseudo-label rows are small: with labeling in the actors, the write gathers blocks into files of at least
 # this many rows (fewer write tasks). Not with separate labeling tasks: Ray Data then fuses those tasks
 # into one task per file, so a small round would label on one node.
 MIN_ROWS_PER_FILE = 256
 
 
-def block_rows(videos: int, batch_size: int, pool_size: int) -> int:
-    """Videos per Ray Data block: BATCHES_PER_BLOCK inference batches, or fewer so that a small round
-    still gives every actor BLOCKS_PER_ACTOR blocks (an actor takes one block per call)."""
-    return max(1, min(BATCHES_PER_BLOCK * batch_size, -(-videos // (BLOCKS_PER_ACTOR * pool_size))))
+ReadFn = Callable[[dict, int], Iterator[pa.Table]]  # read(unit as a dict, rows per block) -> tables of rows
 
 
-def _unit_blocks(batch: pa.Table, *, rows: int):
-    """Read task: units -> tables of ``rows`` videos, streamed one Parquet batch at a time."""
+def _unit_blocks(batch: pa.Table, *, read: ReadFn, rows: int):
+    """Read task: units -> tables of ``rows`` videos, streamed."""
     for row in batch.to_pylist():
-        yield from unit_blocks(Unit(**row), rows)
+        yield from read(row, rows)
 
 
-def _read_units(units: list[Unit], rows: int, block_bytes: int, remote_args: dict):
-    """The units as a dataset of blocks of about ``rows`` videos (``block_bytes``), one unit per read task.
-    Ray Data's own Parquet reader bundles small files into one block per round and kept hundreds of MB of
-    decoded data in its worker, growing with the number of videos."""
-    import ray.data
-
+def _read_units(units: list[dict], read: ReadFn, rows: int, block_bytes: int, remote_args: dict):
+    """The units as a dataset of blocks of ``rows`` videos of one unit each (about ``block_bytes``), one unit
+    per read task, streamed: Ray Data's own Parquet reader kept hundreds of MB of decoded data in its
+    worker, growing with the number of videos."""
     ctx = ray.data.DataContext.get_current()
     saved = ctx.target_min_block_size, ctx.target_max_block_size
-    ctx.target_min_block_size, ctx.target_max_block_size = 1, block_bytes  # the dataset keeps a copy
+    # Neither coalesce blocks nor split them (a block is a batch): the dataset keeps a copy of these.
+    ctx.target_min_block_size, ctx.target_max_block_size = 1, 4 * block_bytes
     try:
-        items = ray.data.from_items([u._asdict() for u in units], override_num_blocks=len(units))
+        items = ray.data.from_items(units, override_num_blocks=len(units))
     finally:
         ctx.target_min_block_size, ctx.target_max_block_size = saved
     # Reads SPREAD over the nodes, as Ray Data's readers do. Given as a remote-args function, which also
     # keeps Ray Data from fusing the read into the actors (each actor would then read whole files).
-    return items.map_batches(_unit_blocks, fn_kwargs={"rows": rows}, batch_size=1, batch_format="pyarrow",
-                             ray_remote_args_fn=_spread, **remote_args)
+    return items.map_batches(_unit_blocks, fn_kwargs={"read": read, "rows": rows}, batch_size=1,
+                             batch_format="pyarrow", ray_remote_args_fn=_spread, **remote_args)
+
+
+def _read_unit(unit: dict, rows: int, read: Callable[[Unit, int], Iterator[pa.Table]] = unit_blocks) -> Iterator[pa.Table]:
+    return read(Unit(**unit), rows)
 
 
 def _spread() -> dict[str, str]:
@@ -87,6 +91,28 @@ def initial_pool_size(pool_size: int, actor_cpus: float, task_cpus: float, use_g
     if use_gpu:
         return pool_size
     return pool_size if available.get("CPU", 0.0) >= pool_size * actor_cpus + task_cpus - 1e-9 else 1
+
+
+def inference_dataset(units: list[dict], read: ReadFn, stage: type, stage_kwargs: dict, *, videos: int, nbytes: int,
+                      batch_size: int, pool_size: int, actor_cpus: float, use_gpu: bool, task_cpus: float):
+    """Units -> read tasks -> an actor pool of ``stage(**stage_kwargs)`` on batches of ``batch_size`` rows: the
+    inference stage the pseudo-label pipeline and ``jobs/predict.py`` share."""
+    if batch_size < 1 or pool_size < 1:
+        raise ValueError(f"batch_size and pool_size must be >= 1, got {batch_size}, {pool_size}")
+    if not actor_cpus > 0 or not task_cpus > 0:
+        raise ValueError(f"actor_cpus and task_cpus must be > 0, got {actor_cpus}, {task_cpus}")
+    if not ray.is_initialized():
+        raise RuntimeError("the inference pipeline needs Ray running: call raytal.distributed.session.ensure_ray")
+    ds = _read_units(units, read, batch_size, max(1, nbytes * batch_size // max(videos, 1)), {"num_cpus": task_cpus})
+    # The pool keeps the size it starts with: Ray Data shrinks a pool whose actor waits a moment for
+    # input, and grows it again only under a long queue, so a round could end on one actor.
+    actors = initial_pool_size(pool_size, actor_cpus, task_cpus, use_gpu, ray.available_resources())
+    return ds.map_batches(
+        stage, fn_constructor_kwargs={**stage_kwargs, "torch_threads": max(1, int(actor_cpus))},
+        batch_size=None, batch_format="pyarrow",  # a whole block: one batch of one unit
+        compute=ray.data.ActorPoolStrategy(min_size=actors, max_size=pool_size, initial_size=actors),
+        num_cpus=actor_cpus, num_gpus=1 if use_gpu else 0,
+    )
 
 
 def run_pseudolabel_pipeline(
@@ -115,15 +141,6 @@ def run_pseudolabel_pipeline(
     (``InferLabelStage``) instead of in separate CPU map tasks (``task_cpus`` each), which let GPU actors
     move on to the next batch while the CPU solves LinPro; both give the same rows.
     """
-    import ray
-    import ray.data
-
-    if batch_size < 1 or pool_size < 1:
-        raise ValueError(f"batch_size and pool_size must be >= 1, got {batch_size}, {pool_size}")
-    if not actor_cpus > 0 or not task_cpus > 0:
-        raise ValueError(f"actor_cpus and task_cpus must be > 0, got {actor_cpus}, {task_cpus}")
-    if not ray.is_initialized():
-        raise RuntimeError("run_pseudolabel_pipeline: Ray is not running; call raytal.distributed.session.ensure_ray")
     start = time.perf_counter()
     # Absolute paths: Ray tasks do not run in the driver's working directory (nor on its node).
     out_dir = storage.resolve(spec.out_dir)
@@ -132,32 +149,31 @@ def run_pseudolabel_pipeline(
     if check.good:
         fuse = not use_gpu if fuse_labeling is None else fuse_labeling
         labeling = {"label_video": label_video, "round": int(spec.round), "teacher": str(spec.teacher)}
-        io_args = {"num_cpus": task_cpus}  # read/write tasks: fractional, so they fit beside the actors
-        rows = block_rows(check.videos, batch_size, pool_size)
-        block_bytes = max(1, check.nbytes * rows // max(check.videos, 1))
-        ds = _read_units(check.good, rows, block_bytes, io_args)
-        # The pool keeps the size it starts with: Ray Data shrinks a pool whose actor waits a moment for
-        # input, and grows it again only under a long queue, so a round could end on one actor.
-        actors = initial_pool_size(pool_size, actor_cpus, task_cpus, use_gpu, ray.available_resources())
-        ds = ds.map_batches(
-            InferLabelStage if fuse else InferStage,
-            fn_constructor_kwargs={
-                "make_infer": make_infer,
-                "feature_dim": feature_dim,
-                "torch_threads": max(1, int(actor_cpus)),
-                "setting": spec.setting,
-                **(labeling if fuse else {}),
-            },
-            batch_size=batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=actors, max_size=pool_size, initial_size=actors),
-            num_cpus=actor_cpus,
-            num_gpus=1 if use_gpu else 0,
-        )
+        ds = inference_dataset(
+            [u._asdict() for u in check.good], _read_unit, InferLabelStage if fuse else InferStage,
+            {"make_infer": make_infer, "feature_dim": feature_dim, "setting": spec.setting, **(labeling if fuse else {})},
+            videos=check.videos, nbytes=check.nbytes, batch_size=batch_size, pool_size=pool_size,
+            actor_cpus=actor_cpus, use_gpu=use_gpu, task_cpus=task_cpus)
         if not fuse:
-            ds = ds.map_batches(label_batch, fn_kwargs=labeling, batch_size=batch_size, batch_format="pyarrow",
+            ds = ds.map_batches(label_batch, fn_kwargs=labeling, batch_size=None, batch_format="pyarrow",
                                 num_cpus=task_cpus)
         # One directory per source (shard=<k>): a training reader joins a shard file with its labels only.
         ds.write_parquet(out_dir, partition_cols=[SOURCE_KEY], min_rows_per_file=MIN_ROWS_PER_FILE if fuse else None,
-                         ray_remote_args=io_args)
+                         ray_remote_args={"num_cpus": task_cpus})
     return summary_of(dataclasses.replace(spec, out_dir=out_dir), check, start)
+
+
+def run_predict_pipeline(units: list[Unit], read: Callable[[Unit, int], Iterator[pa.Table]], out_dir: str, *,
+                         make_infer: Callable[[], InferFn], feature_dim: int | None, batch_size: int, pool_size: int,
+                         actor_cpus: float, use_gpu: bool, task_cpus: float = 0.5, bytes_per_video: int = 1 << 18) -> None:
+    """A checkpoint's detections on ``units`` into Parquet files under ``out_dir`` (overwritten): the pseudo-label
+    pipeline's read tasks and inference actors with ``DetectStage`` (``raytal.selftrain.predict``)."""
+    out_dir = storage.resolve(out_dir)
+    clean_output(out_dir)
+    videos = sum(u.count for u in units)
+    ds = inference_dataset(
+        [u._asdict() for u in units], functools.partial(_read_unit, read=read), DetectStage,
+        {"make_infer": make_infer, "feature_dim": feature_dim, "setting": "semi"},
+        videos=videos, nbytes=videos * bytes_per_video, batch_size=batch_size, pool_size=pool_size,
+        actor_cpus=actor_cpus, use_gpu=use_gpu, task_cpus=task_cpus)
+    ds.write_parquet(out_dir, ray_remote_args={"num_cpus": task_cpus})

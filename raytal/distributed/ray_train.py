@@ -11,7 +11,7 @@ builds one Ray Data dataset per kind ("labeled", "pseudo") whose items are the s
 files, each joined with its pseudo labels — in seeded passes (``training_data.finite_passes``); read tasks
 turn each unit into training rows (``raytal.data.video_rows``), which reach the workers on any node
 through the object store, each worker receiving a disjoint split. A worker applies the stage's shuffle
-buffer to its rows and takes its share of every global batch (``raytal.engine.batches``), so memory per
+buffer (seeded by its rank) to its rows and takes its share of every global batch (``raytal.engine.batches``), so memory per
 worker is the buffer plus Ray Data's prefetch, whatever the size of the pool. The order of the dataset is
 preserved, so a 1-worker run trains on the very sequence the in-process back-end reads; with W workers
 the split assigns blocks as workers ask for them, so the batches differ from a 1-worker run's.
@@ -19,10 +19,12 @@ the split assigns blocks as workers ask for them, so the batches differ from a 1
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,6 +37,7 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, R
 from raytal.config import Config, ConfigError
 from raytal.core import storage
 from raytal.core.threads import set_torch_threads
+from raytal.core.video import Video
 from raytal.data.index import Source
 from raytal.data.video_rows import rows_to_training_videos, videos_to_rows
 from raytal.distributed.process_group import NodeBoundTorchConfig
@@ -46,6 +49,10 @@ from raytal.selftrain.training_data import finite_passes, read_unit, shuffled_ro
 
 # Test hook: set (on the driver) to "<epoch>:<marker file>" to make rank 0 raise once at that epoch (fault tests).
 FAIL_ONCE_ENV = "RAYTAL_FAIL_ONCE_AT_EPOCH"
+# Test hook: set (on the driver) to a directory to have every rank record in <dir>/rank_<r>.jsonl the videos it
+# reads from its split and those its batches take (a resumed rank's replay included), in order, and a digest of
+# its weights after each epoch (DDP tests).
+TRACE_ENV = "RAYTAL_TRACE_RANKS"
 ROWS_PER_BLOCK = 8  # training videos per Ray Data block out of a read task
 READ_CPUS = 0.25  # read tasks are light (Parquet decode); fractional so they fit beside the workers
 
@@ -59,6 +66,28 @@ def _maybe_fail(epoch: int, spec: str | None) -> None:
     if epoch == int(at) and not Path(marker).exists():
         Path(marker).write_text("failed once")
         raise RuntimeError(f"injected failure at epoch {epoch} ({FAIL_ONCE_ENV})")
+
+
+class _RankTrace:
+    """What one rank read, trained on and ended each epoch with (``TRACE_ENV``): JSON lines."""
+
+    def __init__(self, directory: str, rank: int) -> None:
+        self.path = Path(directory) / f"rank_{rank}.jsonl"
+
+    def _write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def videos(self, event: str, name: str, videos: Iterator[Video]) -> Iterator[Video]:
+        for v in videos:
+            self._write({event: name, "video": v.video_id})
+            yield v
+
+    def weights(self, epoch: int, model: torch.nn.Module) -> None:
+        digest = hashlib.sha256()
+        for t in model.state_dict().values():
+            digest.update(t.detach().cpu().numpy().tobytes())
+        self._write({"epoch": epoch + 1, "weights": digest.hexdigest()})
 
 
 def _quiet_worker_logs() -> None:
@@ -136,7 +165,7 @@ def stage_datasets(cfg: Config, spec: TrainSpec) -> dict:
     return out
 
 
-def _worker_streams(cfg: Config, spec: TrainSpec, names: list[str]) -> dict:
+def _worker_streams(cfg: Config, spec: TrainSpec, names: list[str], rank: int, trace: _RankTrace | None) -> dict:
     """This worker's split of each dataset as an endless-enough stream of videos through the shuffle buffer."""
     kinds = {name: kind for name, (_, _, kind) in stage_units(spec).items()}
     streams = {}
@@ -144,7 +173,11 @@ def _worker_streams(cfg: Config, spec: TrainSpec, names: list[str]) -> dict:
         shard = ray.train.get_dataset_shard(name)
         videos = (v for batch in shard.iter_batches(batch_size=ROWS_PER_BLOCK, batch_format="pyarrow", prefetch_batches=2)
                   for v in rows_to_training_videos(batch))
-        streams[name] = shuffled_rows(videos, cfg, spec, kinds[name])
+        if trace is not None:
+            videos = trace.videos("read", name, videos)
+        streams[name] = shuffled_rows(videos, cfg, spec, kinds[name], rank)
+        if trace is not None:
+            streams[name] = trace.videos("trained", name, streams[name])
     return streams
 
 
@@ -164,8 +197,11 @@ def _worker_loop(config: dict) -> None:
         with ckpt.as_directory() as d:
             restore = load_checkpoint(Path(d) / "state.pt")
     scalars = EpochScalars(spec.stage_dir) if rank == 0 else None
+    trace = _RankTrace(config["trace"], rank) if config["trace"] else None
 
     def on_epoch(epoch: int, metrics: dict, trainer) -> None:
+        if trace is not None:
+            trace.weights(epoch, trainer.model)
         if rank == 0:
             _maybe_fail(epoch, config["fail_once"])
         metrics = {**_mean_over_ranks(metrics, world), "epoch": epoch + 1}
@@ -178,9 +214,13 @@ def _worker_loop(config: dict) -> None:
         else:
             ray.train.report(metrics)
 
-    run_training(cfg, spec, _worker_streams(cfg, spec, config["datasets"]), restore=restore, on_epoch=on_epoch,
-                 rank=rank, world_size=world, device=ray.train.torch.get_device(),
-                 wrap_model=ray.train.torch.prepare_model, progress=False)
+    try:
+        run_training(cfg, spec, _worker_streams(cfg, spec, config["datasets"], rank, trace), restore=restore, on_epoch=on_epoch,
+                     rank=rank, world_size=world, device=ray.train.torch.get_device(),
+                     wrap_model=ray.train.torch.prepare_model, progress=False)
+    finally:
+        if scalars is not None:
+            scalars.close()
 
 
 def _check_shares(cfg: Config, spec: TrainSpec, world: int) -> None:
@@ -211,7 +251,8 @@ def train_ray(cfg: Config, spec: TrainSpec) -> str:
     datasets = stage_datasets(cfg, spec)
     trainer = ray.train.torch.TorchTrainer(
         _worker_loop,
-        train_loop_config=dict(cfg=cfg, spec=spec, datasets=sorted(datasets), fail_once=os.environ.get(FAIL_ONCE_ENV)),
+        train_loop_config=dict(cfg=cfg, spec=spec, datasets=sorted(datasets), fail_once=os.environ.get(FAIL_ONCE_ENV),
+                               trace=os.environ.get(TRACE_ENV)),
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu, resources_per_worker=resources),
         torch_config=NodeBoundTorchConfig(),  # the process group listens on the node's Ray address only
         datasets=datasets,

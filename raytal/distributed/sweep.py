@@ -17,7 +17,7 @@ keys (``infer.*``, GauFuse's test temperature) change that evaluation but not th
 
 Resuming: the sweep lives in ``<sweep>/tune``; re-running the same command restores it with
 ``Tuner.restore`` (finished trials are kept, unfinished ones restart and their run resumes from its stage
-ledger). The test subset is never read by the sweep (``load_dataset(..., load_test=False)`` in val runs).
+ledger). The test subset is never read by the sweep (``build_index(..., with_test=False)`` in val runs).
 At the end the best trial (highest val mAP among trials that ran every round) is written as a
 ready-to-run YAML and its final checkpoint is evaluated once on test — the very model that was
 selected, at no retraining cost; the YAML reproduces it from scratch.
@@ -42,6 +42,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from raytal.config import Config, ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict
 from raytal.core import storage
+from raytal.data.dataset import load_dataset_info
 from raytal.data.index import build_index
 from raytal.distributed.backend import RayBackend
 from raytal.distributed.session import ensure_ray
@@ -334,7 +335,8 @@ def evaluate_best_on_test(best_cfg: Config, best: dict, sweep_dir: Path) -> dict
     stages = StageLog(str(Path(best["run_dir"]) / "stages.json"))
     checkpoint = stages.result(f"round_{best_cfg.run.rounds}/train")
     index = build_index(best_cfg.data)
-    result = evaluate_checkpoint(best_cfg, checkpoint, index.videos("test"), index.num_classes)
+    result = evaluate_checkpoint(best_cfg, checkpoint, index.videos("test"), load_dataset_info(best_cfg.data.root),
+                                 predictions=str(sweep_dir / "best_test_predictions.json"))
     result["checkpoint"] = checkpoint
     out.write_text(json.dumps(result, indent=1))
     return result

@@ -17,7 +17,7 @@ weighted fusion (``fusion_fn``) or hard NMS per class, the best ``max_segments``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from raytal.config import WeakConfig
 from raytal.core.grid import grid_to_seconds
 from raytal.data.splits import video_level_labels
 from raytal.core.video import Video
+from raytal.data.stream import chunks
 from raytal.losses.mil import mil_loss
 from raytal.model.wtal import WTALModel, snippet_and_video_scores
 from raytal.postprocess.fusion import FusionFn
@@ -95,7 +96,7 @@ def train_weak(
         model.train()
         seen = 0
         for epoch in tqdm(range(weak.epochs), desc="weak base model", disable=not progress):
-            for chunk in _chunks(epoch_videos(epoch), weak.batch_size):
+            for chunk in chunks(epoch_videos(epoch), weak.batch_size):
                 if _check_videos(chunk) != input_dim:
                     raise ValueError(f"video {chunk[0].video_id}: feature dim differs from the model's {input_dim}")
                 feats, mask = _pad(chunk, device)
@@ -118,15 +119,6 @@ def train_weak(
     return model.eval()
 
 
-def _chunks(videos: Iterable[Video], size: int) -> Iterator[list[Video]]:
-    chunk: list[Video] = []
-    for v in videos:
-        chunk.append(v)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 @torch.no_grad()

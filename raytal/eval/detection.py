@@ -20,8 +20,17 @@ Common rules:
 * Row order of the tables is the "listed" order above.
 * **Zero-length ground truth** (end == start) overlaps nothing (tIoU 0, never NaN), so it could only
   ever be a miss: it is removed from the ground truth (not counted in the number of positives, like
-  the annotation loader's lenient mode) and reported in ``warnings``. A zero-length prediction has
-  tIoU 0 with everything, so it is a false positive.
+  the annotation loader's lenient mode) and reported in ``warnings``.
+* **Predictions**, one policy for every reader (``jobs/evaluate.py``'s JSON and THUMOS14 txt loaders,
+  this function): a prediction that cannot be scored, a segment that is not two finite numbers or ends
+  before it starts, or a score that is not finite, is an error naming it (``prediction_problem``): no
+  number computed from such a file would mean anything. Degenerate but well-formed predictions are
+  **scored as they are and counted in ``warnings``** (``prediction_warnings``), as the official kits
+  score them: a zero-length segment has tIoU 0 with everything, so it is a false positive (dropping it
+  would report a higher mAP than the kits do, and refusing it would refuse raytal's own detections, which
+  are clipped to the video and may collapse at its end); a segment starting before 0 s is matched by
+  its tIoU as given; a negative score is ranked as given (AP depends only on the order; the weak base
+  model's outer-inner contrast scores are negative for its weakest proposals).
 * A class present in the ground truth with no predictions has AP 0; predictions of classes absent
   from the ground truth are not evaluated (reported in ``warnings``). Predictions in videos without
   ground truth of their class are false positives.
@@ -37,11 +46,14 @@ the lowest threshold are materialized, and the rankings are stable 16-bit radix 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
+from raytal.core.errors import DataError, where
 from raytal.core.iou import interval_iou
 from raytal.core.segments import SegmentTable
 
@@ -93,6 +105,50 @@ def _check_tious(tious: Iterable[float]) -> np.ndarray:
     return arr
 
 
+def prediction_problem(pred: SegmentTable) -> tuple[int, str, str] | None:
+    """The first prediction that cannot be scored (module docstring): (row, "segment" | "score", what is
+    wrong), or None. Readers name the file, video and field of that row."""
+    seg = pred.segments
+    scores = pred.scores if pred.scores is not None else np.zeros(len(pred))
+    bad = ~np.isfinite(seg).all(axis=1) | (seg[:, 1] < seg[:, 0]) | ~np.isfinite(scores)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    start, end, score = float(seg[i, 0]), float(seg[i, 1]), float(scores[i])
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return i, "segment", f"expected finite [start, end] seconds, got [{start}, {end}]"
+    if end < start:
+        return i, "segment", f"end {end} < start {start}"
+    return i, "score", f"expected a finite number, got {score}"
+
+
+def check_predictions(pred: SegmentTable, path: str | Path, field_of: Callable[[int, str], str]) -> None:
+    """``DataError`` naming the file, the video and the field (``field_of(row, "segment" | "score")``) of the
+    first prediction a reader got from ``path`` that cannot be scored (``prediction_problem``)."""
+    problem = prediction_problem(pred)
+    if problem is not None:
+        i, kind, text = problem
+        raise DataError(f"{where(path, pred.video[i], field_of(i, kind))}: {text}")
+
+
+def prediction_warnings(pred: SegmentTable) -> list[str]:
+    """What the policy scores as it is but reports (module docstring): zero-length segments, negative scores."""
+    out = []
+    zero = pred.segments[:, 1] == pred.segments[:, 0]
+    if zero.any():
+        vids = sorted(set(pred.video[zero].tolist()))
+        out.append(f"predictions with a zero-length segment: {int(zero.sum())} in {len(vids)} video(s) (e.g. "
+                   f"{', '.join(map(repr, vids[:3]))}), scored as false positives (tIoU 0 with every segment)")
+    before = pred.segments[:, 0] < 0
+    if before.any():
+        out.append(f"predictions starting before 0 s: {int(before.sum())} (min start "
+                   f"{float(pred.segments[:, 0].min()):g} s), scored as given")
+    if pred.scores is not None and (pred.scores < 0).any():
+        out.append(f"predictions with a negative score: {int((pred.scores < 0).sum())} (min "
+                   f"{float(pred.scores.min()):g}), ranked as given")
+    return out
+
+
 def _check_table(table: SegmentTable, what: str, need_scores: bool) -> None:
     seg = table.segments
     if not np.all(np.isfinite(seg)):
@@ -104,8 +160,10 @@ def _check_table(table: SegmentTable, what: str, need_scores: bool) -> None:
     if need_scores:
         if table.scores is None:
             raise ValueError(f"{what}: predictions need scores")
-        if not np.all(np.isfinite(table.scores)):
-            raise ValueError(f"{what}: scores must be finite")
+        problem = prediction_problem(table)
+        if problem is not None:
+            i, kind, text = problem
+            raise ValueError(f"{what}: video '{table.video[i]}': {kind}: {text}")
 
 
 def _pair_overlap(
@@ -323,7 +381,7 @@ def evaluate_detection(
     thr = _check_tious(tious)
     _check_table(gt, "ground truth", need_scores=False)
     _check_table(pred, "predictions", need_scores=True)
-    warnings: list[str] = []
+    warnings = prediction_warnings(pred)
     if ambiguous is not None:
         _check_table(ambiguous, "ambiguous", need_scores=False)
         if protocol != "thumos14":

@@ -20,6 +20,7 @@ import numpy as np
 
 from raytal.core.errors import DataError, where
 from raytal.core.segments import SegmentTable
+from raytal.eval.detection import check_predictions
 
 # THUMOS 101-class index -> name, for the 20 temporal detection classes.
 THUMOS14_DETECTION_CLASSES: dict[int, str] = {
@@ -132,19 +133,18 @@ def load_thumos14_detections(
 ) -> SegmentTable:
     """Read a detection file (``video start end class_id score``), labels indexed into ``classes``.
 
-    A class id outside the 20 detection classes, a class missing from ``classes`` or (when
-    ``known_videos`` is given) a video not in it is an error naming file, video and line.
+    A class id outside the 20 detection classes, a class missing from ``classes``, (when ``known_videos``
+    is given) a video not in it, or a prediction ``raytal.eval.detection.prediction_problem`` refuses is
+    an error naming file, video and line.
     """
     path = Path(path)
     index = {c: i for i, c in enumerate(classes)}
-    videos, segs, labels, scores = [], [], [], []
+    videos, lines, segs, labels, scores = [], [], [], [], []
     for n, (vid, s, e, cid, sc) in _read_lines(path, 5, "video start end class_id score"):
         if known_videos is not None and vid not in known_videos:
             raise DataError(f"{where(path, vid, f'line {n}: video')}: unknown video (not in the ground truth)")
         start = _number(s, path, vid, f"line {n}: start")
         end = _number(e, path, vid, f"line {n}: end")
-        if end < start:
-            raise DataError(f"{where(path, vid, f'line {n}')}: end {end} < start {start}")
         try:
             name = THUMOS14_DETECTION_CLASSES[int(cid)]
         except (ValueError, KeyError):
@@ -155,12 +155,15 @@ def load_thumos14_detections(
         if name not in index:
             raise DataError(f"{where(path, vid, f'line {n}: class_id')}: class '{name}' is not in the class list")
         videos.append(vid)
+        lines.append(n)
         segs.append((start, end))
         labels.append(index[name])
         scores.append(_number(sc, path, vid, f"line {n}: score"))
-    return SegmentTable(
+    pred = SegmentTable(
         np.array(videos, dtype=object),
         np.array(segs, dtype=np.float64).reshape(-1, 2),
         np.array(labels, dtype=np.int64),
         np.array(scores, dtype=np.float64),
     )
+    check_predictions(pred, path, lambda i, kind: f"line {lines[i]}: {kind}")
+    return pred

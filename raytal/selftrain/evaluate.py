@@ -1,40 +1,35 @@
-"""The one evaluator of a run: a checkpoint of either kind on a stream of videos -> mAP per tIoU.
+"""The one evaluator of a run: a checkpoint of either kind on a stream of videos -> mAP per tIoU, and its
+detections as an ActivityNet results file.
 
 Round evaluations, the supervised job, Tune's trials and its final test of the best trial all call
-``evaluate_checkpoint``; test videos are read in chunks, so only the detections are held.
+``evaluate_checkpoint``, at the run's protocol (``eval_tious``: ``eval.tious``, else the dataset's); test
+videos are read in chunks, so only the detections are held.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Iterable
 
 import numpy as np
 
 from raytal.config import Config
+from raytal.core import storage
 from raytal.core.segments import SegmentTable
 from raytal.core.video import Video
+from raytal.data.dataset import DatasetInfo
+from raytal.data.stream import chunks
 from raytal.eval.detection import DetectionResult, evaluate_detection
 from raytal.selftrain.teacher import Predictor
 
-THUMOS14_TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
-# The weak papers (GauFuse, NoCo) report THUMOS14 mAP at 0.1:0.1:0.7; 0.3:0.1:0.7 is derived from it.
-WEAK_TIOUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 EVAL_CHUNK = 64  # videos predicted at a time
 
 
-def tious_of(cfg: Config) -> tuple[float, ...]:
-    return WEAK_TIOUS if cfg.data.setting == "weak" else THUMOS14_TIOUS
+def eval_tious(cfg: Config, info: DatasetInfo) -> tuple[float, ...]:
+    """The run's tIoU thresholds: ``eval.tious``, else the dataset's protocol."""
+    return tuple(cfg.eval.tious or info.tious)
 
 
-def _chunks(videos: Iterable[Video], size: int) -> Iterator[list[Video]]:
-    chunk: list[Video] = []
-    for v in videos:
-        chunk.append(v)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def predict_all(cfg: Config, checkpoint: str, videos: Iterable[Video], num_classes: int | None = None
@@ -42,7 +37,7 @@ def predict_all(cfg: Config, checkpoint: str, videos: Iterable[Video], num_class
     """(ground truth, detections, video ids) of ``checkpoint`` on ``videos``, read in chunks."""
     predictor = Predictor(cfg, checkpoint, num_classes)
     gts, preds, ids = [], [], []
-    for chunk in _chunks(videos, EVAL_CHUNK):
+    for chunk in chunks(videos, EVAL_CHUNK):
         gts.append(SegmentTable.from_videos(chunk))
         preds.append(SegmentTable.from_predictions([v.video_id for v in chunk], predictor(chunk)))
         ids += [v.video_id for v in chunk]
@@ -50,7 +45,8 @@ def predict_all(cfg: Config, checkpoint: str, videos: Iterable[Video], num_class
 
 
 def eval_json(result: DetectionResult, class_names: list[str] | None = None) -> dict:
-    """``result.to_json()`` plus the average over 0.3:0.1:0.7 when the thresholds start lower (weak runs)."""
+    """``result.to_json()`` plus the average over 0.3:0.1:0.7 when the thresholds start lower (the weak
+    papers report THUMOS14 at 0.1:0.1:0.7; 0.3:0.1:0.7 is derived from it)."""
     out = result.to_json(class_names)
     sel = (result.tious >= 0.3 - 1e-9) & (result.tious <= 0.7 + 1e-9)
     if not sel.all() and sel.any():
@@ -58,7 +54,20 @@ def eval_json(result: DetectionResult, class_names: list[str] | None = None) -> 
     return out
 
 
-def evaluate_checkpoint(cfg: Config, checkpoint: str, videos: Iterable[Video], num_classes: int | None = None) -> dict:
-    """mAP of ``checkpoint`` on ``videos`` at the run's tIoU thresholds (JSON-able, fractions)."""
-    gt, pred, _ = predict_all(cfg, checkpoint, videos, num_classes)
-    return eval_json(evaluate_detection(gt, pred, tious_of(cfg)))
+def results_json(pred: SegmentTable, ids: list[str], classes: list[str]) -> dict:
+    """Detections in the ActivityNet results format (seconds, labels by name): what ``jobs/evaluate.py``
+    and the official evaluation kits read. Every video predicted on has an entry, possibly empty."""
+    results: dict[str, list] = {vid: [] for vid in ids}
+    for vid, (s, e), lab, score in zip(pred.video, pred.segments, pred.labels, pred.scores):
+        results[vid].append({"label": classes[int(lab)], "segment": [float(s), float(e)], "score": float(score)})
+    return {"version": "VERSION 1.3", "results": results, "external_data": {"used": False}}
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: str, videos: Iterable[Video], info: DatasetInfo,
+                        predictions: str | None = None) -> dict:
+    """mAP of ``checkpoint`` on ``videos`` at the run's thresholds (JSON-able, fractions); with
+    ``predictions`` (a path or URI) its detections are written there as an ActivityNet results file."""
+    gt, pred, ids = predict_all(cfg, checkpoint, videos, len(info.classes))
+    if predictions is not None:
+        storage.write_text(predictions, json.dumps(results_json(pred, ids, info.classes)))
+    return eval_json(evaluate_detection(gt, pred, eval_tious(cfg, info)))

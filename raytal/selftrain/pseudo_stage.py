@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from raytal.core import storage
 from raytal.core.errors import DataError
@@ -47,6 +49,8 @@ MAX_REASONS = 5  # error reasons kept in the summary (smallest video ids, so the
 # Rows travelling through the stage carry the index of their pseudo source (their output directory) and
 # their part (how the video is viewed: raytal.data.splits.part_view).
 UNIT_COLUMNS = [pa.field(SOURCE_KEY, pa.int32()), pa.field("part", pa.string())]
+# A row a read task could not build a video from (e.g. an unreadable feature file) carries the reason here.
+READ_ERROR = "read_error"
 OUT_SCHEMA = pa.schema([*PSEUDO_SCHEMA, UNIT_COLUMNS[0]])
 # What the inference stage hands to a separate labeling stage: the video record without its hidden ground
 # truth, and the teacher's prediction as an .npz blob (arrays only, loaded with allow_pickle=False).
@@ -214,6 +218,10 @@ class InferStage:
         failed: list[tuple[str, str]] = []
         source = dict(zip(batch.column("video_id").to_pylist(), batch.column(SOURCE_KEY).to_pylist()))
         parts = dict(zip(batch.column("video_id").to_pylist(), batch.column("part").to_pylist()))
+        if READ_ERROR in batch.column_names:
+            unread = batch.filter(pc.is_valid(batch.column(READ_ERROR)))
+            failed += zip(unread.column("video_id").to_pylist(), unread.column(READ_ERROR).to_pylist())
+            batch = batch.filter(pc.is_null(batch.column(READ_ERROR)))
         videos = [part_view(v, parts[v.video_id], self.setting)
                   for v in rows_to_videos(batch, source="shard", errors=failed, check_finite=True)]
         good = []
@@ -357,24 +365,35 @@ def summary_of(spec: LabelSpec, check: UnitCheck, start: float) -> PipelineSumma
                            relaxed, time.perf_counter() - start)
 
 
+def write_table(path: str, table: pa.Table) -> None:
+    """One Parquet file (local or URI), atomically."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    storage.write_bytes(path, buf.getvalue().to_pybytes())
+
+
 def write_source_rows(out_dir: str, table: pa.Table, name: str) -> None:
     """``table``'s rows (OUT_SCHEMA) into ``<out>/shard=<k>/<name>`` per source index k."""
     for k in sorted(set(table.column(SOURCE_KEY).to_pylist())):
         rows = table.filter(pc.equal(table.column(SOURCE_KEY), k)).drop_columns([SOURCE_KEY])
-        buf = pa.BufferOutputStream()
-        pq.write_table(rows, buf)
-        storage.write_bytes(storage.join(source_dir(out_dir, k), name), buf.getvalue().to_pybytes())
+        write_table(storage.join(source_dir(out_dir, k), name), rows)
+
+
+def run_in_process(units: list[Unit], stage: Callable[[pa.Table], pa.Table], write: Callable[[pa.Table, str], None],
+                   rows: int, read: Callable[[Unit, int], Iterator[pa.Table]] = unit_blocks) -> None:
+    """The stage in this process, one unit at a time, each block's output written as it comes."""
+    for unit in tqdm(units, desc="videos", unit="file", disable=not sys.stderr.isatty()):
+        for i, block in enumerate(read(unit, rows)):
+            write(stage(block), f"part-{unit.k:05d}-{i:07d}.parquet")
 
 
 def label_in_process(spec: LabelSpec, make_infer: Callable[[], InferFn], label_video: LabelFn,
                      batch_size: int, torch_threads: int, feature_dim: int | None = None) -> PipelineSummary:
-    """The stage in this process, one unit at a time: the rows the Ray pipeline writes, error rows included."""
+    """The labeling stage in this process: the rows the Ray pipeline writes, error rows included."""
     start = time.perf_counter()
     clean_output(spec.out_dir)
     check = check_units(spec)
     stage = InferLabelStage(make_infer, feature_dim, max(1, torch_threads), spec.setting, label_video=label_video,
                             round=spec.round, teacher=spec.teacher)
-    for unit in check.good:
-        for i, block in enumerate(unit_blocks(unit, batch_size)):
-            write_source_rows(spec.out_dir, stage(block), f"part-{i:07d}.parquet")
+    run_in_process(check.good, stage, lambda table, name: write_source_rows(spec.out_dir, table, name), batch_size)
     return summary_of(spec, check, start)

@@ -81,7 +81,7 @@ def plot_rounds(path: str, metrics: dict) -> None:
     axes[0].plot(xs, [100 * r["eval"]["average_mAP"] for r in rounds], "o-", label="average")
     for t in rounds[0]["eval"]["mAP"]:
         axes[0].plot(xs, [100 * r["eval"]["mAP"][t] for r in rounds], ".--", alpha=0.6, label=f"tIoU {t}")
-    axes[0].set(xlabel="round", ylabel="mAP (%)", title="test mAP by round")
+    axes[0].set(xlabel="round", ylabel="mAP (%)", title=f"{metrics.get('eval_subset', 'test')} mAP by round")
     axes[0].legend(fontsize=7)
     q = [r for r in rounds if "quality" in r]
     for key in QUALITY_KEYS:
@@ -144,7 +144,7 @@ def write_report(run_dir: str, metrics: dict, classes: list[str], timelines: lis
         plot(storage.join(run_dir, "plots", name))
     text = [
         f"# Run {metrics.get('run') or storage.name(run_dir)}", "",
-        "## Test mAP (%) by round", "", round_table(metrics), "",
+        f"## {metrics.get('eval_subset', 'test').capitalize()} mAP (%) by round", "", round_table(metrics), "",
         "## Pseudo-label quality (%, against the unlabeled videos' hidden ground truth)", "", quality_table(metrics), "",
         "## Time per stage", "", timing_table(metrics), "",
         "Plots: " + ", ".join(f"`plots/{name}`" for name in sorted(plots)), "",

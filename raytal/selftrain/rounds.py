@@ -10,8 +10,11 @@ back-end's business (in-process, or Ray Train + Ray Data): each stage is one ``T
 
 The run's split is an index over the dataset's shards (``index.json``), never a copy of its features.
 Every stage is recorded in ``<run>/stages.json`` when it finishes; re-running the same command skips
-finished stages (a training stage interrupted mid-way resumes from its last epoch checkpoint). The run
-directory may be a local path or a storage URI.
+finished stages (a training stage interrupted mid-way resumes from its last epoch checkpoint). Before its
+first stage a run records the config and the data it is made from; a re-run with another config or on
+changed data is refused, naming what differs (``raytal.selftrain.run_record``), and only one job works in
+a run directory at a time (``raytal.selftrain.run_lock``). The run directory may be a local path or a
+storage URI.
 """
 
 from __future__ import annotations
@@ -24,20 +27,24 @@ from typing import Protocol
 
 import numpy as np
 
-from raytal.config import Config, ConfigError, save_config
+from raytal.config import Config, ConfigError
 from raytal.core import storage
+from raytal.core.errors import DataError, RunStateError
 from raytal.core.segments import SegmentTable
 from raytal.data.dataset import load_dataset_info
-from raytal.data.index import RunIndex, build_index, source_videos
-from raytal.data.pseudo_io import apply_pseudo_labels, read_pseudo_labels, source_dir
+from raytal.data.index import RunIndex, build_index, source_ids, source_videos
+from raytal.data.pseudo_io import apply_pseudo_labels, check_source_rows, read_pseudo_labels, source_dir
 from raytal.eval.quality import pseudo_label_quality
 from raytal.pseudo.delta_labels import regeneration_epochs
 from raytal.recipes.labeling import prepare_labeling
 from raytal.recipes.registry import LabelingContext
-from raytal.selftrain.evaluate import evaluate_checkpoint
+from raytal.core.protocols import format_tious
+from raytal.selftrain.evaluate import eval_tious, evaluate_checkpoint
 from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.models import DETECTOR
 from raytal.selftrain.report import percent, write_report
+from raytal.selftrain.run_lock import RunLock
+from raytal.selftrain.run_record import open_record
 from raytal.selftrain.spec import LabelSpec, TrainSpec, pseudo_sources
 from raytal.selftrain.teacher import Predictor, teacher_kind
 from raytal.selftrain.weak_round import train_weak_stage
@@ -63,24 +70,46 @@ def round_quality(index: RunIndex, label: LabelSpec) -> dict:
     for k, (part, src) in enumerate(label.sources):
         if part != "unlabeled":
             continue
-        records = read_pseudo_labels(source_dir(label.out_dir, k))
+        records = read_pseudo_labels(source_dir(label.out_dir, k), index.num_classes)
         videos = list(source_videos(src, part, index.setting))
+        check_source_rows(records, {v.video_id for v in videos}, source_dir(label.out_dir, k))
         gts.append(SegmentTable.from_videos(videos))
         pseudos.append(SegmentTable.from_videos(apply_pseudo_labels(videos, records)))
     q = pseudo_label_quality(SegmentTable.concat(gts), SegmentTable.concat(pseudos), index.num_classes)
     return {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in q.items()}
 
 
+def check_pseudo_labels(label: LabelSpec) -> None:
+    """Every pseudo source's rows are for its videos and hold only values a student can train on
+    (``read_pseudo_labels``, ``check_source_rows``), checked before a student trains on them: the files may
+    have been written by an earlier job (a resumed run, jobs/pseudolabel.py) or edited since."""
+    for k, (_, src) in enumerate(label.sources):
+        directory = source_dir(label.out_dir, k)
+        check_source_rows(read_pseudo_labels(directory, label.num_classes), set(source_ids(src)), directory)
+
+
 class Run:
     """One run's stages over its index, with the back-end that executes them (see the module docstring)."""
 
     def __init__(self, cfg: Config, backend: Backend, on_round: Callable[[int, dict], None] | None = None):
+        """Takes the run directory's lock and checks the run's record (``raytal.selftrain.run_record``) before
+        anything is written; ``close`` releases the lock."""
         self.cfg, self.backend, self.on_round = cfg, backend, on_round
         self.dir = run_dir_of(cfg)
-        storage.makedirs(self.dir)
-        save_config(cfg, storage.join(self.dir, "config.yaml"))
-        self.stages = StageLog(storage.join(self.dir, "stages.json"))
+        self.info = load_dataset_info(cfg.data.root)
         self._contexts: dict[str, LabelingContext] = {}
+        make_run_dir(self.dir)
+        self.lock = RunLock(self.dir)
+        self.lock.acquire()
+        try:
+            open_record(cfg, self.dir, self.info)
+            self.stages = StageLog(self.path("stages.json"), guard=self.lock.check)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def close(self) -> None:
+        self.lock.release()
 
     def path(self, *parts: str) -> str:
         return storage.join(self.dir, *parts)
@@ -88,17 +117,33 @@ class Run:
     # ------------------------------------------------------------------------ the split
 
     def load_index(self) -> RunIndex:
+        """The run's split (index.json). An index that is missing or unreadable after the split finished is
+        rebuilt: the split is a function of the config and the data, both checked unchanged by the record,
+        so it comes out the same (its counts are compared with the ledger's)."""
         cfg = self.cfg
         path = self.path("index.json")
 
-        def build() -> dict:
-            index = build_index(cfg.data, with_test=cfg.run.eval_subset == "test")  # a val run never reads test
+        def build() -> RunIndex:
+            return build_index(cfg.data, with_test=cfg.run.eval_subset == "test")  # a val run never reads test
+
+        def split() -> dict:
+            index = build()
             index.save(path)
             return {"index": path, "videos": {p: index.count(p) for p in index.parts}}
 
-        counts = self.stages.run("split", build)["videos"]
+        counts = self.stages.run("split", split)["videos"]
         log.info("split: %s", ", ".join(f"{n} {p}" for p, n in counts.items()))
-        return RunIndex.load(path)
+        try:
+            return RunIndex.load(path)
+        except DataError as e:
+            index = build()
+            rebuilt = {p: index.count(p) for p in index.parts}
+            if rebuilt != counts:
+                raise RunStateError(f"{e}; rebuilding it gave {rebuilt} videos per part, the run's ledger records "
+                                    f"{counts}: give this run another run.dir") from None
+            log.warning("%s; rebuilt it from the config and the unchanged dataset (same counts: %s)", e, counts)
+            index.save(path)
+            return index
 
     # ------------------------------------------------------------------------ stages
 
@@ -110,9 +155,11 @@ class Run:
                          num_labeled=index.count("labeled"), **kw)
 
     def pretrain(self, index: RunIndex) -> str | None:
-        """APL's ACP pre-training on every training video, labels unread (round 0, before the teacher)."""
+        """APL's ACP pre-training on every training video, labels unread: the round-0 teacher starts from it
+        (a shared teacher, ``run.teacher``, was pre-trained in its own run)."""
         apl = self.cfg.recipe.apl
-        if not (apl.enabled and apl.acp and apl.acp_pretrain_epochs > 0 and self.cfg.data.setting == "semi"):
+        if not (apl.enabled and apl.acp and apl.acp_pretrain_epochs > 0 and self.cfg.data.setting == "semi"
+                and not self.cfg.run.teacher):
             return None
         parts = ("labeled", "unlabeled", "pool")
         sources = tuple((p, s) for p in parts for s in index.parts.get(p, []))
@@ -138,8 +185,9 @@ class Run:
     def evaluate(self, index: RunIndex, r: int, checkpoint: str) -> dict:
         part = self.cfg.run.eval_subset
         res = self.stages.run(f"round_{r}/eval", lambda: evaluate_checkpoint(
-            self.cfg, checkpoint, index.videos(part), index.num_classes))
-        log.info("round %d: %s average mAP %.2f %%", r, part, 100 * res["average_mAP"])
+            self.cfg, checkpoint, index.videos(part), self.info, self.path(f"round_{r}", "predictions.json")))
+        log.info("round %d: %s average mAP (tIoU %s) %.2f %%", r, part, format_tious(eval_tious(self.cfg, self.info)),
+                 100 * res["average_mAP"])
         if self.on_round is not None:
             self.on_round(r, res)
         return res
@@ -172,6 +220,8 @@ class Run:
             spec = self.train_spec(index, f"round_{r}/train", pseudo=pseudo_sources(label, previous),
                                    num_pseudo=summary["usable"], init=init, start_epoch=start, stop_epoch=epoch,
                                    delta_targets=previous is not None)
+            if not self.stages.done(name):
+                check_pseudo_labels(label)
             checkpoint = self.stages.run(name, self.train_until, spec, epoch)
             gen, gen_summary = self.pseudolabel(index, f"round_{r}/pseudo_at_{epoch}", checkpoint, r)
             # Δ labels compare two generations of the student itself: the teacher's labels (generation 0)
@@ -183,6 +233,8 @@ class Run:
                                delta_targets=previous is not None)
         log.info("round_%d/train: student on %d labeled + %d pseudo-labeled videos", r, spec.num_labeled,
                  spec.num_pseudo)
+        if not self.stages.done(f"round_{r}/train"):
+            check_pseudo_labels(label)
         return self.stages.run(f"round_{r}/train", self.backend.train, self.cfg, spec)
 
     def train_until(self, spec: TrainSpec, epoch: int) -> str:
@@ -205,22 +257,18 @@ class Run:
         if not index.count(cfg.run.eval_subset):
             raise ConfigError(f"run.eval_subset={cfg.run.eval_subset!r} but that split is empty"
                               + (" (set data.val_ratio > 0)" if cfg.run.eval_subset == "val" else ""))
-        pretrained = self.pretrain(index)
-        teacher = self.teacher(index, pretrained)
+        teacher = self.teacher(index, self.pretrain(index))
         self.evaluate(index, 0, teacher)
         for r in range(1, cfg.run.rounds + 1):
             label, summary = self.pseudolabel(index, f"round_{r}/pseudo", teacher, r)
-            # A base-model teacher has another architecture: its student starts from scratch (or pre-training).
+            # A base-model teacher has another architecture: its student starts from scratch.
             from_teacher = cfg.train.student_init == "teacher" and teacher_kind(teacher) == DETECTOR
-            teacher = self.student(index, r, label, summary, teacher if from_teacher else pretrained)
+            teacher = self.student(index, r, label, summary, teacher if from_teacher else None)
             self.evaluate(index, r, teacher)
         metrics = collect_metrics(cfg, self.stages)
-        write_report(self.dir, metrics, self.classes(), self.timelines(index) if cfg.run.rounds > 0 else None)
+        write_report(self.dir, metrics, self.info.classes, self.timelines(index) if cfg.run.rounds > 0 else None)
         self.stages.record(finished, metrics, 0.0)
         return metrics
-
-    def classes(self) -> list[str]:
-        return load_dataset_info(self.cfg.data.root).classes
 
     def timelines(self, index: RunIndex, count: int = 3) -> list[dict]:
         """Ground truth, the last teacher's detections and the last round's pseudo labels of a few videos."""
@@ -251,7 +299,21 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
 
     ``on_round(r, eval_result)`` is called after each round's evaluation (Tune reports it per round).
     """
-    return Run(cfg, backend, on_round).run()
+    run = Run(cfg, backend, on_round)
+    try:
+        return run.run()
+    finally:
+        run.close()
+
+
+def make_run_dir(path: str) -> None:
+    """Create the run directory (and its parents); ``RunStateError`` naming ``run.dir`` when it cannot be one."""
+    if storage.is_file(path):
+        raise RunStateError(f"run.dir={path}: is a regular file, expected a run directory (or a path to create one)")
+    try:
+        storage.makedirs(path)
+    except OSError as e:
+        raise RunStateError(f"run.dir={path}: cannot create the run directory: {e.strerror or e}") from None
 
 
 def regeneration_schedule(cfg: Config) -> list[int]:
@@ -287,4 +349,4 @@ def collect_metrics(cfg: Config, stages: StageLog) -> dict:
                  "quality": stages.result(f"round_{r}/quality_at_{e}")} for e in regen
             ]
         rounds.append(entry)
-    return {"run": cfg.run.name, "rounds": rounds, "finished_at": time.time()}
+    return {"run": cfg.run.name, "eval_subset": cfg.run.eval_subset, "rounds": rounds, "finished_at": time.time()}

@@ -129,6 +129,16 @@ class EpochScalars:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 self.writer.add_scalar(f"train/{k}", float(v), epoch)
         self.writer.flush()
+        self._copy()
+
+    def close(self) -> None:
+        """Write out what the writer still holds. Its flush() does not wait for the events queued to its
+        writing thread: without this, the last epoch's scalars reach the local file only when the process
+        exits, and a stage on object storage never gets them."""
+        self.writer.close()
+        self._copy()
+
+    def _copy(self) -> None:
         if self.remote:
             for f in Path(self.local).iterdir():
                 storage.write_bytes(storage.join(self.remote, f.name), f.read_bytes())
@@ -144,11 +154,15 @@ def train_local(cfg: Config, spec: TrainSpec) -> str:
     last_metrics: dict = {}
 
     def on_epoch(epoch: int, metrics: dict, trainer: Trainer) -> None:
+        metrics = {**metrics, "epoch": epoch + 1}  # epochs done, as the Ray back-end reports it
         save_checkpoint(last, trainer.state_dict())
         scalars(epoch, metrics)
         last_metrics.update(metrics)
 
-    trainer = run_training(cfg, spec, stage_streams(cfg, spec), restore=restore, on_epoch=on_epoch)
+    try:
+        trainer = run_training(cfg, spec, stage_streams(cfg, spec), restore=restore, on_epoch=on_epoch)
+    finally:
+        scalars.close()
     final = storage.join(spec.stage_dir, "final.pt")
     save_checkpoint(final, final_state(trainer, spec, last_metrics))
     return final

@@ -45,7 +45,7 @@ def pseudo_videos(ps: PseudoSource, setting: str, delta_targets: bool = False) -
     records = read_pseudo_labels(ps.labels)
     previous = read_pseudo_labels(ps.previous) if delta_targets and ps.previous else {}
     for table in read_shard_tables(ps.source.file, ps.source.ids):
-        videos = [part_view(v, ps.part, setting) for v in rows_to_videos(table, ps.source.file)]
+        videos = [part_view(v, ps.part, setting) for v in rows_to_videos(table, ps.source.file, check_finite=True)]
         for v in apply_pseudo_labels(videos, records):
             if delta_targets and v.targets is not None:
                 prev = previous.get(v.video_id)
@@ -59,8 +59,7 @@ def read_unit(unit: Unit, setting: str, delta_targets: bool = False) -> Iterator
     if isinstance(unit, PseudoSource):
         return pseudo_videos(unit, setting, delta_targets)
     part, src = unit
-    # The index reads no features: unchecked, a NaN surfaces as a NaN loss, not as a DataError naming the
-    # file and the video (pseudo-labeled videos need none: the labeling stage made error rows of theirs).
+    # NaN/Inf features would surface as a NaN loss mid-training, naming neither the file nor the video.
     return source_videos(src, part, setting, check_finite=True)
 
 
@@ -78,9 +77,14 @@ def stage_units(spec: TrainSpec) -> dict[str, tuple[list[Unit], int, int]]:
     return out
 
 
-def shuffled_rows(videos: Iterable[Video], cfg: Config, spec: TrainSpec, kind: int) -> Iterator[Video]:
-    """The stage's shuffle buffer over a stream of videos (``train.shuffle_buffer`` of them in memory)."""
-    return shuffled(videos, cfg.train.shuffle_buffer, [*stream_seed(cfg, spec, kind), BUFFER_STREAM])
+def shuffled_rows(videos: Iterable[Video], cfg: Config, spec: TrainSpec, kind: int, rank: int = 0) -> Iterator[Video]:
+    """The stage's shuffle buffer over a stream of videos (``train.shuffle_buffer`` of them in memory).
+
+    Each DDP rank draws with its own seed: the ranks receive disjoint rows of the same seeded passes, often
+    the same videos in the same order (one shard file: every pass reads it in file order), and with one
+    seed they trained on the same videos at every step. Rank 0 draws as the in-process stream does."""
+    seed = [*stream_seed(cfg, spec, kind), BUFFER_STREAM] + ([rank] if rank else [])
+    return shuffled(videos, cfg.train.shuffle_buffer, seed)
 
 
 def stage_streams(cfg: Config, spec: TrainSpec) -> dict[str, Iterator[Video]]:

@@ -1,0 +1,203 @@
+"""The main job at two pool sizes, side by side: memory per process and time per unit must not grow with
+the unlabeled pool (issue 19), and streaming training keeps up with an in-memory loop.
+
+For each pool size (tiny preset at --feature-dim, plus --small / --large synthetic unlabeled videos) one
+round of the main job runs through Ray (a local Ray, 1 Train worker, 2 pseudo-label actors): a short
+teacher, pseudo labels for the split's unlabeled videos and the whole pool, then a student of a fixed
+number of steps (``train.steps_per_epoch``), so both runs do the same training work. Meanwhile a sampler
+reads the proportional set size (PSS: shared pages split between the processes that map them) of the
+driver, of every Ray Train worker and of every pseudo-label actor every 0.2 s. Printed, large vs small:
+  - peak PSS of the driver and of each Train worker (target <= 1.2x);
+  - rows out = videos in of the pseudo-label stage, for both;
+  - time per pseudo-labeled video and per student training step (target within 1.15x).
+Then, on the small run's round (its pseudo labels), the student's training throughput in this process:
+streaming (``training_data.stage_streams``: shard files joined with their pseudo labels through the
+shuffle buffer) vs an in-memory loop over the same videos loaded into lists first (the loop before the
+streaming data path), the same model and steps (target >= 0.9x).
+
+    .venv/bin/python benchmarks/bench_scale.py [--small 2000] [--large 20000] [--feature-dim 256]
+
+Datasets are built once into --data-dir (default data/bench_scale). The ratios are only meaningful on an
+otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raytal.config import load_config  # noqa: E402
+from raytal.core import storage  # noqa: E402
+from raytal.data.index import RunIndex  # noqa: E402
+from raytal.data.stream import endless_passes, flat_map, shuffled  # noqa: E402
+from raytal.distributed.backend import RayBackend  # noqa: E402
+from raytal.distributed.session import ensure_ray  # noqa: E402
+from raytal.selftrain.ledger import StageLog  # noqa: E402
+from raytal.selftrain.local import LocalBackend  # noqa: E402
+from raytal.selftrain.rounds import Run  # noqa: E402
+from raytal.selftrain.spec import LabelSpec, pseudo_sources  # noqa: E402
+from raytal.selftrain.train_stage import run_training  # noqa: E402
+from raytal.selftrain.training_data import read_unit, stage_streams  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ROLES = {"driver": None, "train worker": "RayTrainWorker", "pseudo-label actor": "MapWorker"}
+
+
+class PeakPss:
+    """Peak PSS (bytes) per process, by role, sampled in a thread while a block runs."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval, self.peaks = interval, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _role(self, p: psutil.Process) -> str | None:
+        if p.pid == psutil.Process().pid:
+            return "driver"
+        try:
+            cmd = " ".join(p.cmdline())
+        except (psutil.Error, OSError):
+            return None
+        return next((r for r, key in ROLES.items() if key and key in cmd), None)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for p in psutil.process_iter():
+                role = self._role(p)
+                if role is None:
+                    continue
+                try:
+                    pss = p.memory_full_info().pss
+                except (psutil.Error, OSError):
+                    continue
+                key = (role, p.pid)
+                self.peaks[key] = max(self.peaks.get(key, 0), pss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakPss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self, role: str) -> int:
+        """The largest peak of any process of ``role`` (0 when none ran)."""
+        return max((v for (r, _), v in self.peaks.items() if r == role), default=0)
+
+
+def make_data(out: Path, pool: int, dim: int) -> Path:
+    if not (out / "dataset.yaml").exists():
+        subprocess.run([sys.executable, str(REPO / "jobs" / "make_dataset.py"), "--preset", "tiny", "--out", str(out),
+                        "--feature-dim", str(dim), "--num-unlabeled", str(pool), "--rows-per-shard", "64"],
+                       check=True, capture_output=True)
+    return out
+
+
+def config(data: Path, run_dir: Path, args: argparse.Namespace):
+    return load_config(REPO / "configs" / "tiny_ntc.yaml", [
+        f"data.root={data}", f"run.dir={run_dir}", "run.rounds=1", f"train.epochs={args.epochs}",
+        f"train.steps_per_epoch={args.steps}", "recipe.min_score=0.05", "train.warmup_epochs=1",
+        "ray.num_workers=1", "ray.actor_pool_size=2",
+    ])
+
+
+def main_job(data: Path, run_dir: Path, args: argparse.Namespace) -> dict:
+    cfg = config(data, run_dir, args)
+    with PeakPss() as mem:
+        metrics = Run(cfg, RayBackend(cfg)).run()
+    r1 = metrics["rounds"][1]
+    stages = StageLog(str(run_dir / "stages.json"))
+    return {
+        "videos_in": r1["pseudo"]["videos_in"], "rows_out": r1["pseudo"]["rows_out"],
+        "per_video": stages.seconds("round_1/pseudo") / r1["pseudo"]["videos_in"],
+        "per_step": stages.seconds("round_1/train") / (args.epochs * args.steps),
+        "driver": mem.peak("driver"), "worker": mem.peak("train worker"), "actor": mem.peak("pseudo-label actor"),
+    }
+
+
+def student_spec(cfg, run_dir: Path):
+    """The finished run's round-1 student stage, rebuilt from its index and pseudo labels."""
+    index = RunIndex.load(str(run_dir / "index.json"))
+    stages = StageLog(str(run_dir / "stages.json"))
+    label = LabelSpec("", 1, str(run_dir / "round_1" / "pseudo"), index.num_classes, index.setting,
+                      tuple(index.pseudo_sources()))
+    run = Run(cfg, LocalBackend())
+    return dataclasses.replace(run.train_spec(index, "round_1/train", pseudo=pseudo_sources(label),
+                                              num_pseudo=stages.result("round_1/pseudo")["usable"]),
+                               stage_dir=str(run_dir / "bench_student"))
+
+
+def in_memory_streams(cfg, spec) -> dict:
+    """The loop before streaming: every training video loaded into a list, then endless seeded passes."""
+    out = {}
+    for name, units in (("labeled", list(spec.labeled)), ("pseudo", list(spec.pseudo))):
+        videos = [v for u in units for v in read_unit(u, spec.setting)]
+        if videos:
+            passes = endless_passes(videos, [cfg.train.seed, 0, len(name)])
+            out[name] = shuffled(flat_map(passes, lambda v: [v]), cfg.train.shuffle_buffer, [cfg.train.seed, 1])
+    return out
+
+
+def throughput(cfg, spec, streams: dict, steps: int) -> float:
+    """Training steps per second after one warm-up epoch (model construction and the first batches excluded)."""
+    times = []
+    spec = dataclasses.replace(spec, stop_epoch=2)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2, steps_per_epoch=steps))
+    run_training(cfg, spec, streams, on_epoch=lambda e, m, t: times.append(time.perf_counter()), progress=False)
+    return steps / (times[1] - times[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", type=int, default=2000)
+    ap.add_argument("--large", type=int, default=20000)
+    ap.add_argument("--feature-dim", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=20, help="student steps per epoch")
+    ap.add_argument("--throughput-steps", type=int, default=60)
+    ap.add_argument("--data-dir", default="data/bench_scale")
+    ap.add_argument("--run-dir", default="runs/bench_scale")
+    args = ap.parse_args(argv)
+    ensure_ray(num_cpus=2)
+    results = {}
+    for size in (args.small, args.large):
+        data = make_data(Path(args.data_dir) / f"pool_{size}", size, args.feature_dim)
+        run_dir = Path(args.run_dir) / f"pool_{size}"
+        storage.delete_dir(str(run_dir), missing_ok=True)
+        results[size] = main_job(data, run_dir, args)
+        r = results[size]
+        print(f"pool {size}: {r['videos_in']} videos in, {r['rows_out']} rows out; {1000 * r['per_video']:.2f} ms per "
+              f"pseudo-labeled video, {1000 * r['per_step']:.1f} ms per training step; peak PSS driver "
+              f"{r['driver'] / 2**20:.0f} MiB, train worker {r['worker'] / 2**20:.0f} MiB, "
+              f"pseudo-label actor {r['actor'] / 2**20:.0f} MiB", flush=True)
+    s, l = results[args.small], results[args.large]
+    print(f"\npool {args.large} vs {args.small}:")
+    print(f"  peak PSS, driver: {l['driver'] / s['driver']:.2f}x   train worker: {l['worker'] / s['worker']:.2f}x   "
+          f"(target <= 1.2x)   pseudo-label actor: {l['actor'] / s['actor']:.2f}x")
+    print(f"  rows out = videos in: {s['rows_out'] == s['videos_in'] and l['rows_out'] == l['videos_in']}")
+    print(f"  time per pseudo-labeled video: {l['per_video'] / s['per_video']:.2f}x   per training step: "
+          f"{l['per_step'] / s['per_step']:.2f}x   (target within 1.15x)")
+
+    run_dir = Path(args.run_dir) / f"pool_{args.small}"
+    cfg = config(Path(args.data_dir) / f"pool_{args.small}", run_dir, args)
+    spec = student_spec(cfg, run_dir)
+    streaming = throughput(cfg, spec, stage_streams(cfg, spec), args.throughput_steps)
+    memory = throughput(cfg, spec, in_memory_streams(cfg, spec), args.throughput_steps)
+    print(f"\nstudent training on the {args.small}-video round, in this process: streaming {streaming:.2f} steps/s, "
+          f"in-memory {memory:.2f} steps/s: {streaming / memory:.2f}x (target >= 0.9x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Apply a trained checkpoint (a detector, or the weak setting's base model) to new videos: batch inference.
+
+    python jobs/predict.py --config configs/tiny_apl.yaml --checkpoint runs/tiny_apl/round_1/train/final.pt \
+        --features my_feats/ --out results.json
+    python jobs/predict.py --config configs/thumos14_apl_ntc.yaml --checkpoint s3://b/runs/x/round_1/train/final.pt \
+        --shards s3://b/data/pool/shards/unlabeled --out s3://b/predictions/pool.parquet
+
+Inputs: ``--features DIR`` (``<video_id>.npy`` float32 [T, D], local or s3:// / gs://; with ``--video-info FILE``
+giving per-video duration and fps as for ``make_dataset.py --unlabeled-features``) or ``--shards`` (shard
+directories or files). The features must be extracted as the training dataset's (``data.root``'s dataset.yaml
+gives D, feat_stride, num_frames, fps and the class names). Post-processing is the run's own: the config's
+``infer.*`` and recipes (GauFuse's fusion at test time), as in the run's evaluation.
+
+Runs as the pseudo-label pipeline's inference stage on Ray Data's actor pool (``ray.*`` sizes it; cluster
+from ``--address`` / ``ray.address`` / RAY_ADDRESS, else a local Ray on 127.0.0.1), or in this process with
+``--in-process``; both give the same detections. Output: ``--out X.json`` writes the ActivityNet results format
+(seconds, labels by name; videos that could not be read under ``errors``) for sets that fit in memory;
+``--out X.parquet`` (a directory of Parquet files: video_id, detections, error) for any size. A bad video
+(missing or non-finite features, wrong width) is an error row, never a dead job. Exit status 0 when every video
+has a row, 2 for bad arguments or input.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raytal.cli import job_config, job_parser, run_job  # noqa: E402
+from raytal.config import ConfigError  # noqa: E402
+from raytal.core import storage  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = job_parser(__doc__)
+    p.add_argument("--checkpoint", required=True, help="a stage's final.pt (detector or weak base model)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--features", help="directory of <video_id>.npy feature files (local or URI)")
+    src.add_argument("--shards", nargs="+", help="shard directories or files (local or URI)")
+    p.add_argument("--video-info", default=None, help="CSV/JSON with per-video duration and fps (with --features)")
+    p.add_argument("--out", required=True, help="results: X.json (ActivityNet format) or X.parquet (a directory)")
+    p.add_argument("--in-process", action="store_true", help="run in this process, without Ray")
+    args = p.parse_args(argv)
+    if not args.out.endswith((".json", ".parquet")):
+        p.error("--out must end in .json (ActivityNet results) or .parquet (a directory of Parquet files)")
+    if args.video_info and not args.features:
+        p.error("--video-info describes the files of --features; give that too")
+    cfg = job_config(args)
+    from raytal.data.dataset import load_dataset_info
+    from raytal.data.pool import read_video_info
+    from raytal.data.shards import list_shards
+    from raytal.selftrain.predict import (
+        DetectStage, Grid, feature_units, read_feature_unit, shard_units, summarize, write_results_json,
+    )
+    from raytal.selftrain.pseudo_stage import clean_output, run_in_process, unit_blocks, write_table
+    from raytal.selftrain.teacher import Predictor
+
+    if not storage.is_file(storage.join(cfg.data.root, "dataset.yaml")):
+        raise ConfigError(f"data.root={cfg.data.root!r}: the training dataset's dataset.yaml is needed for the "
+                          "feature grid and the class names")
+    info = load_dataset_info(cfg.data.root)
+    Predictor(cfg, args.checkpoint, len(info.classes))  # refuses a checkpoint of another class count, early
+    if args.features:
+        units = feature_units(args.features)
+        video_info = read_video_info(args.video_info) if args.video_info else {}
+        read = functools.partial(read_feature_unit, info=video_info,
+                                 grid=Grid(info.feature_dim, info.feat_stride, info.num_frames, info.fps))
+    else:
+        units = shard_units([f for s in args.shards for f in list_shards(s)])
+        read = unit_blocks
+    make_infer = functools.partial(Predictor, cfg, args.checkpoint, len(info.classes))
+    as_json = args.out.endswith(".json")
+    out_dir = tempfile.mkdtemp(prefix="raytal-predict-") if as_json else storage.resolve(args.out)
+    start = time.perf_counter()
+    if args.in_process:
+        clean_output(out_dir)
+        stage = DetectStage(make_infer, info.feature_dim, max(1, cfg.train.torch_threads), "semi")
+        run_in_process(units, stage, lambda table, name: write_table(storage.join(out_dir, name), table),
+                       cfg.ray.infer_batch_size, read)
+    else:
+        from raytal.distributed.pseudo_pipeline import run_predict_pipeline
+        from raytal.distributed.session import ensure_ray
+
+        ensure_ray(cfg.ray.address)
+        rc = cfg.ray
+        run_predict_pipeline(units, read, out_dir, make_infer=make_infer, feature_dim=info.feature_dim,
+                             batch_size=rc.infer_batch_size, pool_size=rc.actor_pool_size, actor_cpus=rc.actor_cpus,
+                             use_gpu=rc.use_gpu)
+    summary = summarize(out_dir, start)
+    if as_json:
+        write_results_json(out_dir, info.classes, args.out)
+    print(summary.format(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(main))

@@ -1,0 +1,154 @@
+"""What makes a run directory one run: the config and the data it was made from, recorded before its first
+stage and checked every time it resumes.
+
+Record: ``<run>/config.yaml`` (the config) and ``<run>/run.json`` (a fingerprint of the dataset the run is
+split from: the sha256 of ``data.root/dataset.yaml`` and the size of every shard file of the subsets it
+reads, its training and test subsets and the pool; listed, never opened). A run directory holds one run:
+re-running in a directory that has a record compares, before anything is written,
+
+- the config: every key must be the recorded value except ``RESUMABLE_KEYS``, which say how or where the
+  run goes on but not what it computes: ``run.rounds`` (raising it continues the run with more rounds;
+  lowering it reports the earlier rounds), ``run.dir`` (the directory moved), ``train.torch_threads``, every
+  ``ray.*`` key (cluster, workers, GPUs, actor pool and batch sizes: a run may resume on another cluster;
+  with another ``ray.num_workers`` the stages still to train see other batches, as any DDP run does) and
+  every ``tune.*`` key (a sweep's, not a run's). Any other difference is an error naming the keys, old and
+  new values: the finished stages were computed with the recorded values, and their results would be
+  filed under the new ones. ``config.yaml`` is rewritten only after the check passes.
+- the data: a different ``dataset.yaml`` or shard listing is an error naming what changed (the run's
+  ``index.json`` points into those shards and its finished stages were computed from them).
+
+To run another config, give it another ``run.dir``; a finished teacher can be shared with the new run by
+``run.teacher=<old run>/round_0/train/final.pt`` when the changed keys cannot change round 0 (what Tune does
+for its trials). A state file that cannot be read (``config.yaml``, ``run.json``) is an error naming it and
+saying what to do; ``stages.json`` is checked by its reader (``raytal.selftrain.ledger``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+
+from raytal.config import Config, ConfigError, DataConfig, from_dict, leaves, read_yaml_mapping, save_config, to_dict
+from raytal.core import storage
+from raytal.core.errors import RunStateError, clip
+from raytal.core.jsonfile import read_json
+from raytal.data.dataset import DatasetInfo, resolve
+
+log = logging.getLogger("raytal.selftrain")
+
+RESUMABLE_KEYS = ("run.rounds", "run.dir", "train.torch_threads", "ray.", "tune.")
+RECORD_NAME = "run.json"
+MAX_RECORD_BYTES = 64 << 20
+_SHOWN_CHANGES = 3
+
+
+def resumable(key: str) -> bool:
+    """Whether config key ``key`` may differ from the recorded one when a run resumes (module docstring)."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
+
+
+def config_changes(recorded: Config, now: Config) -> list[str]:
+    """``"'key' was OLD, now NEW"`` for every key outside ``RESUMABLE_KEYS`` whose value differs."""
+    old = {k: v for k, v, _ in leaves(recorded)}
+    return [f"'{k}' was {clip(repr(old[k]), 60)}, now {clip(repr(v), 60)}"
+            for k, v, _ in leaves(now) if not resumable(k) and old[k] != v]
+
+
+def data_fingerprint(data: DataConfig, info: DatasetInfo) -> dict:
+    """What the run's split depends on (module docstring): cheap, no feature is read."""
+    root = storage.resolve(data.root)
+    shards = resolve(root, info.shards_dir)
+    dirs = [storage.join(shards, data.train_subset or info.train_subset),
+            storage.join(shards, data.test_subset or info.test_subset)]
+    if info.unlabeled_shards:
+        dirs.append(resolve(root, info.unlabeled_shards))
+    files: dict[str, int] = {}
+    for d in dirs:
+        if storage.is_dir(d):
+            files.update(storage.list_file_sizes(d, suffix=".parquet"))
+    inside = root.rstrip("/") + "/"
+    return {"root": root,
+            "dataset_yaml_sha256": hashlib.sha256(storage.read_bytes(storage.join(root, "dataset.yaml"))).hexdigest(),
+            "shards": {f[len(inside):] if f.startswith(inside) else f: n for f, n in files.items()}}
+
+
+def data_changes(recorded: dict, now: dict) -> list[str]:
+    """What differs between two fingerprints, for a message."""
+    out = []
+    if recorded.get("dataset_yaml_sha256") != now["dataset_yaml_sha256"]:
+        out.append("dataset.yaml changed")
+    old, new = recorded.get("shards", {}), now["shards"]
+    for f in sorted(set(old) | set(new)):
+        if f not in new:
+            out.append(f"{f} is gone")
+        elif f not in old:
+            out.append(f"{f} is new")
+        elif old[f] != new[f]:
+            out.append(f"{f} has {new[f]} bytes, had {old[f]}")
+    return out
+
+
+def _listing(items: list[str]) -> str:
+    more = f" (and {len(items) - _SHOWN_CHANGES} more)" if len(items) > _SHOWN_CHANGES else ""
+    return "; ".join(items[:_SHOWN_CHANGES]) + more
+
+
+def _recorded_config(path: str, run_dir: str) -> Config:
+    """The config a run recorded: flat YAML as ``save_config`` writes it, local or a storage URI."""
+    try:
+        return from_dict(read_yaml_mapping(path, ConfigError), path)
+    except ConfigError as e:
+        text = str(e) if str(e).startswith(path) else f"{path}: {e}"
+        raise RunStateError(f"{text} (this is the record of the config that made the run in {run_dir}: restore "
+                            "it, or give the new run another run.dir)") from None
+
+
+def _recorded_data(path: str) -> dict:
+    def error(message: str) -> RunStateError:
+        return RunStateError(f"{message} (the fingerprint of the data the run was split from: restore it, or give "
+                             "the new run another run.dir)")
+
+    record = read_json(path, error, max_bytes=MAX_RECORD_BYTES)
+    data = record.get("data") if isinstance(record, dict) else None
+    if not (isinstance(data, dict) and isinstance(data.get("shards"), dict)
+            and isinstance(data.get("dataset_yaml_sha256"), str)):
+        raise error(f"{path}: not a run record (expected {{\"data\": {{\"dataset_yaml_sha256\", \"shards\"}}}})")
+    return data
+
+
+def open_record(cfg: Config, run_dir: str, info: DatasetInfo) -> None:
+    """Check ``cfg`` and the data against the run's record (module docstring) and write the record: a new run
+    gets one, a resumed one has ``config.yaml`` updated to the resumable keys' new values. Raises
+    ``RunStateError`` naming what differs or which state file cannot be read; nothing is written then."""
+    config_path = storage.join(run_dir, "config.yaml")
+    record_path = storage.join(run_dir, RECORD_NAME)
+    fingerprint = data_fingerprint(cfg.data, info)
+    if not storage.exists(config_path):
+        if storage.exists(storage.join(run_dir, "stages.json")):
+            raise RunStateError(f"{config_path}: missing, but {run_dir}/stages.json records finished stages: the "
+                                "run cannot tell which config made them; restore config.yaml, or give this run "
+                                "another run.dir")
+        storage.write_text(record_path, json.dumps({"created": time.time(), "data": fingerprint}, indent=1))
+        save_config(cfg, config_path)
+        return
+    recorded = _recorded_config(config_path, run_dir)
+    changes = config_changes(recorded, cfg)
+    if changes:
+        raise RunStateError(
+            f"{run_dir}: this run directory holds a run of another config: {_listing(changes)}. Only "
+            f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE_KEYS)} may change when a run "
+            "resumes; give this config another run.dir (config.yaml is left as it was)")
+    if storage.exists(record_path):
+        changed = data_changes(_recorded_data(record_path), fingerprint)
+        if changed:
+            raise RunStateError(
+                f"{run_dir}: the dataset under data.root={fingerprint['root']} changed since this run was split "
+                f"(recorded in {record_path}): {_listing(changed)}. Restore the dataset, or start a new run with "
+                "another run.dir")
+    else:  # a run made before runs recorded their data (or killed between the two writes of a new run)
+        log.warning("%s: no record of the data this run was split from; recording the dataset as it is now", run_dir)
+        storage.write_text(record_path, json.dumps({"created": time.time(), "data": fingerprint}, indent=1))
+    if to_dict(recorded) != to_dict(cfg):
+        save_config(cfg, config_path)
