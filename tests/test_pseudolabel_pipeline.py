@@ -41,11 +41,12 @@ def make_fake_infer():
 
     def infer(videos: list[Video]) -> list[dict]:
         out = []
-        for v in videos:
+        for i, v in enumerate(videos):
             if v.features.shape[1] != D:
                 raise ValueError(f"teacher expects D={D}, got {v.features.shape[1]}")
             dense = 1.0 / (1.0 + np.exp(-(v.features @ w)))  # [T, C]
-            out.append({"scores": dense.max(axis=0), "dense": {"scores": dense}})
+            # Which batch the video came in (its size, the video's place in it): the labels name it.
+            out.append({"scores": dense.max(axis=0), "dense": {"scores": dense}, "batch": np.array([len(videos), i])})
         return out
 
     return infer
@@ -62,7 +63,7 @@ def fake_label_video(video: Video, pred: dict) -> dict:
         "labels": np.array([c]),
         "scores": np.array([pred["scores"][c]]),
         "weights": np.array([0.5]),
-        "origins": ["fake"],
+        "origins": [f"batch of {pred['batch'][0]}, #{pred['batch'][1]}"],
         "targets": (dense > 0.5).astype(np.float32),
         "teacher_scores": dense,
         "relaxed": 1,
@@ -110,6 +111,22 @@ def _in_process(sources) -> dict[str, dict]:
     infer = make_fake_infer()
     return {v.video_id: fake_label_video(v, infer([v])[0])
             for _, src in sources for v in read_shards(src.file, src.ids)}
+
+
+def _batches(sources, batch_size: int) -> dict[str, str]:
+    """The origin each video's label must name: the teacher's batches are ``batch_size`` consecutive videos
+    of one source (in file order, the last one shorter), whatever the back-end or Ray's scheduling."""
+    out = {}
+    for _, src in sources:
+        ids = list(src.ids or _file_ids(src.file))
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start:start + batch_size]
+            out.update({vid: f"batch of {len(batch)}, #{i}" for i, vid in enumerate(batch)})
+    return out
+
+
+def _origins(rec: dict) -> dict[str, str]:
+    return {vid: r.origins[0] for vid, r in rec.items()}
 
 
 def _run(spec: LabelSpec, pool_size: int = 2):
@@ -250,6 +267,11 @@ def test_pipeline_matches_in_process_partitions_by_source_and_is_idempotent_for_
     _assert_partitioned_by_source(tmp_path / "local", sources)
     expected = _in_process(sources)
     assert sorted(rec0) == sorted(rec1) == sorted(rec2) == sorted(expected)
+    # The teacher saw the same batches on Ray (pool of 2) as in process: runs of batch_size videos of one
+    # source, never videos of two sources together. Source 1's 3 videos in batches of 2: its last one alone.
+    assert _origins(rec2) == _origins(rec0) == _batches(sources, 2)
+    assert _origins(rec2)[_file_ids(clean_shards[1])[3]] == "batch of 1, #0"
+    assert _origins(rec1) == _batches(sources, 3)  # the CLI's ray.infer_batch_size
     for vid, e in expected.items():
         for rec, teacher in ((rec0, "ckpt-a"), (rec1, str(untrained_teacher)), (rec2, "ckpt-a")):
             r = rec[vid]
@@ -342,11 +364,11 @@ def test_units_stream_in_blocks_of_the_listed_ids_tagged_with_their_source(clean
     from raytal.selftrain.pseudo_stage import Unit, unit_blocks
 
     ids = _file_ids(clean_shards[1])
-    blocks = list(unit_blocks(Unit(5, "pool", clean_shards[1], (ids[0], ids[1], ids[3]), 3), 2))
-    # 3 listed ids of a 4-row file in blocks of at most 2 videos; the unlisted video is never read.
-    assert [b.num_rows for b in blocks] == [2, 1]
+    blocks = list(unit_blocks(Unit(5, "pool", clean_shards[1], (ids[3], ids[0], ids[2]), 3), 2))
+    # 3 listed ids of a 4-row file, in file order, in batches of 2 of the listed videos (not of the file's
+    # rows: those would be [ids 0] and [ids 2, 3]); the unlisted video is never read.
+    assert [b.column("video_id").to_pylist() for b in blocks] == [[ids[0], ids[2]], [ids[3]]]
     table = pa.concat_tables(blocks)
-    assert table.column("video_id").to_pylist() == [ids[0], ids[1], ids[3]]
     assert set(table.column("shard").to_pylist()) == {5} and set(table.column("part").to_pylist()) == {"pool"}
 
 
@@ -361,15 +383,6 @@ def test_pool_starts_full_only_with_room_for_the_read_tasks():
     assert initial_pool_size(3, 1.0, 0.5, False, {}) == 1
     # GPU actors start as a full pool even before the GPU nodes exist: pending actors bring them up.
     assert initial_pool_size(4, 0.5, 0.5, True, {"CPU": 8.0}) == 4
-
-
-def test_blocks_hold_a_few_batches_and_every_actor_gets_several():
-    from raytal.distributed.pseudo_pipeline import block_rows
-
-    assert block_rows(1000, 8, 2) == 32  # 4 batches of 8
-    assert block_rows(180, 8, 2) == 23  # ceil(180 / (4 blocks x 2 actors))
-    assert block_rows(29, 8, 2) == 4  # a tiny round still feeds both actors: 8 blocks
-    assert block_rows(3, 8, 4) == 1 and block_rows(0, 8, 2) == 1
 
 
 def test_unit_precheck_reports_unreadable_files_and_takes_uris(clean_shards, tmp_path):
