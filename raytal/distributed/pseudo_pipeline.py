@@ -37,7 +37,7 @@ from raytal.selftrain.spec import LabelSpec
 # shape in the last bits — never depends on how Ray schedules blocks, and both back-ends write the same
 # rows. Ray Data reshapes what a task yields (it merges small tables into blocks of its target size and
 # slices big ones by rows), so a read task yields each batch as ONE row holding the batch's rows (Arrow
-# IPC): merged or sliced, a block holds whole batches, which the actor unpacks and runs one by one. (Ray
+# IPC): merged or sliced, a block holds whole batches, and the actors take one packed batch per call. (Ray
 # Data's Parquet reader had also put a round's small files into one block, so one actor did all the work.)
 BATCH_COLUMN = "batch"
 # Pseudo-label rows are small: with labeling in the actors, the write gathers blocks into files of at least
@@ -144,7 +144,8 @@ def inference_dataset(units: list[dict], read: ReadFn, stage: type, stage_kwargs
         PackedBatches,
         fn_constructor_kwargs={"stage": stage,
                                "stage_kwargs": {**stage_kwargs, "torch_threads": max(1, int(actor_cpus))}},
-        batch_size=None, batch_format="pyarrow",  # a whole block: whole batches
+        # One packed row = one inference batch per call (Ray Data refuses GPU actors a batch_size of None).
+        batch_size=1, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=actors, max_size=pool_size, initial_size=actors),
         num_cpus=actor_cpus, num_gpus=1 if use_gpu else 0,
     )
