@@ -79,21 +79,27 @@ def untrained_teacher(cfg, path: Path, num_classes: int, input_dim: int) -> str:
     return str(path)
 
 
-def rows_by_source(out_dir: Path) -> dict[str, list[str]]:
+def rows_by_source(out_dir: str | Path) -> dict[str, list[str]]:
     """{"shard=<k>": every video id in that directory, duplicates kept} (read_pseudo_labels would refuse
-    duplicates), plus any file outside a source directory under "stray"."""
+    duplicates), plus any file outside a source directory under "stray". Local or a storage URI."""
+    from raytal.core import storage
+
+    root = storage.resolve(out_dir)
     out: dict[str, list[str]] = {}
-    for f in sorted(Path(out_dir).rglob("*.parquet")):
-        key = f.parent.name if f.parent.parent == Path(out_dir) and f.parent.name.startswith("shard=") else "stray"
-        out.setdefault(key, []).extend(pq.read_table(f, columns=["video_id"]).column("video_id").to_pylist())
+    for f in storage.list_files(root, suffix=".parquet"):
+        parent = storage.parent(f)
+        name = storage.name(parent)
+        key = name if storage.parent(parent) == root and name.startswith("shard=") else "stray"
+        table = pq.read_table(storage.open_input_file(f), columns=["video_id"])
+        out.setdefault(key, []).extend(table.column("video_id").to_pylist())
     return out
 
 
 def _source_ids(spec) -> dict[str, list[str]]:
     """{"shard=<k>": the ids source k of a LabelSpec holds}: what its pseudo-label directory must hold."""
-    return {f"shard={k}": list(src.ids) if src.ids is not None else
-            pq.read_table(src.file, columns=["video_id"]).column("video_id").to_pylist()
-            for k, (_, src) in enumerate(spec.sources)}
+    from raytal.data.index import source_ids
+
+    return {f"shard={k}": source_ids(src) for k, (_, src) in enumerate(spec.sources)}
 
 
 def _actor_nodes(class_fragment: str) -> dict[str, list[str]]:
@@ -178,30 +184,58 @@ def run_scenario(name: str, work: Path, tiny: Path, **env: str) -> dict:
 
 
 def multinode(work: Path, root: str) -> dict:
-    """Pseudo labels and DDP training on a head + 2 worker nodes."""
+    """The main job (jobs/selftrain.py, round 1 from a given teacher) on a head + 2 worker nodes, its run
+    directory at ``SCENARIO_RUN_DIR`` (the caller's S3 endpoint): pseudo labels and DDP training."""
+    import raytal.distributed.backend as backend
+    from raytal.core import storage
+    from raytal.data.index import RunIndex, source_ids
+    from raytal.engine.checkpoint import load_checkpoint
+
+    sys.path.insert(0, str(REPO / "jobs"))
+    import selftrain as selftrain_job
+
+    run_dir = os.environ["SCENARIO_RUN_DIR"]
     cluster, workers = _cluster(worker_cpus=2)
     # Placement by resources, as on a GPU cluster: an inference actor takes a node's one GPU, so a pool of
     # 2 runs on both nodes; a train worker takes 1.5 of a node's 2 CPUs, so the 2 DDP workers do too (on
     # CPU: Ray Train would move the model to the GPU it was given, and these GPUs do not exist).
-    cfg = _config(root, work / "run", "ray.num_workers=2", "ray.cpus_per_worker=1.5", "ray.actor_pool_size=2",
-                  "ray.actor_cpus=0.5", "train.epochs=2")
-    run, index = _run(cfg)
-    teacher = untrained_teacher(cfg, work / "teacher.pt", index.num_classes, index.feature_dim)
-    _small_blocks()
-    label, pseudo = _pipeline(cfg, index, teacher, work / "run" / "round_1" / "pseudo", work / "marks", delay=3.0,
-                              use_gpu=True, busy_until_nodes=2)
-    pseudo.update(unlabeled=index.count("unlabeled"), actors=_actor_nodes("MapWorker"),
-                  label_tasks=_task_nodes("label_batch"))
-    from raytal.engine.checkpoint import load_checkpoint
-    from raytal.selftrain.spec import pseudo_sources
+    overrides = [*SMALL, "ray.num_workers=2", "ray.cpus_per_worker=1.5", "ray.actor_pool_size=2",
+                 "ray.actor_cpus=0.5", "train.epochs=2"]
+    # Round 0 from an untrained teacher (run.teacher): the scenario tests where the work runs, not quality.
+    teacher = untrained_teacher(_config(root, work / "unused", *overrides[len(SMALL):]), work / "teacher.pt", 5, 32)
+    marks = work / "marks"
+    marks.mkdir(parents=True)
+    pipeline = backend.run_pseudolabel_pipeline
 
-    spec = run.train_spec(index, "round_1/train", pseudo=pseudo_sources(label), num_pseudo=pseudo["usable"])
-    final = run.backend.train(cfg, spec)
+    def probed_pipeline(spec, *, make_infer, use_gpu, **kw):
+        # The probe around the job's own teacher, and the inference actors on the nodes' GPUs (training
+        # stays on the CPU: ray.use_gpu would give the Train workers GPUs too).
+        return pipeline(spec, make_infer=ProbedInfer(make_infer, str(marks), delay=3.0, busy_until_nodes=2),
+                        use_gpu=True, **kw)
 
-    train = {"final_epoch": int(load_checkpoint(final)["epoch"]), "workers": _actor_nodes("RayTrainWorker"),
-             "num_pseudo": spec.num_pseudo}
+    backend.run_pseudolabel_pipeline = probed_pipeline
+    _eager_pool()
+    argv = ["--config", str(REPO / "configs" / "tiny_npl.yaml"), "--set", f"data.root={root}",
+            "--set", f"run.dir={run_dir}", "--set", f"run.teacher={teacher}",
+            *[a for o in overrides for a in ("--set", o)]]
+    assert selftrain_job.main(argv) == 0
+    stages = json.loads(storage.read_text(storage.join(run_dir, "stages.json")))["stages"]
+    index = RunIndex.load(storage.join(run_dir, "index.json"))
+    rows = rows_by_source(storage.join(run_dir, "round_1", "pseudo"))
+    summary = stages["round_1/pseudo"]["result"]
+    pseudo = {key: summary[key] for key in ("videos_in", "rows_out", "num_errors", "usable")}
+    pseudo.update(ids=[v for ids in rows.values() for v in ids], by_source=rows,
+                  source_ids={f"shard={k}": source_ids(src) for k, (_, src) in enumerate(index.pseudo_sources())},
+                  unlabeled=index.count("unlabeled"), infer_nodes=sorted({n for ns in _seen(marks).values() for n in ns}),
+                  actors=_actor_nodes("MapWorker"), label_tasks=_task_nodes("label_batch"))
+    final = load_checkpoint(storage.join(run_dir, "round_1", "train", "final.pt"))
+    metrics = json.loads(storage.read_text(storage.join(run_dir, "metrics.json")))
+    train = {"final_epoch": int(final["epoch"]), "workers": _actor_nodes("RayTrainWorker")}
     result = {"worker_nodes": _node_ids(workers), "head_node": cluster.head_node.node_id, "pseudo": pseudo,
-              "train": train}
+              "train": train, "rounds": [r["round"] for r in metrics["rounds"]],
+              "round_1_map": metrics["rounds"][1]["eval"]["average_mAP"],
+              "local_files": sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file()
+                                    and not p.is_relative_to(marks))}
     _shutdown(cluster)
     return result
 
@@ -248,21 +282,18 @@ def _seen(marks: Path) -> dict[str, set[str]]:
     return out
 
 
-def _small_blocks() -> None:
-    """Make the tiny set look like a big one to Ray Data: a 32 KiB block limit splits the actors' outputs
-    (the pipeline sizes its read blocks itself) into many labeling tasks, and the pool grows as soon as one
-    block waits instead of at Ray's utilization 1.75, which a job of a few seconds never reaches."""
+def _eager_pool() -> None:
+    """Make the tiny set look like a big one to Ray Data: the pool grows as soon as one block waits instead
+    of at Ray's utilization 1.75, which a job of a few seconds never reaches."""
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.target_max_block_size = 32 * 1024
-    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 0.5
+    ray.data.DataContext.get_current().autoscaling_config.actor_pool_util_upscaling_threshold = 0.5
 
 
 def _pipeline(cfg, index, teacher: str, out: Path, marks: Path, kill_at: int | None = None, delay: float = 0.0,
               use_gpu: bool = False, busy_until_nodes: int = 1 << 30):
     """The Ray back-end's pseudo-label round on the run's pseudo sources (the recipe's real teacher and
-    labeling stages) with a probe -> (its LabelSpec, what it wrote)."""
+    labeling stages) with a probe -> what it wrote."""
     from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
     from raytal.recipes.labeling import prepare_labeling
     from raytal.selftrain.models import DETECTOR
@@ -280,9 +311,9 @@ def _pipeline(cfg, index, teacher: str, out: Path, marks: Path, kill_at: int | N
     )
     rows = rows_by_source(out)
     nodes = sorted({n for ns in _seen(marks).values() for n in ns})
-    return spec, {"videos_in": s.videos_in, "rows_out": s.rows_out, "num_errors": s.num_errors, "usable": s.usable,
-                  "ids": [v for ids in rows.values() for v in ids], "by_source": rows,
-                  "source_ids": _source_ids(spec), "infer_nodes": nodes}
+    return {"videos_in": s.videos_in, "rows_out": s.rows_out, "num_errors": s.num_errors, "usable": s.usable,
+            "ids": [v for ids in rows.values() for v in ids], "by_source": rows, "source_ids": _source_ids(spec),
+            "infer_nodes": nodes}
 
 
 def _reference_labels(out: Path) -> dict:
@@ -302,8 +333,8 @@ def actor_killed(work: Path, root: str) -> dict:
     _, index = _run(cfg)
     n_unlabeled = index.count("unlabeled")
     teacher = untrained_teacher(cfg, work / "teacher.pt", index.num_classes, index.feature_dim)
-    _, clean = _pipeline(cfg, index, teacher, work / "clean", work / "marks_clean")
-    _, faulty = _pipeline(cfg, index, teacher, work / "faulty", work / "marks", kill_at=n_unlabeled // 2)
+    clean = _pipeline(cfg, index, teacher, work / "clean", work / "marks_clean")
+    faulty = _pipeline(cfg, index, teacher, work / "faulty", work / "marks", kill_at=n_unlabeled // 2)
     killed = (work / "marks" / "killed").read_text() if (work / "marks" / "killed").exists() else None
     marks_per_video: dict[str, int] = {}
     for p in (work / "marks").glob("seen-*"):
@@ -339,8 +370,8 @@ def node_removed(work: Path, root: str) -> dict:
 
     t = threading.Thread(target=remove_a_node_mid_round, daemon=True)
     t.start()
-    _small_blocks()
-    _, res = _pipeline(cfg, index, teacher, work / "out", marks, delay=0.5, use_gpu=True)
+    _eager_pool()
+    res = _pipeline(cfg, index, teacher, work / "out", marks, delay=0.5, use_gpu=True)
     t.join(timeout=60)
     import ray
 
