@@ -46,6 +46,18 @@ def load_stages(spec: str):
     return fn
 
 
+def _whole_file(path: str):
+    """A ``--shards`` file as a source of all its rows. An unreadable file stays in (0 rows): the pass
+    reports it as a file error and labels the other files (exit 1), as it does for the run's own shards."""
+    from raytal.data.index import Source
+    from raytal.data.shards import open_shard
+
+    try:
+        return Source(path, None, open_shard(path).metadata.num_rows)
+    except DataError:
+        return Source(path, None, 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = job_parser(__doc__)
     p.add_argument("--checkpoint", required=True, help="teacher checkpoint, detector or weak base model (its path is the teacher id)")
@@ -60,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.round < 1:
         p.error("--round must be >= 1 (round 0 trains the teacher)")
     cfg = job_config(args)
-    from raytal.data.index import RunIndex, Source, build_index
-    from raytal.data.shards import list_shards, open_shard
+    from raytal.data.index import RunIndex, build_index
+    from raytal.data.shards import list_shards
     from raytal.recipes.labeling import prepare_labeling
     from raytal.selftrain.rounds import run_dir_of
     from raytal.selftrain.run_lock import RunLock
@@ -74,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     index = RunIndex.load(saved) if storage.is_file(saved) else build_index(cfg.data, with_test=False)
     if args.shards:
         files = [f for s in args.shards for f in list_shards(s)]
-        sources = tuple(("pool", Source(f, None, open_shard(f).metadata.num_rows)) for f in files)
+        sources = tuple(("pool", _whole_file(f)) for f in files)
     else:
         sources = tuple(index.pseudo_sources())
     if not sources:

@@ -12,7 +12,9 @@ take the whole test session down with it. In its own process a scenario gets its
 disturb the session's, and everything it started is torn down when it exits.
 
 The scenarios use the real back-end (``RayBackend``: Ray Train for training, the Ray Data pipeline for
-pseudo labels) on a copy of the tiny dataset. Only the fault injection is test code.
+pseudo labels) on the run's index over a tiny dataset whose training subset is written in shards of 8
+videos (``make_tiny``), so a round labels several pseudo sources, each into its own ``shard=<k>``. Only the
+fault injection is test code.
 """
 
 from __future__ import annotations
@@ -35,8 +37,14 @@ sys.path.insert(0, str(REPO))
 
 SCENARIO_TIMEOUT_S = 900  # a hung scenario fails its test instead of hanging CI
 
-# Small and fast: a tiny detector, 2-3 epochs, fractional CPUs so everything fits on a 2-core machine.
-SMALL = ["train.epochs=3", "train.warmup_epochs=1", "ray.infer_batch_size=2", "ray.rows_per_shard=8"]
+# Small and fast: a tiny detector, 2-3 epochs of 2 steps, fractional CPUs so everything fits on a 2-core
+# machine. Ray Train reads its data with one Ray Data task per unit per pass, and the passes cover the steps
+# plus the shuffle buffer: with the defaults (buffer 64, 15 steps), the 3 labeled videos (3 shard files)
+# of the multinode scenario's student took 132 read tasks, each waiting ~15 s to be scheduled on the
+# simulated cluster of a loaded 2-core machine: the scenario timed out.
+SMALL = ["train.epochs=3", "train.warmup_epochs=1", "train.steps_per_epoch=2", "train.shuffle_buffer=4",
+         "ray.infer_batch_size=2"]
+ROWS_PER_SHARD = 8  # the tiny training subset's 32 videos in 4 shard files: the split's unlabeled videos span all 4
 
 
 def _config(root: str, run_dir: Path, *extra: str):
@@ -46,33 +54,52 @@ def _config(root: str, run_dir: Path, *extra: str):
     return load_config(REPO / "configs" / "tiny_npl.yaml", [f"data.root={root}", f"run.dir={run_dir}", *SMALL, *extra])
 
 
-def _split(cfg, run_dir: Path):
-    """The run's split shards (what run_selftrain writes first) -> (split dir, num classes, feature dim)."""
-    from raytal.data.dataset import load_dataset, write_split_shards
-
-    ds = load_dataset(cfg.data)
-    split_dir = run_dir / "data"
-    write_split_shards(ds, split_dir, cfg.ray.rows_per_shard)
-    return split_dir, ds.num_classes, ds.info.feature_dim, len(ds.unlabeled)
+def make_tiny(out: Path) -> Path:
+    """The tiny synthetic dataset (jobs/make_dataset.py --preset tiny) in shards of ROWS_PER_SHARD videos."""
+    subprocess.run([sys.executable, str(REPO / "jobs" / "make_dataset.py"), "--preset", "tiny", "--out", str(out),
+                    "--rows-per-shard", str(ROWS_PER_SHARD)], check=True, capture_output=True)
+    return out
 
 
-def _untrained_teacher(cfg, path: Path, num_classes: int, input_dim: int) -> str:
+def _run(cfg):
+    """The run of ``cfg`` on the Ray back-end and its index (what run_selftrain does first)."""
+    from raytal.distributed.backend import RayBackend
+    from raytal.selftrain.rounds import Run
+
+    run = Run(cfg, RayBackend(cfg))
+    return run, run.load_index()
+
+
+def untrained_teacher(cfg, path: Path, num_classes: int, input_dim: int) -> str:
     """A round-0 checkpoint without the training (the pseudo-label scenarios test plumbing, not quality)."""
-    from raytal.selftrain.common import build_detector
     from raytal.engine.checkpoint import save_checkpoint
+    from raytal.selftrain.models import build_detector, detector_state
 
-    model = build_detector(cfg, num_classes, input_dim)
-    save_checkpoint(path, {"model": model.state_dict(), "ema": None, "num_classes": num_classes,
-                           "input_dim": input_dim, "epoch": 0})
+    save_checkpoint(path, detector_state(build_detector(cfg, num_classes, input_dim), None, num_classes, input_dim, 0))
     return str(path)
 
 
-def _rows(out_dir: Path) -> list[str]:
-    """Every video id in the output, duplicates kept (read_pseudo_labels would refuse duplicates)."""
-    ids: list[str] = []
-    for f in sorted(Path(out_dir).glob("*.parquet")):
-        ids += pq.read_table(f, columns=["video_id"]).column("video_id").to_pylist()
-    return ids
+def rows_by_source(out_dir: str | Path) -> dict[str, list[str]]:
+    """{"shard=<k>": every video id in that directory, duplicates kept} (read_pseudo_labels would refuse
+    duplicates), plus any file outside a source directory under "stray". Local or a storage URI."""
+    from raytal.core import storage
+
+    root = storage.resolve(out_dir)
+    out: dict[str, list[str]] = {}
+    for f in storage.list_files(root, suffix=".parquet"):
+        parent = storage.parent(f)
+        name = storage.name(parent)
+        key = name if storage.parent(parent) == root and name.startswith("shard=") else "stray"
+        table = pq.read_table(storage.open_input_file(f), columns=["video_id"])
+        out.setdefault(key, []).extend(table.column("video_id").to_pylist())
+    return out
+
+
+def _source_ids(spec) -> dict[str, list[str]]:
+    """{"shard=<k>": the ids source k of a LabelSpec holds}: what its pseudo-label directory must hold."""
+    from raytal.data.index import source_ids
+
+    return {f"shard={k}": source_ids(src) for k, (_, src) in enumerate(spec.sources)}
 
 
 def _actor_nodes(class_fragment: str) -> dict[str, list[str]]:
@@ -157,28 +184,58 @@ def run_scenario(name: str, work: Path, tiny: Path, **env: str) -> dict:
 
 
 def multinode(work: Path, root: str) -> dict:
-    """Pseudo labels and DDP training on a head + 2 worker nodes."""
-    from raytal.distributed.backend import RayBackend
+    """The main job (jobs/selftrain.py, round 1 from a given teacher) on a head + 2 worker nodes, its run
+    directory at ``SCENARIO_RUN_DIR`` (the caller's S3 endpoint): pseudo labels and DDP training."""
+    import raytal.distributed.backend as backend
+    from raytal.core import storage
+    from raytal.data.index import RunIndex, source_ids
+    from raytal.engine.checkpoint import load_checkpoint
 
+    sys.path.insert(0, str(REPO / "jobs"))
+    import selftrain as selftrain_job
+
+    run_dir = os.environ["SCENARIO_RUN_DIR"]
     cluster, workers = _cluster(worker_cpus=2)
     # Placement by resources, as on a GPU cluster: an inference actor takes a node's one GPU, so a pool of
     # 2 runs on both nodes; a train worker takes 1.5 of a node's 2 CPUs, so the 2 DDP workers do too (on
     # CPU: Ray Train would move the model to the GPU it was given, and these GPUs do not exist).
-    cfg = _config(root, work / "run", "ray.num_workers=2", "ray.cpus_per_worker=1.5", "ray.actor_pool_size=2",
-                  "ray.actor_cpus=0.5", "train.epochs=2")
-    split_dir, C, D, n_unlabeled = _split(cfg, work / "run")
-    backend = RayBackend(cfg)
-    teacher = _untrained_teacher(cfg, work / "teacher.pt", C, D)
-    _small_blocks()
-    pseudo = _pipeline(cfg, teacher, split_dir, work / "pseudo", C, work / "marks", delay=3.0, use_gpu=True,
-                       busy_until_nodes=2)
-    pseudo.update(unlabeled=n_unlabeled, actors=_actor_nodes("MapWorker"), label_tasks=_task_nodes("label_batch"))
-    final = backend.train(cfg, work / "run" / "round_1" / "train", split_dir, work / "pseudo", None, C, D)
-    from raytal.engine.checkpoint import load_checkpoint
+    overrides = [*SMALL, "ray.num_workers=2", "ray.cpus_per_worker=1.5", "ray.actor_pool_size=2",
+                 "ray.actor_cpus=0.5", "train.epochs=2"]
+    # Round 0 from an untrained teacher (run.teacher): the scenario tests where the work runs, not quality.
+    teacher = untrained_teacher(_config(root, work / "unused", *overrides[len(SMALL):]), work / "teacher.pt", 5, 32)
+    marks = work / "marks"
+    marks.mkdir(parents=True)
+    pipeline = backend.run_pseudolabel_pipeline
 
-    train = {"final_epoch": int(load_checkpoint(final)["epoch"]), "workers": _actor_nodes("RayTrainWorker")}
+    def probed_pipeline(spec, *, make_infer, use_gpu, **kw):
+        # The probe around the job's own teacher, and the inference actors on the nodes' GPUs (training
+        # stays on the CPU: ray.use_gpu would give the Train workers GPUs too).
+        return pipeline(spec, make_infer=ProbedInfer(make_infer, str(marks), delay=3.0, busy_until_nodes=2),
+                        use_gpu=True, **kw)
+
+    backend.run_pseudolabel_pipeline = probed_pipeline
+    _eager_pool()
+    argv = ["--config", str(REPO / "configs" / "tiny_npl.yaml"), "--set", f"data.root={root}",
+            "--set", f"run.dir={run_dir}", "--set", f"run.teacher={teacher}",
+            *[a for o in overrides for a in ("--set", o)]]
+    assert selftrain_job.main(argv) == 0
+    stages = json.loads(storage.read_text(storage.join(run_dir, "stages.json")))["stages"]
+    index = RunIndex.load(storage.join(run_dir, "index.json"))
+    rows = rows_by_source(storage.join(run_dir, "round_1", "pseudo"))
+    summary = stages["round_1/pseudo"]["result"]
+    pseudo = {key: summary[key] for key in ("videos_in", "rows_out", "num_errors", "usable")}
+    pseudo.update(ids=[v for ids in rows.values() for v in ids], by_source=rows,
+                  source_ids={f"shard={k}": source_ids(src) for k, (_, src) in enumerate(index.pseudo_sources())},
+                  unlabeled=index.count("unlabeled"), infer_nodes=sorted({n for ns in _seen(marks).values() for n in ns}),
+                  actors=_actor_nodes("MapWorker"), label_tasks=_task_nodes("label_batch"))
+    final = load_checkpoint(storage.join(run_dir, "round_1", "train", "final.pt"))
+    metrics = json.loads(storage.read_text(storage.join(run_dir, "metrics.json")))
+    train = {"final_epoch": int(final["epoch"]), "workers": _actor_nodes("RayTrainWorker")}
     result = {"worker_nodes": _node_ids(workers), "head_node": cluster.head_node.node_id, "pseudo": pseudo,
-              "train": train}
+              "train": train, "rounds": [r["round"] for r in metrics["rounds"]],
+              "round_1_map": metrics["rounds"][1]["eval"]["average_mAP"],
+              "local_files": sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file()
+                                    and not p.is_relative_to(marks))}
     _shutdown(cluster)
     return result
 
@@ -225,34 +282,37 @@ def _seen(marks: Path) -> dict[str, set[str]]:
     return out
 
 
-def _small_blocks() -> None:
-    """Make the tiny set look like a big one to Ray Data: a 32 KiB block limit splits the actors' outputs
-    (the pipeline sizes its read blocks itself) into many labeling tasks, and the pool grows as soon as one
-    block waits instead of at Ray's utilization 1.75, which a job of a few seconds never reaches."""
+def _eager_pool() -> None:
+    """Make the tiny set look like a big one to Ray Data: the pool grows as soon as one block waits instead
+    of at Ray's utilization 1.75, which a job of a few seconds never reaches."""
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.target_max_block_size = 32 * 1024
-    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 0.5
+    ray.data.DataContext.get_current().autoscaling_config.actor_pool_util_upscaling_threshold = 0.5
 
 
-def _pipeline(cfg, teacher, split_dir, out, C, marks: Path, kill_at: int | None = None, delay: float = 0.0,
-              use_gpu: bool = False, busy_until_nodes: int = 1 << 30) -> dict:
-    """The Ray back-end's pseudo-label round (the recipe's real teacher and labeling stages) with a probe."""
-    from raytal.data.shards import list_shards
-    from raytal.distributed.pseudolabel import run_pseudolabel_pipeline
-    from raytal.selftrain.common import pseudolabel_callables
+def _pipeline(cfg, index, teacher: str, out: Path, marks: Path, kill_at: int | None = None, delay: float = 0.0,
+              use_gpu: bool = False, busy_until_nodes: int = 1 << 30):
+    """The Ray back-end's pseudo-label round on the run's pseudo sources (the recipe's real teacher and
+    labeling stages) with a probe -> what it wrote."""
+    from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
+    from raytal.recipes.labeling import prepare_labeling
+    from raytal.selftrain.models import DETECTOR
+    from raytal.selftrain.spec import LabelSpec
+    from raytal.selftrain.teacher import labeling_callables
 
-    make_infer, label_fn = pseudolabel_callables(cfg, teacher, C, None)
+    context = prepare_labeling(cfg, lambda: index.videos("labeled"), DETECTOR)
+    spec = LabelSpec(teacher, 1, str(out), index.num_classes, index.setting, tuple(index.pseudo_sources()), context)
+    make_infer, label_fn = labeling_callables(cfg, teacher, index.num_classes, context)
     marks.mkdir(parents=True, exist_ok=True)
     s = run_pseudolabel_pipeline(
-        [str(p) for p in list_shards(split_dir / "unlabeled")], str(out),
-        make_infer=ProbedInfer(make_infer, str(marks), kill_at, delay, busy_until_nodes), label_video=label_fn,
-        round=1, teacher=teacher, batch_size=cfg.ray.infer_batch_size, pool_size=cfg.ray.actor_pool_size,
-        actor_cpus=cfg.ray.actor_cpus, use_gpu=use_gpu,
+        spec, make_infer=ProbedInfer(make_infer, str(marks), kill_at, delay, busy_until_nodes), label_video=label_fn,
+        batch_size=cfg.ray.infer_batch_size, pool_size=cfg.ray.actor_pool_size, actor_cpus=cfg.ray.actor_cpus,
+        use_gpu=use_gpu,
     )
+    rows = rows_by_source(out)
     nodes = sorted({n for ns in _seen(marks).values() for n in ns})
-    return {"videos_in": s.videos_in, "rows_out": s.rows_out, "num_errors": s.num_errors, "ids": _rows(out),
+    return {"videos_in": s.videos_in, "rows_out": s.rows_out, "num_errors": s.num_errors, "usable": s.usable,
+            "ids": [v for ids in rows.values() for v in ids], "by_source": rows, "source_ids": _source_ids(spec),
             "infer_nodes": nodes}
 
 
@@ -270,10 +330,11 @@ def actor_killed(work: Path, root: str) -> dict:
 
     ensure_ray(num_cpus=2)
     cfg = _config(root, work / "run", "ray.actor_pool_size=2")
-    split_dir, C, D, n_unlabeled = _split(cfg, work / "run")
-    teacher = _untrained_teacher(cfg, work / "teacher.pt", C, D)
-    clean = _pipeline(cfg, teacher, split_dir, work / "clean", C, work / "marks_clean")
-    faulty = _pipeline(cfg, teacher, split_dir, work / "faulty", C, work / "marks", kill_at=n_unlabeled // 2)
+    _, index = _run(cfg)
+    n_unlabeled = index.count("unlabeled")
+    teacher = untrained_teacher(cfg, work / "teacher.pt", index.num_classes, index.feature_dim)
+    clean = _pipeline(cfg, index, teacher, work / "clean", work / "marks_clean")
+    faulty = _pipeline(cfg, index, teacher, work / "faulty", work / "marks", kill_at=n_unlabeled // 2)
     killed = (work / "marks" / "killed").read_text() if (work / "marks" / "killed").exists() else None
     marks_per_video: dict[str, int] = {}
     for p in (work / "marks").glob("seen-*"):
@@ -289,8 +350,9 @@ def node_removed(work: Path, root: str) -> dict:
     on the other node with every video's row."""
     cluster, workers = _cluster(worker_cpus=1)
     cfg = _config(root, work / "run", "ray.actor_pool_size=2", "ray.infer_batch_size=1")
-    split_dir, C, D, n_unlabeled = _split(cfg, work / "run")
-    teacher = _untrained_teacher(cfg, work / "teacher.pt", C, D)
+    _, index = _run(cfg)
+    n_unlabeled = index.count("unlabeled")
+    teacher = untrained_teacher(cfg, work / "teacher.pt", index.num_classes, index.feature_dim)
     marks = work / "marks"
     marks.mkdir(parents=True)
     removed: dict = {}
@@ -308,8 +370,8 @@ def node_removed(work: Path, root: str) -> dict:
 
     t = threading.Thread(target=remove_a_node_mid_round, daemon=True)
     t.start()
-    _small_blocks()
-    res = _pipeline(cfg, teacher, split_dir, work / "out", C, marks, delay=0.5, use_gpu=True)
+    _eager_pool()
+    res = _pipeline(cfg, index, teacher, work / "out", marks, delay=0.5, use_gpu=True)
     t.join(timeout=60)
     import ray
 
@@ -324,14 +386,14 @@ def train_worker_fails(work: Path, root: str) -> dict:
     """Rank 0 of a 2-worker DDP run raises at epoch 1 (RAYTAL_FAIL_ONCE_AT_EPOCH, set by the caller before
     Ray starts so the workers inherit it): Ray Train restarts the group from the epoch-1 checkpoint."""
     from raytal.distributed.session import ensure_ray
-    from raytal.distributed.train import train_ray
     from raytal.engine.checkpoint import load_checkpoint
 
     ensure_ray(num_cpus=2)
     cfg = _config(root, work / "run", "ray.num_workers=2", "ray.max_failures=1", "train.epochs=3")
-    split_dir, C, D, _ = _split(cfg, work / "run")
-    stage = work / "run" / "round_0" / "train"
-    final = train_ray(cfg, stage, split_dir, None, None, C, D)
+    run, index = _run(cfg)
+    spec = run.train_spec(index, "round_0/train")
+    stage = Path(spec.stage_dir)
+    final = run.backend.train(cfg, spec)
     state = load_checkpoint(final)
     ckpts = sorted(stage.rglob("state.pt"))
     # Ray Train's ledger of reports: one per finished epoch, across the failure and the restart.

@@ -143,3 +143,14 @@ def tiny_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_data")
     assert make_dataset.main(["--preset", "tiny", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def untrained_teacher(tmp_path_factory) -> Path:
+    """An untrained detector checkpoint of the tiny dataset's shape (5 classes, D = 32): for the jobs that
+    read the teacher's kind from its checkpoint while stand-in stages do the inference."""
+    from cluster_scenarios import untrained_teacher
+    from raytal.config import load_config
+
+    cfg = load_config(Path(TESTS_DIR).parent / "configs" / "base" / "tiny.yaml")
+    return Path(untrained_teacher(cfg, tmp_path_factory.mktemp("teacher") / "teacher.pt", 5, 32))

@@ -29,6 +29,8 @@ import pytest
 import yaml
 
 from raytal.cli import run_job
+from raytal.config import load_config
+from raytal.data.index import build_index
 from raytal.data.pseudo_io import read_pseudo_labels
 from raytal.data.shards import SCHEMA as SHARD_SCHEMA
 from raytal.data.shards import read_shards, video_to_row, write_shards
@@ -205,14 +207,21 @@ def _truncate(path: Path) -> None:
     path.write_bytes(raw[: len(raw) // 2])  # the Parquet footer (schema, row groups) is at the end: gone
 
 
-def _poison_nan(root: Path) -> None:
-    # Every training video: a labeled one must be among them (an unlabeled one alone becomes an error row of
-    # the pseudo-label stage, by design; tests/test_pseudolabel_pipeline.py).
+def _split_ids(root: Path, part: str) -> list[str]:
+    """The ids of one part of tiny_npl's split of the dataset at ``root`` (tiny_supervised labels them all)."""
+    return build_index(load_config(REPO / "configs" / "tiny_npl.yaml", [f"data.root={root}"]).data).ids(part)
+
+
+def _poison_nan(root: Path, part: str = "labeled") -> str:
+    """NaN in one feature of the first video of ``part``; returns its id. Nothing reads features before a
+    stage does (the split's index reads the small columns only): training must refuse a labeled video's
+    NaN (exit 2 naming it), the pseudo-label stage makes an error row of an unlabeled one's."""
     shard_dir = root / "shards" / "train"
+    victim = _split_ids(root, part)[0]
     vids = list(read_shards(shard_dir))
-    for v in vids:
-        v.features[3, 0] = np.nan
+    next(v for v in vids if v.video_id == victim).features[3, 0] = np.nan
     write_shards(vids, shard_dir, rows_per_shard=64, check=False)
+    return victim
 
 
 def _edit_dataset_yaml(root: Path, **changes) -> None:
@@ -260,6 +269,24 @@ def test_shard_reading_jobs_name_the_cause(tiny, tmp_path, capsys, job, case, br
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_selftrain_makes_an_error_row_of_an_unlabeled_videos_nan_features(tiny, tmp_path, capsys):
+    # The same NaN as above in an unlabeled video: no stage trains on its ground truth, so it is a per-video
+    # problem of the pseudo-label stage (an error row naming it) and the run finishes without it.
+    victim = _poison_nan(tiny, "unlabeled")
+    n = len(_split_ids(tiny, "unlabeled"))
+    rc, err = _run_job("selftrain", _selftrain_argv(tiny, tmp_path / "run"), capsys)
+    assert rc == 0, err
+    rec = read_pseudo_labels(tmp_path / "run" / "round_1" / "pseudo")
+    assert len(rec) == n and {vid for vid, r in rec.items() if r.error} == {victim}
+    assert f"video '{victim}'" in rec[victim].error and "field 'features'" in rec[victim].error
+    assert "NaN/Inf" in rec[victim].error
+    stages = json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]
+    pseudo = stages["round_1/pseudo"]["result"]
+    assert (pseudo["videos_in"], pseudo["rows_out"], pseudo["num_errors"]) == (n, n, 1)
+    assert pseudo["usable"] <= n - 1  # the error row is never a training video
+    assert [r["round"] for r in json.loads((tmp_path / "run" / "metrics.json").read_text())["rounds"]] == [0, 1]
+
+
 CONFIG_CASES = [
     ("typo in a key", ["--set", "train.epoch=2"], ["unknown key 'train.epoch'", "did you mean 'epochs'"]),
     ("typo in a section", ["--set", "trian.epochs=2"], ["unknown key 'trian'", "did you mean 'train'"]),
@@ -276,7 +303,7 @@ def test_config_errors_name_the_key(tiny_source, tmp_path, capsys, job, case, ex
         argv = _selftrain_argv(tiny_source, tmp_path / "run", *extra)
     else:
         argv = ["--config", str(REPO / "configs" / "tiny_npl.yaml"), "--checkpoint", "x.pt", "--round", "1",
-                "--stages", "raytal.selftrain.common:pseudolabel_callables", *extra]
+                *extra]
     rc, err = _run_job(job, argv, capsys)
     assert rc == 2, f"{job} / {case}: exit {rc}, stderr {err!r}"
     for text in expected:
@@ -292,11 +319,11 @@ def test_config_file_typo_names_the_file_and_the_closest_key(tiny_source, tmp_pa
         assert text in err
 
 
-def test_pseudolabel_job_without_shards_names_the_directory(tmp_path, capsys):
+def test_pseudolabel_job_without_shards_names_the_directory(tiny_source, tmp_path, capsys):
     missing = tmp_path / "nowhere"
     rc, err = _run_job("pseudolabel", ["--config", str(REPO / "configs" / "tiny_npl.yaml"), "--checkpoint", "x.pt",
-                                       "--round", "1", "--stages", "raytal.selftrain.common:pseudolabel_callables",
-                                       "--shards", str(missing)], capsys)
+                                       "--round", "1", "--set", f"data.root={tiny_source}", "--set",
+                                       f"run.dir={tmp_path / 'run'}", "--shards", str(missing)], capsys)
     assert rc == 2 and str(missing) in err and "not found" in err
 
 
@@ -388,13 +415,18 @@ def one_segment_label(video, pred):
             "scores": np.array([1.0]), "weights": np.array([1.0]), "origins": ["test"]}
 
 
-def build_stages(cfg, checkpoint):
+def build_stages(cfg, checkpoint, num_classes, context):
     """``--stages`` hook of jobs/pseudolabel.py."""
     return make_mean_infer, one_segment_label
 
 
+def _labels(rec: dict) -> dict:
+    return {vid: (r.segments.tolist(), r.labels.tolist(), r.error) for vid, r in rec.items()}
+
+
 @pytest.mark.ray
-def test_pipeline_job_turns_per_video_problems_into_error_rows(ray_session, tiny_source, tmp_path, capsys):
+def test_pipeline_job_turns_per_video_problems_into_error_rows(ray_session, tiny_source, untrained_teacher, tmp_path,
+                                                                capsys):
     vids = [dataclasses.replace(v, labeled=False) for v in read_shards(tiny_source / "shards" / "test")][:9]
     inf_v = dataclasses.replace(vids[1], video_id="bad_inf", features=vids[1].features.copy())
     inf_v.features[0, 0] = np.inf
@@ -406,8 +438,10 @@ def test_pipeline_job_turns_per_video_problems_into_error_rows(ray_session, tiny
     short["T"] += 5
     pq.write_table(pa.Table.from_pylist([short], schema=SHARD_SCHEMA), tmp_path / "unl" / "extra.parquet")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("model:\n  input_dim: 32\nray:\n  actor_pool_size: 1\n  infer_batch_size: 4\n")
-    argv = ["--config", str(cfg), "--checkpoint", "t.pt", "--round", "1", "--stages",
+    cfg.write_text(f"data:\n  root: {tiny_source}\nrun:\n  dir: {tmp_path / 'run'}\nmodel:\n  input_dim: 32\n"
+                   "ray:\n  actor_pool_size: 1\n  infer_batch_size: 4\n")
+    # The job reads the teacher's kind off its checkpoint; the stand-in stages above never load it.
+    argv = ["--config", str(cfg), "--checkpoint", str(untrained_teacher), "--round", "1", "--stages",
             "test_bad_input:build_stages", "--shards", str(tmp_path / "unl"), "--out", str(tmp_path / "out")]
     rc = _job("pseudolabel").main(argv)
     printed = capsys.readouterr().out
@@ -419,9 +453,13 @@ def test_pipeline_job_turns_per_video_problems_into_error_rows(ray_session, tiny
     assert "video 'bad_inf'" in rec["bad_inf"].error and "NaN/Inf" in rec["bad_inf"].error
     assert "video 'bad_dim'" in rec["bad_dim"].error and "D = 20" in rec["bad_dim"].error
     assert "video 'bad_len'" in rec["bad_len"].error and "field 'features'" in rec["bad_len"].error
-    assert "error rows: 3" in printed and "error bad_dim" in printed
+    assert "error rows: 3" in printed and "with labels: 6" in printed and "error bad_dim" in printed
+    # --in-process runs the same stage without Ray: the same rows, error rows included.
+    assert _job("pseudolabel").main([*argv[:-1], str(tmp_path / "local"), "--in-process"]) == 0
+    assert _labels(read_pseudo_labels(tmp_path / "local")) == _labels(rec)
     # One truncated shard among good ones: its videos cannot be named, so the job says which FILE and exits 1.
-    _truncate(shards[1])
+    _truncate(Path(shards[1]))
+    capsys.readouterr()
     rc = _job("pseudolabel").main(argv)
     captured = capsys.readouterr()
     assert rc == 1

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster_scenarios import SCENARIO_TIMEOUT_S, child_env, run_scenario
+from cluster_scenarios import SCENARIO_TIMEOUT_S, child_env, make_tiny, rows_by_source, run_scenario
+from raytal.data.index import RunIndex
 from raytal.data.pseudo_io import read_pseudo_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,10 +37,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    subprocess.run([sys.executable, str(REPO / "jobs" / "make_dataset.py"), "--preset", "tiny", "--out", str(out)],
-                   check=True, capture_output=True)
-    return out
+    return make_tiny(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def _assert_partitioned(run: dict) -> None:
+    """Every pseudo source's directory holds exactly that source's videos, once each, and nothing lies
+    outside them (training joins source k's shard rows with shard=k only)."""
+    assert len(run["source_ids"]) > 1  # several sources, or the check proves little
+    assert {k: sorted(v) for k, v in run["by_source"].items()} == {k: sorted(v) for k, v in run["source_ids"].items()}
 
 
 # ------------------------------------------------------------------------------ Ray Data actor
@@ -54,6 +59,7 @@ def test_inference_actor_killed_mid_pipeline_loses_no_video(tiny, tmp_path):
     for run in (r["clean"], r["faulty"]):
         assert run["videos_in"] == run["rows_out"] == len(run["ids"]) == n
         assert len(set(run["ids"])) == n and run["num_errors"] == 0
+        _assert_partitioned(run)  # the retried batch's rows went to their own source's directory
     assert sorted(r["faulty"]["ids"]) == sorted(r["clean"]["ids"])
     assert r["same_labels"]  # the retried batch gives the same pseudo labels as the undisturbed run
 
@@ -89,6 +95,7 @@ def test_node_removed_during_a_round_finishes_on_the_rest(tiny, tmp_path):
     assert set(p["infer_nodes"]) == {removed, survivor}
     assert p["videos_in"] == p["rows_out"] == len(p["ids"]) == len(set(p["ids"])) == n
     assert p["num_errors"] == 0
+    _assert_partitioned(p)
 
 
 # ------------------------------------------------------------------------------------ driver kill
@@ -138,7 +145,7 @@ def test_driver_killed_between_rounds_resumes_without_recomputing(tiny, tmp_path
     run = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "jobs" / "selftrain.py"), "--config", str(REPO / "configs" / "tiny_npl.yaml"),
            "--set", f"data.root={tiny}", "--set", f"run.dir={run}", "--set", "train.epochs=2",
-           "--set", "train.warmup_epochs=1", "--set", "ray.rows_per_shard=8"]
+           "--set", "train.warmup_epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.shuffle_buffer=4"]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO,
                             start_new_session=True)  # its own process group: the kill takes Ray with it
@@ -171,10 +178,16 @@ def test_driver_killed_between_rounds_resumes_without_recomputing(tiny, tmp_path
     assert {"round_1/quality", "round_1/train", "round_1/eval", "finished_1_rounds"} <= set(after)
     assert all(after[name]["finished"] > max(e["finished"] for e in before.values())
                for name in set(after) - set(before))
-    # Nothing lost: one pseudo-label row per unlabeled video, and the metrics of both rounds.
+    # Nothing lost: one pseudo-label row per unlabeled video, in its source's directory, and the metrics
+    # of both rounds. The split is an index over the dataset's shards, not a copy of them.
     pseudo = after["round_1/pseudo"]["result"]
-    assert pseudo["videos_in"] == pseudo["rows_out"] == len(pseudo_ids)
-    assert len(after["split"]["result"]["unlabeled"]) > 0
+    index = RunIndex.load(str(run / "index.json"))
+    assert pseudo["videos_in"] == pseudo["rows_out"] == len(pseudo_ids) == index.count("unlabeled") > 0
+    assert after["split"]["result"]["videos"]["unlabeled"] == index.count("unlabeled")
+    sources = index.pseudo_sources()
+    assert len(sources) > 1 and {k: sorted(v) for k, v in rows_by_source(run / "round_1" / "pseudo").items()} == {
+        f"shard={k}": sorted(src.ids) for k, (_, src) in enumerate(sources)}
+    assert not (run / "data").exists()
     metrics = json.loads((run / "metrics.json").read_text())
     assert [r["round"] for r in metrics["rounds"]] == [0, 1]
     assert f"run directory: {run}" in second.stdout

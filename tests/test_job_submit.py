@@ -25,6 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from raytal.data.index import RunIndex
+from raytal.data.pseudo_io import read_pseudo_labels
+
 REPO = Path(__file__).resolve().parents[1]
 RAY_CLI = str(Path(sys.executable).parent / "ray")
 HOST = "127.0.0.1"
@@ -123,3 +126,10 @@ def test_ray_job_submit_runs_the_tiny_selftraining(local_head, tmp_path):
     assert submit.returncode == 0  # `ray job submit` exits 1 when the job it tailed did not succeed
     assert (run_dir / "metrics.json").exists()
     assert "Test mAP (%)" in submit.stdout
+    # The run's layout: its split is an index over the dataset (no copy of it), and round 1's pseudo labels
+    # are one shard=<k> directory per pseudo source with one row per unlabeled video.
+    index = RunIndex.load(str(run_dir / "index.json"))
+    assert not (run_dir / "data").exists()
+    pseudo = run_dir / "round_1" / "pseudo"
+    assert sorted(p.name for p in pseudo.iterdir()) == [f"shard={k}" for k in range(len(index.pseudo_sources()))]
+    assert len(read_pseudo_labels(pseudo)) == index.count("unlabeled") > 0

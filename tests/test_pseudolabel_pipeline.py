@@ -1,7 +1,10 @@
-"""Pseudo-label Parquet rows (raytal.data.pseudo_io) and the Ray Data pipeline (raytal.distributed.pseudolabel).
+"""Pseudo-label Parquet rows (raytal.data.pseudo_io), the Ray-free stage (raytal.selftrain.pseudo_stage) and
+the Ray Data pipeline (raytal.distributed.pseudo_pipeline).
 
 The teacher and labeling stage are fakes defined at module level (so Ray can pickle them): the
-pipeline must give, per video, exactly what calling them in-process gives.
+pipeline must give, per video, exactly what calling them in-process gives, and put the rows of the k-th
+source of its ``LabelSpec`` in ``<out>/shard=<k>`` and nowhere else (training joins a source's shard rows
+with that directory only).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from raytal.core.errors import DataError
-from raytal.data.pseudo_io import PSEUDO_SCHEMA, apply_pseudo_labels, pseudo_row, read_pseudo_labels
-from raytal.data.shards import read_shards, write_shards
-from raytal.data.synthetic import class_sets_of, make_world, synthesize_video, tiny_timelines
 from raytal.core.video import Video
+from raytal.data.index import RunIndex, Source
+from raytal.data.pseudo_io import PSEUDO_SCHEMA, apply_pseudo_labels, pseudo_row, read_pseudo_labels, source_dir
+from raytal.data.shards import list_shards, read_shards, write_shards
+from raytal.data.synthetic import class_sets_of, make_world, synthesize_video, tiny_timelines
+from raytal.selftrain.spec import LabelSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 import pseudolabel as pseudolabel_job  # noqa: E402
@@ -36,11 +41,12 @@ def make_fake_infer():
 
     def infer(videos: list[Video]) -> list[dict]:
         out = []
-        for v in videos:
+        for i, v in enumerate(videos):
             if v.features.shape[1] != D:
                 raise ValueError(f"teacher expects D={D}, got {v.features.shape[1]}")
             dense = 1.0 / (1.0 + np.exp(-(v.features @ w)))  # [T, C]
-            out.append({"scores": dense.max(axis=0), "dense": {"scores": dense}})
+            # Which batch the video came in (its size, the video's place in it): the labels name it.
+            out.append({"scores": dense.max(axis=0), "dense": {"scores": dense}, "batch": np.array([len(videos), i])})
         return out
 
     return infer
@@ -57,14 +63,14 @@ def fake_label_video(video: Video, pred: dict) -> dict:
         "labels": np.array([c]),
         "scores": np.array([pred["scores"][c]]),
         "weights": np.array([0.5]),
-        "origins": ["fake"],
+        "origins": [f"batch of {pred['batch'][0]}, #{pred['batch'][1]}"],
         "targets": (dense > 0.5).astype(np.float32),
         "teacher_scores": dense,
         "relaxed": 1,
     }
 
 
-def build_fake_stages(cfg, checkpoint: str):
+def build_fake_stages(cfg, checkpoint: str, num_classes: int, context):
     """The --stages hook of jobs/pseudolabel.py for the fakes above."""
     return make_fake_infer, fake_label_video
 
@@ -81,21 +87,63 @@ def _videos(n: int) -> list[Video]:
 @pytest.fixture(scope="module")
 def clean_shards(tmp_path_factory) -> list[str]:
     out = tmp_path_factory.mktemp("clean")
-    return [str(p) for p in write_shards(_videos(12), out, rows_per_shard=4)]
+    return write_shards(_videos(12), out, rows_per_shard=4)
 
 
-def _in_process(shard_files: list[str]) -> dict[str, dict]:
+def _file_ids(path: str) -> list[str]:
+    return pq.read_table(path, columns=["video_id"]).column("video_id").to_pylist()
+
+
+def _index_sources(files: list[str]) -> tuple[tuple[str, Source], ...]:
+    """Pseudo sources as a run's index makes them: the split's unlabeled videos take some of the ids of
+    the training files (the rest are labeled), then the pool's files whole."""
+    a, b = _file_ids(files[0]), _file_ids(files[1])
+    return (("unlabeled", Source(files[0], (a[0], a[2]), 2)), ("unlabeled", Source(files[1], tuple(b[1:]), 3)),
+            ("pool", Source(files[2], None, 4)))
+
+
+def _spec(sources, out, teacher: str = "ckpt-a") -> LabelSpec:
+    return LabelSpec(teacher=teacher, round=1, out_dir=str(out), num_classes=C, setting="semi", sources=tuple(sources))
+
+
+def _in_process(sources) -> dict[str, dict]:
+    """What the fakes give, called by hand on each video of the sources."""
     infer = make_fake_infer()
-    return {v.video_id: fake_label_video(v, infer([v])[0]) for v in read_shards(shard_files)}
+    return {v.video_id: fake_label_video(v, infer([v])[0])
+            for _, src in sources for v in read_shards(src.file, src.ids)}
 
 
-def _run(shards, out, pool_size=2, **kw):
-    from raytal.distributed.pseudolabel import run_pseudolabel_pipeline
+def _batches(sources, batch_size: int) -> dict[str, str]:
+    """The origin each video's label must name: the teacher's batches are ``batch_size`` consecutive videos
+    of one source (in file order, the last one shorter), whatever the back-end or Ray's scheduling."""
+    out = {}
+    for _, src in sources:
+        ids = list(src.ids or _file_ids(src.file))
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start:start + batch_size]
+            out.update({vid: f"batch of {len(batch)}, #{i}" for i, vid in enumerate(batch)})
+    return out
 
-    return run_pseudolabel_pipeline(
-        shards, str(out), make_infer=make_fake_infer, label_video=fake_label_video, round=1, teacher="ckpt-a",
-        batch_size=2, pool_size=pool_size, actor_cpus=0.5, use_gpu=False, **kw,
-    )
+
+def _origins(rec: dict) -> dict[str, str]:
+    return {vid: r.origins[0] for vid, r in rec.items()}
+
+
+def _run(spec: LabelSpec, pool_size: int = 2):
+    from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
+
+    return run_pseudolabel_pipeline(spec, make_infer=make_fake_infer, label_video=fake_label_video, batch_size=2,
+                                    pool_size=pool_size, actor_cpus=0.5, use_gpu=False)
+
+
+def _assert_partitioned_by_source(out: Path, sources, readable: set[int] | None = None) -> None:
+    """``out`` holds one directory per readable source, ``shard=<k>``, with exactly the rows of source k
+    (all its listed ids or all its file's rows), and nothing else."""
+    readable = set(range(len(sources))) if readable is None else readable
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"shard={k}" for k in readable)
+    for k in readable:
+        _, src = sources[k]
+        assert sorted(read_pseudo_labels(source_dir(str(out), k))) == sorted(src.ids or _file_ids(src.file))
 
 
 # ------------------------------------------------------------------------------- pseudo_io
@@ -126,7 +174,10 @@ def test_pseudo_rows_round_trip_and_apply(tmp_path):
                    targets=targets, teacher_scores=scores, relaxed=2),
         pseudo_row("b", 2, "ck", [], [], [], [], [], error="NaN features"),
     ]
-    _write_rows(rows, tmp_path / "p" / "x.parquet")
+    # Rows of two sources: a directory reads its own source's rows, the round's directory reads them all.
+    _write_rows(rows[:1], tmp_path / "p" / "shard=0" / "x.parquet")
+    _write_rows(rows[1:], tmp_path / "p" / "shard=1" / "x.parquet")
+    assert sorted(read_pseudo_labels(tmp_path / "p" / "shard=0")) == ["a"]
     rec = read_pseudo_labels(tmp_path / "p")
     assert sorted(rec) == ["a", "b"]
     a = rec["a"]
@@ -184,33 +235,55 @@ def test_local_ray_is_loopback_only_and_ensure_ray_idempotent(ray_session):
 
 
 @pytest.mark.ray
-def test_pipeline_matches_in_process_and_is_idempotent_for_any_pool(ray_session, clean_shards, tmp_path):
-    out = tmp_path / "round_1" / "pseudo"
-    s2 = _run(clean_shards, out, pool_size=2)
+def test_pipeline_matches_in_process_partitions_by_source_and_is_idempotent_for_any_pool(
+        ray_session, clean_shards, untrained_teacher, tmp_path):
+    from raytal.selftrain.pseudo_stage import label_in_process
+
+    sources = _index_sources(clean_shards)
+    run = tmp_path / "run"
+    out = run / "round_1" / "pseudo"
+    s2 = _run(_spec(sources, out), pool_size=2)
     rec2 = read_pseudo_labels(out)
-    # 12 videos in, one row each; each fake label has exactly 1 instance and 1 relaxed LP.
-    assert (s2.videos_in, s2.rows_out, s2.num_errors, s2.relaxed) == (12, 12, 0, 12)
-    assert sum(s2.instances_per_class.values()) == 12 and s2.file_errors == []
-    # Second run through the CLI with 1 actor, into the same directory: must overwrite, not append.
+    # 2 + 3 + 4 = 9 videos in, one row each; each fake label has exactly 1 instance and 1 relaxed LP.
+    assert (s2.videos_in, s2.rows_out, s2.num_errors, s2.usable, s2.relaxed) == (9, 9, 0, 9, 9)
+    assert sum(s2.instances_per_class.values()) == 9 and s2.file_errors == []
+    _assert_partitioned_by_source(out, sources)
+    # Second run through the CLI with 1 actor, on the sources of the run's index (index.json, as the main job
+    # saves it), into the same directory (the default <run>/round_1/pseudo): must overwrite, not append.
+    RunIndex(str(tmp_path), "semi", C, D, {"unlabeled": [s for _, s in sources[:2]], "pool": [sources[2][1]]}).save(
+        str(run / "index.json"))
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("ray:\n  actor_pool_size: 1\n  infer_batch_size: 3\n")
-    rc = pseudolabel_job.main(["--config", str(cfg), "--checkpoint", "ckpt-a", "--round", "1", "--stages",
-                               "test_pseudolabel_pipeline:build_fake_stages", "--shards", *clean_shards,
-                               "--out", str(out)])
-    assert rc == 0
+    cfg.write_text(f"run:\n  dir: {run}\nray:\n  actor_pool_size: 1\n  infer_batch_size: 3\n")
+    argv = ["--config", str(cfg), "--checkpoint", str(untrained_teacher), "--round", "1", "--stages",
+            "test_pseudolabel_pipeline:build_fake_stages"]
+    assert pseudolabel_job.main(argv) == 0
     rec1 = read_pseudo_labels(out)
-    expected = _in_process(clean_shards)
-    assert sorted(rec1) == sorted(rec2) == sorted(expected)
+    _assert_partitioned_by_source(out, sources)
+    # The in-process back-end's stage (no Ray) on the same spec.
+    s0 = label_in_process(_spec(sources, tmp_path / "local"), make_fake_infer, fake_label_video, batch_size=2,
+                          torch_threads=1)
+    assert dataclasses.replace(s0, out_dir="", elapsed=0) == dataclasses.replace(s2, out_dir="", elapsed=0)
+    rec0 = read_pseudo_labels(tmp_path / "local")
+    _assert_partitioned_by_source(tmp_path / "local", sources)
+    expected = _in_process(sources)
+    assert sorted(rec0) == sorted(rec1) == sorted(rec2) == sorted(expected)
+    # The teacher saw the same batches on Ray (pool of 2) as in process: runs of batch_size videos of one
+    # source, never videos of two sources together. Source 1's 3 videos in batches of 2: its last one alone.
+    assert _origins(rec2) == _origins(rec0) == _batches(sources, 2)
+    assert _origins(rec2)[_file_ids(clean_shards[1])[3]] == "batch of 1, #0"
+    assert _origins(rec1) == _batches(sources, 3)  # the CLI's ray.infer_batch_size
     for vid, e in expected.items():
-        for rec in (rec1, rec2):
+        for rec, teacher in ((rec0, "ckpt-a"), (rec1, str(untrained_teacher)), (rec2, "ckpt-a")):
             r = rec[vid]
-            assert r.round == 1 and r.teacher == "ckpt-a" and r.error is None
+            assert r.round == 1 and r.teacher == teacher and r.error is None
             np.testing.assert_allclose(r.segments, e["segments"])
             np.testing.assert_array_equal(r.labels, e["labels"])
             np.testing.assert_allclose(r.scores, e["scores"], rtol=1e-6)
             np.testing.assert_array_equal(r.targets, e["targets"])  # 0/1 exact in float16
             np.testing.assert_allclose(r.teacher_scores, e["teacher_scores"], rtol=1e-6)
+        # Same stage code in every back-end, whatever the pool or batch size: bit-identical rows.
         np.testing.assert_array_equal(rec1[vid].teacher_scores, rec2[vid].teacher_scores)
+        np.testing.assert_array_equal(rec0[vid].teacher_scores, rec2[vid].teacher_scores)
 
 
 @pytest.mark.ray
@@ -225,14 +298,14 @@ def test_poisoned_inputs_become_error_rows(ray_session, tmp_path):
     shards_a = write_shards(good_a, tmp_path / "a", rows_per_shard=4)
     shards_b = write_shards([good_b, nan_v, wrong_d, bad_label], tmp_path / "b", rows_per_shard=4, check=False)
     shards_c = write_shards(rest[4:7], tmp_path / "c", rows_per_shard=3)
-    raw = shards_c[0].read_bytes()
-    shards_c[0].write_bytes(raw[: len(raw) // 2])  # truncated: the footer (and the ids) are gone
-    files = [str(p) for p in shards_a + shards_b + shards_c]
+    raw = Path(shards_c[0]).read_bytes()
+    Path(shards_c[0]).write_bytes(raw[: len(raw) // 2])  # truncated: the footer (and the ids) are gone
+    sources = [("pool", Source(f, None, n)) for f, n in zip(shards_a + shards_b + shards_c, (4, 4, 3))]
 
-    s = _run(files, tmp_path / "out", pool_size=2)
+    s = _run(_spec(sources, tmp_path / "out"), pool_size=2)
     rec = read_pseudo_labels(tmp_path / "out")
     # Readable: 4 (shard a) + 4 (shard b) = 8 rows; errors: exactly the 3 poisoned videos of shard b.
-    assert (s.videos_in, s.rows_out, s.num_errors) == (8, 8, 3)
+    assert (s.videos_in, s.rows_out, s.num_errors, s.usable) == (8, 8, 3, 5)
     assert sorted(rec) == sorted([v.video_id for v in good_a] + [good_b.video_id, "poison_nan", "poison_dim",
                                                                    "poison_label"])
     errs = {vid for vid, r in rec.items() if r.error is not None}
@@ -241,15 +314,27 @@ def test_poisoned_inputs_become_error_rows(ray_session, tmp_path):
     assert "D=32" in rec["poison_dim"].error  # the teacher's own complaint, isolated to this video
     assert "exploded" in rec["poison_label"].error
     assert [vid for vid, _ in s.first_errors] == ["poison_dim", "poison_label", "poison_nan"]
-    assert len(s.file_errors) == 1 and s.file_errors[0][0] == str(shards_c[0])
+    assert len(s.file_errors) == 1 and s.file_errors[0][0] == shards_c[0]
     # The good video sharing shard b (and its inference batch) with the poison is labeled as usual.
     assert len(rec[good_b.video_id].segments) == 1 and rec[good_b.video_id].error is None
+    # Error rows stay with their source; the unreadable source has no directory at all.
+    _assert_partitioned_by_source(tmp_path / "out", sources, readable={0, 1})
+
+
+# ------------------------------------------------------------------ the stage (no Ray)
+
+
+def _unit_batch(shard: str, part: str = "unlabeled", k: int = 0) -> pa.Table:
+    from raytal.selftrain.pseudo_stage import Unit, unit_blocks
+
+    (batch,) = list(unit_blocks(Unit(k, part, shard, None, 4), 4))
+    return batch
 
 
 def test_fused_stage_writes_the_rows_of_inference_then_labeling(tmp_path):
     """CPU actors label inside the inference actor (InferLabelStage); GPU pools hand predictions to
     label_batch tasks. Same rows, in the same order, error rows included."""
-    from raytal.distributed.pseudolabel import InferLabelStage, InferStage, label_batch
+    from raytal.selftrain.pseudo_stage import InferLabelStage, InferStage, label_batch
 
     vids = _videos(4)
     nan_v = dataclasses.replace(vids[1], video_id="poison_nan", features=vids[1].features.copy())
@@ -257,25 +342,38 @@ def test_fused_stage_writes_the_rows_of_inference_then_labeling(tmp_path):
     wrong_d = dataclasses.replace(vids[2], video_id="poison_dim", features=vids[2].features[:, :31].copy())
     bad_label = dataclasses.replace(vids[3], video_id="poison_label")
     shard = write_shards([vids[0], nan_v, wrong_d, bad_label], tmp_path, rows_per_shard=4, check=False)[0]
-    batch = pq.read_table(shard)
+    batch = _unit_batch(shard, k=3)
     labeling = {"label_video": fake_label_video, "round": 3, "teacher": "ck"}
-    split = label_batch(InferStage(make_fake_infer, D, 1)(batch), **labeling)
-    fused = InferLabelStage(make_fake_infer, D, 1, **labeling)(batch)
+    split = label_batch(InferStage(make_fake_infer, D, 1, "semi")(batch), **labeling)
+    fused = InferLabelStage(make_fake_infer, D, 1, "semi", **labeling)(batch)
     assert fused.equals(split)
     rows = fused.to_pylist()
     assert [r["video_id"] for r in rows] == ["poison_nan", "poison_dim", vids[0].video_id, "poison_label"]
     assert [r["error"] is None for r in rows] == [False, False, True, False]
     assert "D = 31" in rows[1]["error"] and "exploded" in rows[3]["error"]
+    assert {r["shard"] for r in rows} == {3}  # every row, error rows included, names its source
     # The labeling stage never sees the hidden ground truth the unlabeled shard carries (for quality metrics).
     assert len(vids[0].segments) > 0
     seen = []
-    InferLabelStage(make_fake_infer, D, 1, label_video=lambda v, p: seen.append(v) or fake_label_video(v, p),
+    InferLabelStage(make_fake_infer, D, 1, "semi", label_video=lambda v, p: seen.append(v) or fake_label_video(v, p),
                     round=3, teacher="ck")(batch)
     assert [len(v.segments) for v in seen] == [0, 0] and not any(v.labeled for v in seen)
 
 
+def test_units_stream_in_blocks_of_the_listed_ids_tagged_with_their_source(clean_shards):
+    from raytal.selftrain.pseudo_stage import Unit, unit_blocks
+
+    ids = _file_ids(clean_shards[1])
+    blocks = list(unit_blocks(Unit(5, "pool", clean_shards[1], (ids[3], ids[0], ids[2]), 3), 2))
+    # 3 listed ids of a 4-row file, in file order, in batches of 2 of the listed videos (not of the file's
+    # rows: those would be [ids 0] and [ids 2, 3]); the unlisted video is never read.
+    assert [b.column("video_id").to_pylist() for b in blocks] == [[ids[0], ids[2]], [ids[3]]]
+    table = pa.concat_tables(blocks)
+    assert set(table.column("shard").to_pylist()) == {5} and set(table.column("part").to_pylist()) == {"pool"}
+
+
 def test_pool_starts_full_only_with_room_for_the_read_tasks():
-    from raytal.distributed.pseudolabel import initial_pool_size
+    from raytal.distributed.pseudo_pipeline import initial_pool_size
 
     # 2 actors x 0.5 CPU + one 0.5-CPU read/write task = 2.0 CPUs needed.
     assert initial_pool_size(2, 0.5, 0.5, False, {"CPU": 2.0}) == 2
@@ -287,30 +385,48 @@ def test_pool_starts_full_only_with_room_for_the_read_tasks():
     assert initial_pool_size(4, 0.5, 0.5, True, {"CPU": 8.0}) == 4
 
 
-def test_blocks_hold_a_few_batches_and_every_actor_gets_several():
-    from raytal.distributed.pseudolabel import block_rows
-
-    assert block_rows(1000, 8, 2) == 32  # 4 batches of 8
-    assert block_rows(180, 8, 2) == 23  # ceil(180 / (4 blocks x 2 actors))
-    assert block_rows(29, 8, 2) == 4  # a tiny round still feeds both actors: 8 blocks
-    assert block_rows(3, 8, 4) == 1 and block_rows(0, 8, 2) == 1
-
-
-def test_shard_precheck_reports_unreadable_files_and_takes_uris(clean_shards, tmp_path):
-    from raytal.distributed.pseudolabel import check_shard_files, list_shard_files
+def test_unit_precheck_reports_unreadable_files_and_takes_uris(clean_shards, tmp_path):
+    from raytal.selftrain.pseudo_stage import Unit, check_units
 
     broken = tmp_path / "broken.parquet"
-    raw = Path(clean_shards[0]).read_bytes()
-    broken.write_bytes(raw[:100])  # a file cut after 100 bytes: no footer
+    broken.write_bytes(Path(clean_shards[0]).read_bytes()[:100])  # a file cut after 100 bytes: no footer
     not_a_shard = tmp_path / "other.parquet"
     pq.write_table(pa.table({"x": [1, 2]}), not_a_shard)
     uri = "file://" + str(Path(clean_shards[1]).resolve())
-    good, count, nbytes, bad = check_shard_files([clean_shards[0], uri, str(broken), str(not_a_shard)])
-    assert good == [clean_shards[0], uri] and count == 4 + 4  # 4 rows per clean shard
+    ids = tuple(_file_ids(clean_shards[0])[:2])
+    sources = [("unlabeled", Source(clean_shards[0], ids, 2)), ("pool", Source(uri, None, 4)),
+               ("pool", Source(str(broken), None, 4)), ("pool", Source(str(not_a_shard), None, 2))]
+    check = check_units(_spec(sources, tmp_path / "out"))
+    assert check.good == [Unit(0, "unlabeled", clean_shards[0], ids, 2), Unit(1, "pool", uri, None, 4)]
+    assert check.videos == 2 + 4
+    # Block sizing reads sizes off the footers: a source taking 2 of a file's 4 rows counts half the file.
+    size = [sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+            for md in (pq.ParquetFile(f).metadata for f in clean_shards[:2])]
+    assert check.nbytes == size[0] * 2 // 4 + size[1]
     feature_bytes = sum(v.features.nbytes for v in read_shards(clean_shards[:2]))
-    assert feature_bytes < nbytes < 2 * feature_bytes  # the float32 features are most of a shard's size
-    assert [p for p, _ in bad] == [str(broken), str(not_a_shard)]
-    assert "video_id" in bad[1][1] or "missing" in bad[1][1]
+    assert feature_bytes < sum(size) < 2 * feature_bytes  # the float32 features are most of a shard's size
+    assert [p for p, _ in check.errors] == [str(broken), str(not_a_shard)]
+    assert all("truncated or corrupt" in reason for _, reason in check.errors)
+    assert "column missing" in check.errors[1][1]
     shard_dir = "file://" + str(Path(clean_shards[0]).resolve().parent)
-    listed = [Path(f.split("://", 1)[1]) for f in list_shard_files(shard_dir)]
+    listed = [Path(f.split("://", 1)[-1]) for f in list_shards(shard_dir)]
     assert listed == [Path(f).resolve() for f in clean_shards]
+
+
+def test_summary_counts_rows_errors_and_usable_rows_per_file(tmp_path):
+    from raytal.selftrain.pseudo_stage import summarize_output
+
+    # usable = not an error row and something to train on: instances, or dense targets / teacher scores.
+    rows = [
+        pseudo_row("with_instances", 1, "t", [[1.0, 2.0]], [3], [0.9], [1.0], ["x"], relaxed=2),
+        pseudo_row("dense_only", 1, "t", [], [], [], [], [], targets=np.ones((2, C))),
+        pseudo_row("empty", 1, "t", [], [], [], [], []),
+        pseudo_row("z_failed", 1, "t", [], [], [], [], [], error="boom"),
+        pseudo_row("a_failed", 1, "t", [], [], [], [], [], error="bang"),
+    ]
+    _write_rows(rows[:3], tmp_path / "shard=0" / "a.parquet")
+    _write_rows(rows[3:], tmp_path / "shard=1" / "b.parquet")
+    n, errors, usable, reasons, per_class, relaxed = summarize_output(str(tmp_path))
+    assert (n, errors, usable, relaxed) == (5, 2, 2, 2)
+    assert reasons == [("a_failed", "bang"), ("z_failed", "boom")] and per_class == {3: 1}
+

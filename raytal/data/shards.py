@@ -266,19 +266,31 @@ def open_shard(path: str) -> pq.ParquetFile:
 def read_shard_tables(
     path: str, ids: Iterable[str] | None = None, columns: list[str] | None = None, rows: int | None = None,
 ) -> Iterator[pa.Table]:
-    """The rows of one shard file as tables of at most ``rows`` videos (one row group at a time when
-    None), keeping only the videos in ``ids`` when given (filtered before any feature is decoded)."""
+    """The rows of one shard file as tables of ``rows`` videos (the last one shorter; one row group at a time
+    when None), keeping only the videos in ``ids`` when given (filtered before any feature is decoded). The
+    tables of ``rows`` are runs of the kept videos, not of the file's rows: the pseudo-label stage's
+    inference batches, full however few of a file's videos a source takes."""
     pf = open_shard(path)
     keep = None if ids is None else pa.array(sorted(set(ids)), type=pa.string())
     try:
         batches = (
             pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=rows, columns=columns or SCHEMA.names)
         ) if rows else (pf.read_row_group(rg, columns=columns or SCHEMA.names) for rg in range(pf.num_row_groups))
+        pending: list[pa.Table] = []
         for table in batches:
             if keep is not None:
                 table = table.filter(pc.is_in(table.column("video_id"), value_set=keep))
-            if table.num_rows:
-                yield table
+            if not rows:
+                if table.num_rows:
+                    yield table
+                continue
+            pending.append(table)
+            while sum(t.num_rows for t in pending) >= rows:
+                merged = pa.concat_tables(pending)
+                yield merged.slice(0, rows)
+                pending = [merged.slice(rows)]
+        if rows and sum(t.num_rows for t in pending):
+            yield pa.concat_tables(pending)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: unreadable part (truncated or corrupt?): {e}") from e
 

@@ -1,6 +1,6 @@
 """Ray Data pseudo-label pipeline (SPEC §3 "Pseudo labels", §6 "Ray Data"): a ``LabelSpec`` -> Parquet rows.
 
-    units (read tasks, one shard file each, streamed in blocks of a few inference batches) ->
+    units (read tasks, one shard file each, streamed in inference batches) ->
     teacher inference in an actor pool (make_infer() once per actor) -> labeling (inside the CPU actors,
     or in separate map tasks beside GPU actors) -> write_parquet(out_dir, partitioned by source: shard=<k>)
 
@@ -18,6 +18,7 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import ray
 import ray.data
@@ -31,11 +32,14 @@ from raytal.selftrain.pseudo_stage import (
 from raytal.selftrain.predict import DetectStage
 from raytal.selftrain.spec import LabelSpec
 
-# A block is one inference batch of one unit's videos (its read task yields them so, and the actors take
-# whole blocks): which videos share a batch — and so the teacher's floating-point results, which depend on
-# the batch's shape in the last bits — never depends on how Ray schedules blocks, and the in-process
-# back-end, which forms the same batches, writes the same rows. (Ray Data's Parquet reader had also put a
-# round's small files into one block, so one actor did all the work.)
+# The teacher's batches are the in-process back-end's: ``batch_size`` consecutive videos of one unit, so
+# which videos share a batch — and so the teacher's floating-point results, which depend on the batch's
+# shape in the last bits — never depends on how Ray schedules blocks, and both back-ends write the same
+# rows. Ray Data reshapes what a task yields (it merges small tables into blocks of its target size and
+# slices big ones by rows), so a read task yields each batch as ONE row holding the batch's rows (Arrow
+# IPC): merged or sliced, a block holds whole batches, and the actors take one packed batch per call. (Ray
+# Data's Parquet reader had also put a round's small files into one block, so one actor did all the work.)
+BATCH_COLUMN = "batch"
 # Pseudo-label rows are small: with labeling in the actors, the write gathers blocks into files of at least
 # this many rows (fewer write tasks). Not with separate labeling tasks: Ray Data then fuses those tasks
 # into one task per file, so a small round would label on one node.
@@ -45,20 +49,49 @@ MIN_ROWS_PER_FILE = 256
 ReadFn = Callable[[dict, int], Iterator[pa.Table]]  # read(unit as a dict, rows per block) -> tables of rows
 
 
+def _pack(table: pa.Table) -> pa.Table:
+    """A batch of rows -> a one-row table holding it (Arrow IPC)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    data = sink.getvalue()
+    offsets = pa.py_buffer(np.array([0, data.size], np.int64))
+    return pa.table({BATCH_COLUMN: pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, data])})
+
+
+def _unpack(block: pa.Table) -> Iterator[pa.Table]:
+    """The batches a block of packed batches holds, in order."""
+    for chunk in block.column(BATCH_COLUMN).chunks:
+        for i in range(len(chunk)):
+            yield pa.ipc.open_stream(chunk[i].as_buffer()).read_all()
+
+
+class PackedBatches:
+    """Actor: ``stage(**stage_kwargs)`` on each packed batch of a block; its outputs concatenated."""
+
+    def __init__(self, stage: type, stage_kwargs: dict) -> None:
+        self.stage = stage(**stage_kwargs)
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        return pa.concat_tables([self.stage(batch) for batch in _unpack(block)])
+
+
 def _unit_blocks(batch: pa.Table, *, read: ReadFn, rows: int):
-    """Read task: units -> tables of ``rows`` videos, streamed."""
+    """Read task: units -> batches of ``rows`` videos, streamed, each packed into one row."""
     for row in batch.to_pylist():
-        yield from read(row, rows)
+        for table in read(row, rows):
+            yield _pack(table)
 
 
 def _read_units(units: list[dict], read: ReadFn, rows: int, block_bytes: int, remote_args: dict):
-    """The units as a dataset of blocks of ``rows`` videos of one unit each (about ``block_bytes``), one unit
-    per read task, streamed: Ray Data's own Parquet reader kept hundreds of MB of decoded data in its
-    worker, growing with the number of videos."""
+    """The units as a dataset of packed batches of ``rows`` videos of one unit each (a batch is about
+    ``block_bytes``), one unit per read task, streamed: Ray Data's own Parquet reader kept hundreds of MB of
+    decoded data in its worker, growing with the number of videos."""
     ctx = ray.data.DataContext.get_current()
     saved = ctx.target_min_block_size, ctx.target_max_block_size
-    # Neither coalesce blocks nor split them (a block is a batch): the dataset keeps a copy of these.
-    ctx.target_min_block_size, ctx.target_max_block_size = 1, 4 * block_bytes
+    # About one batch per block (so a small round still spreads over the pool; a smaller batch may share
+    # its block with the next), and the actors' small output rows never sliced. The dataset keeps a copy.
+    ctx.target_min_block_size, ctx.target_max_block_size = 1, max(1, block_bytes // 2)
     try:
         items = ray.data.from_items(units, override_num_blocks=len(units))
     finally:
@@ -108,8 +141,11 @@ def inference_dataset(units: list[dict], read: ReadFn, stage: type, stage_kwargs
     # input, and grows it again only under a long queue, so a round could end on one actor.
     actors = initial_pool_size(pool_size, actor_cpus, task_cpus, use_gpu, ray.available_resources())
     return ds.map_batches(
-        stage, fn_constructor_kwargs={**stage_kwargs, "torch_threads": max(1, int(actor_cpus))},
-        batch_size=None, batch_format="pyarrow",  # a whole block: one batch of one unit
+        PackedBatches,
+        fn_constructor_kwargs={"stage": stage,
+                               "stage_kwargs": {**stage_kwargs, "torch_threads": max(1, int(actor_cpus))}},
+        # One packed row = one inference batch per call (Ray Data refuses GPU actors a batch_size of None).
+        batch_size=1, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=actors, max_size=pool_size, initial_size=actors),
         num_cpus=actor_cpus, num_gpus=1 if use_gpu else 0,
     )
