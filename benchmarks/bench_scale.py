@@ -136,7 +136,11 @@ def steady_per_step(stage_dir: Path, steps: int) -> float:
 def main_job(data: Path, run_dir: Path, args: argparse.Namespace) -> dict:
     cfg = config(data, run_dir, args)
     with PeakPss() as mem:
-        metrics = Run(cfg, RayBackend(cfg)).run()
+        run = Run(cfg, RayBackend(cfg))
+        try:
+            metrics = run.run()
+        finally:
+            run.close()  # the run directory's lock: student_spec opens the run again
     r1 = metrics["rounds"][1]
     stages = StageLog(str(run_dir / "stages.json"))
     return {
@@ -156,9 +160,12 @@ def student_spec(cfg, run_dir: Path):
     label = LabelSpec("", 1, str(run_dir / "round_1" / "pseudo"), index.num_classes, index.setting,
                       tuple(index.pseudo_sources()))
     run = Run(cfg, LocalBackend())
-    return dataclasses.replace(run.train_spec(index, "round_1/train", pseudo=pseudo_sources(label),
-                                              num_pseudo=stages.result("round_1/pseudo")["usable"]),
-                               stage_dir=str(run_dir / "bench_student"))
+    try:
+        spec = run.train_spec(index, "round_1/train", pseudo=pseudo_sources(label),
+                              num_pseudo=stages.result("round_1/pseudo")["usable"])
+    finally:
+        run.close()
+    return dataclasses.replace(spec, stage_dir=str(run_dir / "bench_student"))
 
 
 def in_memory_streams(cfg, spec) -> dict:
