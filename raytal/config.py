@@ -633,13 +633,8 @@ def load_yaml_text(text: str, source: str, error: type[Exception]) -> Any:
 def read_yaml_mapping(path: str | Path, error: type[Exception]) -> dict[str, Any]:
     """The mapping at the top of a UTF-8 YAML file, local or a storage URI (``yaml.safe_load`` semantics;
     empty file = {}) within the limits above; anything else raises ``error`` naming the file."""
-    try:
-        with storage.open_input_file(path) as f:
-            raw = f.read(MAX_YAML_BYTES + 1)
-    except OSError as e:
-        raise error(f"{path}: cannot read: {e.strerror or e}") from None
-    if len(raw) > MAX_YAML_BYTES:
-        raise error(f"{path}: refused: larger than {MAX_YAML_BYTES >> 10} KiB (a config is a few KB)")
+    raw = storage.read_at_most(path, MAX_YAML_BYTES, error, str(path),
+                               f"{MAX_YAML_BYTES >> 10} KiB (a config is a few KB)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -110,11 +110,5 @@ def read_json(path: storage.PathLike, error: Callable[[str], Exception] = InputE
     if not storage.is_file(path):
         what = "not a regular file" if storage.exists(path) else "file not found"
         raise error(f"{shown}: {what}")
-    try:
-        with storage.open_input_file(path) as f:
-            raw = f.read(max_bytes + 1)
-    except OSError as e:
-        raise error(f"{shown}: cannot read: {e.strerror or e}") from None
-    if len(raw) > max_bytes:
-        raise error(f"{shown}: refused: larger than {max_bytes >> 20} MiB")
+    raw = storage.read_at_most(path, max_bytes, error, shown, f"{max_bytes >> 20} MiB")
     return parse_json(raw, shown, error, object_pairs_hook)

@@ -31,7 +31,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -206,6 +206,19 @@ def list_files(directory: PathLike, suffix: str | None = None, recursive: bool =
 
     Raises FileNotFoundError when the directory does not exist."""
     return list(list_file_sizes(directory, suffix, recursive))
+
+
+def read_at_most(path: PathLike, limit: int, error: Callable[[str], Exception], shown: str, too_large: str) -> bytes:
+    """The bytes of a user's file, reading at most ``limit`` + 1 of them: ``error(message)`` naming ``shown``
+    when it cannot be read or is larger than ``limit`` (``too_large`` says how large is allowed)."""
+    try:
+        with open_input_file(path) as f:
+            raw = f.read(limit + 1)
+    except OSError as e:
+        raise error(f"{shown}: cannot read: {e.strerror or e}") from None
+    if len(raw) > limit:
+        raise error(f"{shown}: refused: larger than {too_large}")
+    return raw
 
 
 def open_input_file(p: PathLike) -> pa.NativeFile:
