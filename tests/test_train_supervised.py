@@ -19,6 +19,7 @@ from raytal.cli import run_job
 from raytal.config import load_config
 from raytal.data.index import RunIndex
 from raytal.engine.checkpoint import load_checkpoint
+from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain
 
@@ -88,7 +89,9 @@ def test_run_directory_is_round_0_of_the_main_job(finished, tiny_data):
     stage = run / "round_0" / "train"
     final, last = load_checkpoint(stage / "final.pt"), load_checkpoint(stage / "last.pt")
     assert final["kind"] == "detector" and final["epoch"] == last["epoch"] == 2
-    assert stages["round_0/train"]["result"] == str(stage / "final.pt")
+    # the ledger records it relative to the run (so a moved run resumes) and resolves it where it is read
+    assert stages["round_0/train"]["result"] == "$RUN/round_0/train/final.pt"
+    assert StageLog(str(run / "stages.json")).result("round_0/train") == str(stage / "final.pt")
     assert logged_epochs(stage / "tb") == [[0, 1]]
     for png in ("map_and_quality_by_round.png", "count_ratio.png"):
         assert (run / "plots" / png).read_bytes()[:8] == PNG_MAGIC, png
