@@ -153,7 +153,7 @@ def build_synthetic(args: argparse.Namespace) -> None:
     out = Path(args.out)
     ann = None
     if args.preset == "tiny" and not args.annotations:
-        classes, timelines = tiny_timelines(args.seed, feat_stride=stride, num_frames=nframes)
+        classes, timelines = tiny_timelines(args.seed, args.num_videos, feat_stride=stride, num_frames=nframes)
         train_subset, test_subset, source = "train", "test", "generated"
     else:
         path = args.annotations or (os.environ.get(ann_env) if ann_env else None)
@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=30.0, help="fps for videos whose annotation has none")
     p.add_argument("--train-subset", default=None)
     p.add_argument("--test-subset", default=None)
+    p.add_argument("--num-videos", type=int, default=48, help="tiny preset: annotated videos (2/3 train, 1/3 test)")
     p.add_argument("--num-unlabeled", type=int, default=0, help="stream this many extra synthetic unlabeled videos")
     p.add_argument("--unlabeled-features", metavar="DIR",
                    help="directory of unannotated <video_id>.npy features: stream them into DIR/shards/unlabeled")
@@ -292,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.difficulty is not None and args.difficulty < 0:
         p.error("--difficulty must be >= 0")
+    if args.num_videos < 3:
+        p.error(f"--num-videos must be >= 3 (train and test videos), got {args.num_videos}")
+    if args.num_videos != 48 and (args.preset != "tiny" or args.annotations):
+        p.error("--num-videos sizes the tiny preset's generated timelines; other presets take --annotations")
     if args.video_info and not args.unlabeled_features:
         p.error("--video-info describes the files of --unlabeled-features; give that too")
     t0 = time.time()
