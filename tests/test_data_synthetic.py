@@ -41,6 +41,16 @@ def test_tiny_is_byte_identical_per_seed(tmp_path, capsys):
     assert len(list(read_shards(tmp_path / "a" / "shards" / "train"))) == 32
 
 
+def test_tiny_num_videos_sizes_both_subsets(tmp_path, capsys):
+    # 12 videos: round(12 / 3) = 4 test, 8 train (the demo's 144: 48 test, 96 train)
+    assert make_dataset.main(["--preset", "tiny", "--out", str(tmp_path / "t"), "--num-videos", "12"]) == 0
+    ann = load_annotations(tmp_path / "t" / "annotations.json")
+    assert len(ann.subset("test")) == 4 and len(ann.subset("train")) == 8
+    with pytest.raises(SystemExit) as e:
+        make_dataset.main(["--preset", "tiny", "--out", str(tmp_path / "u"), "--num-videos", "2"])
+    assert e.value.code == 2 and "--num-videos must be >= 3" in capsys.readouterr().err
+
+
 def test_tiny_timelines_are_valid():
     classes, vids = tiny_timelines(0)
     assert len(classes) == 5 and len(vids) == 48
