@@ -1,9 +1,9 @@
 """The unlabeled pool reaches the student, a run copies no features, and a run on object storage is the
 run on local disk (issue 19).
 
-One tiny NPL round on a dataset with a synthetic pool of 40 extra unlabeled videos, in-process, is the
+One tiny NTC round on a dataset with a synthetic pool of 40 extra unlabeled videos, in-process, is the
 reference. The same run with ``data.root`` and ``run.dir`` on a real S3 endpoint (moto on 127.0.0.1) must
-give the same metrics, in-process and through Ray (a 1-worker Ray Train run reads the very stream the
+give the same metrics, in-process and through Ray (the suite's Ray == in-process check: a 1-worker Ray Train run reads the very stream the
 in-process back-end reads).
 """
 
@@ -124,6 +124,12 @@ def test_a_ray_run_on_s3_gives_the_local_metrics(local_run, pool_data, s3_dir, r
     _upload(pool_data, data)
     cfg = _cfg(data, run)
     metrics = run_selftrain(cfg, RayBackend(cfg))
+    # Ray == in-process: the same mAP, the same pseudo labels (quality and instances per class)
     assert _map_values(metrics) == pytest.approx(_map_values(reference), abs=1e-9)
+    keys = ("class_accuracy", "mean_tiou", "positive_accuracy", "num_pseudo", "num_gt")
+    quality = [[m["rounds"][1]["quality"][k] for k in keys] for m in (metrics, reference)]
+    assert quality[0] == pytest.approx(quality[1], abs=1e-9)
+    per_class = [m["rounds"][1]["pseudo"]["instances_per_class"] for m in (metrics, reference)]
+    assert per_class[0] == per_class[1]
     # Ray Train kept its checkpoints in the bucket too
     assert storage.list_files(storage.join(run, "round_1", "train", "ray_train"))

@@ -1,5 +1,6 @@
 """The main job (raytal.selftrain.rounds.run_selftrain, jobs/selftrain.py): run directory, finished-run
-detection, resume after a kill between pseudo-labeling and student training, and Ray == in-process.
+detection and resume after a kill between pseudo-labeling and student training (Ray == in-process: the Ray
+run on S3 in tests/test_pool_and_storage.py).
 
 One tiny NPL round (8 epochs at lr 5e-3: the shortest schedule whose teacher already yields pseudo
 labels, so the student really trains on them) is run once per module and reused as the uninterrupted
@@ -206,19 +207,3 @@ def test_killed_between_pseudo_and_student_resumes_to_the_same_metrics(finished_
     assert map_values(resumed) == pytest.approx(map_values(reference), abs=1e-9)
     assert quality_values(resumed) == pytest.approx(quality_values(reference), abs=1e-9)
     assert json.loads((run_dir / "metrics.json").read_text())["rounds"][1]["eval"] == resumed["rounds"][1]["eval"]
-
-
-# ------------------------------------------------------------------------------- (c) through Ray
-
-
-@pytest.mark.ray
-def test_ray_backend_gives_the_in_process_metrics(finished_run, tiny_root, tmp_path, ray_session):
-    from raytal.distributed.backend import RayBackend
-
-    _, reference, _ = finished_run
-    cfg = tiny_config(tiny_root, tmp_path / "tiny_npl_ray")
-    metrics = run_selftrain(cfg, RayBackend(cfg))
-    assert map_values(metrics) == pytest.approx(map_values(reference), abs=1e-9)
-    assert quality_values(metrics) == pytest.approx(quality_values(reference), abs=1e-9)
-    per_class = [m["rounds"][1]["pseudo"]["instances_per_class"] for m in (metrics, reference)]
-    assert per_class[0] == per_class[1]
