@@ -1,13 +1,15 @@
 """The main job at two pool sizes, side by side: memory per process and time per unit must not grow with
 the unlabeled pool (issue 19), and streaming training keeps up with an in-memory loop.
 
-For each pool size (tiny preset at --feature-dim, plus --small / --large synthetic unlabeled videos) one
-round of the main job runs through Ray (a local Ray, 1 Train worker, 2 pseudo-label actors): a short
+For each pool size (tiny preset at --feature-dim, plus --small / --large synthetic unlabeled videos), in a
+fresh driver process of its own, one round of the main job runs through Ray (a local Ray, 1 Train worker, 2 pseudo-label actors): a short
 teacher, pseudo labels for the split's unlabeled videos and the whole pool, then a student of a fixed
 number of steps (``train.steps_per_epoch``), so both runs do the same training work. Meanwhile a sampler
 reads the proportional set size (PSS: shared pages split between the processes that map them) of the
-driver, of every Ray Train worker and of every pseudo-label actor every 0.2 s. Printed, large vs small:
-  - peak PSS of the driver and of each Train worker (target <= 1.2x);
+driver, of every Ray Train worker and of every pseudo-label actor every 0.5 s, in total and without the
+pages of Ray's object store (a shared-memory file every Ray process maps, bounded by its size: a process's
+share of it follows what the store held, not what the process keeps). Printed, large vs small:
+  - peak PSS of the driver and of each Train worker (target <= 1.2x), in total and without the store;
   - rows out = videos in of the pseudo-label stage, for both;
   - time per pseudo-labeled video and per student training step (target within 1.15x), both as the stage's
     wall time over its work (fixed start-up included, which favours the large pool) and once running
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import subprocess
 import sys
 import threading
@@ -54,13 +57,30 @@ from raytal.selftrain.training_data import read_unit, stage_streams  # noqa: E40
 
 REPO = Path(__file__).resolve().parents[1]
 ROLES = {"driver": None, "train worker": "RayTrainWorker", "pseudo-label actor": "MapWorker"}
+RESULT_TAG = "bench_scale result: "
+ROLE_KEYS = {"driver": "driver", "train worker": "worker", "pseudo-label actor": "actor"}
+
+
+def pss_parts(pid: int) -> tuple[int, int]:
+    """(PSS, PSS of shared-memory pages) of a process, bytes, from /proc/<pid>/smaps_rollup. Ray's object
+    store is a shared-memory file every Ray process maps: its pages count in PSS, split between the
+    processes that touched them, and how many are touched depends on what the store has held (bounded by
+    its size), not on anything the process keeps."""
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("Pss", "Pss_Shmem"):
+                fields[key] = int(rest.split()[0]) * 1024
+    return fields["Pss"], fields.get("Pss_Shmem", 0)
 
 
 class PeakPss:
-    """Peak PSS (bytes) per process, by role, sampled in a thread while a block runs."""
+    """Peak PSS (bytes) per process, by role, sampled in a thread while a block runs: with the object
+    store's shared pages (``peaks``) and without them (``private``: the process's own heap and files)."""
 
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval, self.peaks = interval, {}
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval, self.peaks, self.private = interval, {}, {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -80,11 +100,12 @@ class PeakPss:
                 if role is None:
                     continue
                 try:
-                    pss = p.memory_full_info().pss
-                except (psutil.Error, OSError):
+                    pss, shmem = pss_parts(p.pid)
+                except (OSError, KeyError, ValueError):
                     continue
                 key = (role, p.pid)
                 self.peaks[key] = max(self.peaks.get(key, 0), pss)
+                self.private[key] = max(self.private.get(key, 0), pss - shmem)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "PeakPss":
@@ -95,9 +116,10 @@ class PeakPss:
         self._stop.set()
         self._thread.join()
 
-    def peak(self, role: str) -> int:
+    def peak(self, role: str, private: bool = False) -> int:
         """The largest peak of any process of ``role`` (0 when none ran)."""
-        return max((v for (r, _), v in self.peaks.items() if r == role), default=0)
+        peaks = self.private if private else self.peaks
+        return max((v for (r, _), v in peaks.items() if r == role), default=0)
 
 
 def make_data(out: Path, pool: int, dim: int) -> Path:
@@ -149,7 +171,8 @@ def main_job(data: Path, run_dir: Path, args: argparse.Namespace) -> dict:
         "per_step": stages.seconds("round_1/train") / (args.epochs * args.steps),
         "steady_video": steady_per_video(run_dir / "round_1" / "pseudo"),
         "steady_step": steady_per_step(run_dir / "round_1" / "train", args.steps),
-        "driver": mem.peak("driver"), "worker": mem.peak("train worker"), "actor": mem.peak("pseudo-label actor"),
+        **{name: mem.peak(role, private) for role, short in ROLE_KEYS.items()
+           for name, private in ((short, False), (short + "_private", True))},
     }
 
 
@@ -188,6 +211,19 @@ def throughput(cfg, spec, streams: dict, steps: int) -> float:
     return steps / (times[1] - times[0])
 
 
+def one_size(size: int, args: argparse.Namespace) -> dict:
+    """One pool size's main job, in this process (a fresh driver: ``main`` runs each size in its own)."""
+    ensure_ray(num_cpus=2)
+    data = make_data(Path(args.data_dir) / f"pool_{size}", size, args.feature_dim)
+    run_dir = Path(args.run_dir) / f"pool_{size}"
+    storage.delete_dir(str(run_dir), missing_ok=True)
+    return main_job(data, run_dir, args)
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", type=int, default=2000)
@@ -198,24 +234,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--throughput-steps", type=int, default=60)
     ap.add_argument("--data-dir", default="data/bench_scale")
     ap.add_argument("--run-dir", default="runs/bench_scale")
+    ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)  # internal: one size, JSON on stdout
     args = ap.parse_args(argv)
-    ensure_ray(num_cpus=2)
+    if args.one:
+        print(RESULT_TAG + json.dumps(one_size(args.one, args)))
+        return 0
     results = {}
     for size in (args.small, args.large):
-        data = make_data(Path(args.data_dir) / f"pool_{size}", size, args.feature_dim)
-        run_dir = Path(args.run_dir) / f"pool_{size}"
-        storage.delete_dir(str(run_dir), missing_ok=True)
-        results[size] = main_job(data, run_dir, args)
-        r = results[size]
+        # Each size in a fresh driver process, so neither inherits the other's heap.
+        out = subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--one", str(size)],
+                             check=True, stdout=subprocess.PIPE, text=True).stdout
+        results[size] = r = json.loads(next(line for line in out.splitlines() if line.startswith(RESULT_TAG))[len(RESULT_TAG):])
         print(f"pool {size}: {r['videos_in']} videos in, {r['rows_out']} rows out; {1000 * r['per_video']:.2f} ms per "
               f"pseudo-labeled video ({1000 * r['steady_video']:.2f} once running), {1000 * r['per_step']:.1f} ms per "
-              f"training step ({1000 * r['steady_step']:.1f} in the last epoch); peak PSS driver "
-              f"{r['driver'] / 2**20:.0f} MiB, train worker {r['worker'] / 2**20:.0f} MiB, "
-              f"pseudo-label actor {r['actor'] / 2**20:.0f} MiB", flush=True)
+              f"training step ({1000 * r['steady_step']:.1f} in the last epoch); peak PSS (without the object "
+              f"store's shared pages) driver {mib(r['driver'])} ({mib(r['driver_private'])}), train worker "
+              f"{mib(r['worker'])} ({mib(r['worker_private'])}), pseudo-label actor {mib(r['actor'])} "
+              f"({mib(r['actor_private'])})", flush=True)
     s, l = results[args.small], results[args.large]
+
+    def ratio(key: str) -> str:
+        return f"{l[key] / s[key]:.2f}x ({l[key + '_private'] / s[key + '_private']:.2f}x)"
+
     print(f"\npool {args.large} vs {args.small}:")
-    print(f"  peak PSS, driver: {l['driver'] / s['driver']:.2f}x   train worker: {l['worker'] / s['worker']:.2f}x   "
-          f"(target <= 1.2x)   pseudo-label actor: {l['actor'] / s['actor']:.2f}x")
+    print(f"  peak PSS (without the object store's shared pages), driver: {ratio('driver')}   train worker: "
+          f"{ratio('worker')}   (target <= 1.2x)   pseudo-label actor: {ratio('actor')}")
     print(f"  rows out = videos in: {s['rows_out'] == s['videos_in'] and l['rows_out'] == l['videos_in']}")
     print(f"  time per pseudo-labeled video: {l['per_video'] / s['per_video']:.2f}x (stage wall time), "
           f"{l['steady_video'] / s['steady_video']:.2f}x (once running)   per training step: "
