@@ -150,12 +150,7 @@ def load_predictions(path: str | Path, classes: list[str], known_videos: set[str
             segs.append((float(seg[0]), float(seg[1])))
             labels.append(index[label])
             scores.append(float(score))
-    pred = SegmentTable(
-        np.array(videos, dtype=object),
-        np.array(segs, dtype=np.float64).reshape(-1, 2),
-        np.array(labels, dtype=np.int64),
-        np.array(scores, dtype=np.float64),
-    )
+    pred = SegmentTable(videos, segs, labels, scores)  # lists: the table converts and checks them
     check_predictions(pred, path, lambda i, kind: f"{fields[i]}.{kind}")
     return pred
 

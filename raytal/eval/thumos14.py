@@ -159,11 +159,6 @@ def load_thumos14_detections(
         segs.append((start, end))
         labels.append(index[name])
         scores.append(_number(sc, path, vid, f"line {n}: score"))
-    pred = SegmentTable(
-        np.array(videos, dtype=object),
-        np.array(segs, dtype=np.float64).reshape(-1, 2),
-        np.array(labels, dtype=np.int64),
-        np.array(scores, dtype=np.float64),
-    )
+    pred = SegmentTable(videos, segs, labels, scores)  # lists: the table converts and checks them
     check_predictions(pred, path, lambda i, kind: f"line {lines[i]}: {kind}")
     return pred
