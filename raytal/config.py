@@ -27,6 +27,7 @@ import yaml
 
 from raytal.core import storage
 from raytal.core.errors import InputError
+from raytal.core.protocols import parse_tious
 
 
 class ConfigError(InputError):
@@ -231,7 +232,8 @@ class RayConfig:
 @dataclass
 class EvalConfig:
     # tIoU thresholds of every evaluation (report, plots, Tune, compare); [] = the dataset's protocol
-    # (dataset.yaml ``tious``: THUMOS14 0.3:0.1:0.7, ActivityNet 0.5:0.05:0.95)
+    # (dataset.yaml ``tious``: THUMOS14 0.3:0.1:0.7, ActivityNet 0.5:0.05:0.95). A list, or the text
+    # forms of --tiou: "0.5:0.05:0.95" (start:step:stop) or "0.5,0.75".
     tious: list[float] = field(default_factory=list)
 
 
@@ -545,6 +547,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {tp}")
 
 
+# Keys that also take a text form (or one number), parsed into their typed value before the type check.
+TEXT_FORMS = {"eval.tious": parse_tious}
+
+
 def _merge_into(obj: Any, values: dict[str, Any], prefix: str, source: str) -> None:
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
@@ -558,6 +564,11 @@ def _merge_into(obj: Any, values: dict[str, Any], prefix: str, source: str) -> N
                 raise ConfigError(f"{source}: '{where}' is a section; expected a mapping, got {_show(value)}")
             _merge_into(current, value, where + ".", source)
         else:
+            if where in TEXT_FORMS and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                try:
+                    value = TEXT_FORMS[where](str(value), f"{source}: '{where}'")
+                except InputError as e:
+                    raise ConfigError(str(e)) from None
             setattr(obj, key, _coerce(value, hints[key], f"{source}: '{where}'"))
 
 

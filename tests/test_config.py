@@ -61,3 +61,21 @@ def test_missing_file_and_base_cycle(tmp_path):
     write(tmp_path, "b.yaml", "_base_: a.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(tmp_path / "a.yaml")
+
+
+def test_eval_tious_takes_the_text_forms_of_tiou(tmp_path):
+    # start:step:stop is inclusive: 0.5, 0.55, ..., 0.95 is ActivityNet's ten thresholds
+    cfg = load_config(None, ["eval.tious=0.5:0.05:0.95"])
+    assert cfg.eval.tious == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+    assert load_config(None, ["eval.tious=0.5,0.75"]).eval.tious == [0.5, 0.75]
+    assert load_config(None, ["eval.tious=0.5"]).eval.tious == [0.5]  # YAML reads a number here
+    assert load_config(None, ["eval.tious=[0.3, 0.7]"]).eval.tious == [0.3, 0.7]
+    path = tmp_path / "c.yaml"
+    path.write_text("eval:\n  tious: '0.3:0.1:0.7'\n")
+    assert load_config(path).eval.tious == [0.3, 0.4, 0.5, 0.6, 0.7]
+    with pytest.raises(ConfigError, match="'eval.tious': expected start:step:stop"):
+        load_config(None, ["eval.tious=0.5:x"])
+    with pytest.raises(ConfigError, match="thresholds in \\[0, 1\\]"):
+        load_config(None, ["eval.tious=1.5"])
+    with pytest.raises(ConfigError, match="expected a list"):
+        load_config(None, ["eval.tious=true"])
