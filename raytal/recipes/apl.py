@@ -94,7 +94,6 @@ def acp_pretraining_objective(cfg: Config) -> Callable:
 @register
 class APL(Recipe):
     name = "apl"
-    selects = True
 
     def prepare(self, cfg: Config, labeled: Callable[[], Iterable[Video]]) -> ICDContext | None:
         return fit_icd(cfg, labeled()) if cfg.recipe.apl.icd else None

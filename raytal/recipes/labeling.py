@@ -15,7 +15,7 @@ import numpy as np
 
 from raytal.config import Config, ConfigError, InferConfig
 from raytal.core.video import Video
-from raytal.recipes.registry import Instances, LabelingContext, Recipe, active_recipes
+from raytal.recipes.registry import LabelingContext, Recipe, active_recipes, threshold_select
 
 
 def selector(recipes: list[Recipe]) -> Recipe | None:
@@ -23,12 +23,6 @@ def selector(recipes: list[Recipe]) -> Recipe | None:
     if len(chosen) > 1:
         raise ConfigError(f"recipes {' and '.join(r.name for r in chosen)} both select pseudo labels; enable one")
     return chosen[0] if chosen else None
-
-
-def threshold_select(cfg: Config, pred: dict) -> Instances:
-    """Without a selecting recipe: the teacher's detections scoring at least ``recipe.min_score``."""
-    keep = pred["scores"] >= cfg.recipe.min_score
-    return Instances.of(pred["segments"][keep], pred["scores"][keep], pred["labels"][keep], "teacher")
 
 
 def label_video(cfg: Config, num_classes: int, video: Video, pred: dict,

@@ -19,7 +19,6 @@ from raytal.recipes.registry import Instances, LabelingContext, LossInputs, Loss
 @register
 class NPL(Recipe):
     name = "npl"
-    selects = True
 
     def needs_dense(self, cfg: Config) -> bool:
         return True

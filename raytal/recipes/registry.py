@@ -81,11 +81,16 @@ class LabelingContext:
     prepared: dict[str, Any] = field(default_factory=dict)
 
 
+def threshold_select(cfg: Config, pred: dict) -> Instances:
+    """The teacher's detections scoring at least ``recipe.min_score``."""
+    keep = pred["scores"] >= cfg.recipe.min_score
+    return Instances.of(pred["segments"][keep], pred["scores"][keep], pred["labels"][keep], "teacher")
+
+
 class Recipe:
     """Base recipe: every hook does nothing. Subclasses set ``name`` and override what they use."""
 
     name: ClassVar[str] = ""
-    selects: ClassVar[bool] = False  # picks the pseudo instances from the teacher's outputs (one recipe at most)
 
     def enabled(self, cfg: Config) -> bool:
         return bool(getattr(cfg.recipe, self.name).enabled)
@@ -103,8 +108,15 @@ class Recipe:
         """Once per round on the driver, from the labeled videos (``labeled()`` streams them)."""
         return None
 
+    @property
+    def selects(self) -> bool:
+        """Whether this recipe picks the pseudo instances itself (overrides ``select``; one recipe at most)."""
+        return type(self).select is not Recipe.select
+
     def select(self, cfg: Config, video: Video, pred: dict, context: LabelingContext) -> Instances:
-        raise NotImplementedError(f"recipe {self.name} does not select")
+        """The pseudo instances from the teacher's outputs; without a selecting recipe, its detections
+        scoring at least ``recipe.min_score``."""
+        return threshold_select(cfg, pred)
 
     def refine(self, cfg: Config, video: Video, inst: Instances, pred: dict, context: LabelingContext,
                num_classes: int) -> Instances:
