@@ -85,11 +85,7 @@ def _database_table(path: Path, db: dict, subset: str | None) -> GroundTruth:
             rows.append((vid, label, float(seg[0]), float(seg[1])))
     classes = sorted({r[1] for r in rows})
     index = {c: i for i, c in enumerate(classes)}
-    table = SegmentTable(
-        np.array([r[0] for r in rows], dtype=object),
-        np.array([(r[2], r[3]) for r in rows], dtype=np.float64).reshape(-1, 2),
-        np.array([index[r[1]] for r in rows], dtype=np.int64),
-    )
+    table = SegmentTable([r[0] for r in rows], [(r[2], r[3]) for r in rows], [index[r[1]] for r in rows])
     return GroundTruth(classes, table, None, videos, [])
 
 

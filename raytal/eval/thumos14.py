@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 
 from raytal.core.errors import DataError, where
 from raytal.core.segments import SegmentTable
@@ -120,11 +119,11 @@ def load_thumos14_annotations(
         videos += v
         segs += s
         labels += [index[name]] * len(v)
-    gt = SegmentTable(np.array(videos, dtype=object), np.array(segs).reshape(-1, 2), np.array(labels, dtype=np.int64))
+    gt = SegmentTable(videos, segs, labels)
     ambiguous = SegmentTable.empty()
     if amb_path is not None:
         v, s = _read_segments(amb_path)
-        ambiguous = SegmentTable(np.array(v, dtype=object), np.array(s).reshape(-1, 2), np.zeros(len(v), np.int64))
+        ambiguous = SegmentTable(v, s, [0] * len(v))
     return list(classes), gt, ambiguous
 
 
