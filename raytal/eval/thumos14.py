@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-
 from raytal.core.errors import DataError, where
 from raytal.core.segments import SegmentTable
 from raytal.eval.detection import check_predictions
