@@ -22,6 +22,7 @@ from raytal.engine.checkpoint import load_checkpoint
 from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain
+from raytal.selftrain.train_stage import EpochScalars
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "tiny_supervised.yaml"
@@ -116,6 +117,16 @@ def test_metrics_hold_round_0s_test_evaluation(finished):
 
 class SimulatedKill(RuntimeError):
     """Stands for the job dying (SIGKILL, node loss) after the stage's first epoch checkpoint."""
+
+
+def test_segments_of_a_stage_within_one_second_keep_their_own_scalars(tmp_path):
+    # Two segments of one stage back to back (a kill and an immediate resume): tensorboardX names files by
+    # the second, so without a finer suffix the second file replaced the first and epoch 0 was lost.
+    for epoch in (0, 1):
+        scalars = EpochScalars(str(tmp_path))
+        scalars(epoch, {"loss": 1.0})
+        scalars.close()
+    assert logged_epochs(tmp_path / "tb") == [[0], [1]]
 
 
 class KilledAfterFirstEpoch(LocalBackend):

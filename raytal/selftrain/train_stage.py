@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -122,7 +123,9 @@ class EpochScalars:
     def __init__(self, stage_dir: str) -> None:
         self.remote = storage.join(stage_dir, "tb") if storage.is_uri(stage_dir) else None
         self.local = tempfile.mkdtemp(prefix="raytal-tb-") if self.remote else storage.join(stage_dir, "tb")
-        self.writer = SummaryWriter(self.local)
+        # tensorboardX names its file by the second: a stage resumed within the same second would overwrite
+        # the killed segment's file. Nanoseconds (19 digits, so names sort in time order) keep one per segment.
+        self.writer = SummaryWriter(self.local, filename_suffix=f".{time.time_ns()}")
 
     def __call__(self, epoch: int, metrics: dict) -> None:
         for k, v in metrics.items():
