@@ -62,6 +62,26 @@ def flat_map(units: Iterable[tuple[int, U]], read: Callable[[U], Iterable[T]]) -
         yield from read(unit)
 
 
+def held(read: Callable[[U], Iterable[T]], limit: int) -> Callable[[U], list[T]]:
+    """``read`` with each unit's items kept once read, while all kept items number at most ``limit``: the
+    units of a set that small are read once, not at every pass; the others are read anew. Reads must be
+    deterministic (a kept unit gives what a new read would)."""
+    kept: dict[U, list[T]] = {}
+    count = 0
+
+    def read_held(unit: U) -> list[T]:
+        nonlocal count
+        if unit in kept:
+            return kept[unit]
+        items = list(read(unit))
+        if count + len(items) <= limit:
+            kept[unit] = items
+            count += len(items)
+        return items
+
+    return read_held
+
+
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """``items`` in lists of ``size`` (the last one shorter), holding one list at a time."""
     chunk: list[T] = []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Union
 
 from raytal.config import Config
@@ -25,7 +25,7 @@ from raytal.data.index import Source, source_videos
 from raytal.data.pseudo_io import apply_pseudo_labels, read_pseudo_labels
 from raytal.data.shards import read_shard_tables, rows_to_videos
 from raytal.data.splits import part_view
-from raytal.data.stream import endless_passes, flat_map, shuffled, unit_passes
+from raytal.data.stream import endless_passes, flat_map, held, shuffled, unit_passes
 from raytal.pseudo.delta_labels import delta_labels
 from raytal.selftrain.spec import PseudoSource, TrainSpec
 
@@ -87,12 +87,17 @@ def shuffled_rows(videos: Iterable[Video], cfg: Config, spec: TrainSpec, kind: i
     return shuffled(videos, cfg.train.shuffle_buffer, seed)
 
 
-def stage_streams(cfg: Config, spec: TrainSpec) -> dict[str, Iterator[Video]]:
-    """Endless, shuffled video streams of the stage, read in this process."""
+def stage_streams(
+    cfg: Config, spec: TrainSpec, read: Callable[[Unit, str, bool], Iterable[Video]] = read_unit,
+) -> dict[str, Iterator[Video]]:
+    """Endless, shuffled video streams of the stage, read in this process (by ``read``: the units' videos).
+
+    Up to ``train.shuffle_buffer`` videos of a stream are kept once read (the buffer holds as many): a few
+    labeled videos, read again at every pass, decoded their shard's whole row group each time."""
     streams = {}
     for name, (units, _, kind) in stage_units(spec).items():
         passes = endless_passes(units, stream_seed(cfg, spec, kind))
-        videos = flat_map(passes, lambda u: read_unit(u, spec.setting, spec.delta_targets))
+        videos = flat_map(passes, held(lambda u: read(u, spec.setting, spec.delta_targets), cfg.train.shuffle_buffer))
         streams[name] = shuffled_rows(videos, cfg, spec, kind)
     return streams
 
