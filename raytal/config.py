@@ -96,6 +96,7 @@ class TrainConfig:
     # continue into the next epoch); 0: one pass over the larger set, as above.
     steps_per_epoch: int = 0
     # Videos held in each training stream's shuffle buffer (memory per worker; the stream is never listed).
+    # Up to as many videos of each stream are also kept once read: a small labeled set is decoded once.
     shuffle_buffer: int = 64
 
 
