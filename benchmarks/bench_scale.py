@@ -17,8 +17,9 @@ share of it follows what the store held, not what the process keeps). Printed, l
 Then, on the small run's round (its pseudo labels), the student's training throughput in this process:
 streaming (``training_data.stage_streams``: shard files joined with their pseudo labels through the
 shuffle buffer) vs an in-memory loop (the loop before the streaming data path: every video loaded into
-memory first), on the same videos in the same order with the same model and steps, alternated --repeats
-times, best of each (target >= 0.9x); with the time per step each spends waiting on its video streams.
+memory first), on the same videos in the same order with the same model and steps, in --repeats pairs (one
+run of each loop, back to back); the ratio is the median of the pairs' ratios (target >= 0.9x), printed with
+each loop's time per step waiting on its video streams and its CPU time per step.
 
     .venv/bin/python benchmarks/bench_scale.py [--small 2000] [--large 20000] [--feature-dim 256]
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import subprocess
 import sys
 import threading
@@ -217,17 +219,18 @@ class Timed:
             self.seconds += time.perf_counter() - t
 
 
-def throughput(cfg, spec, streams: dict, steps: int) -> tuple[float, float]:
-    """(training steps per second, seconds per step spent waiting on the video streams), in the epoch after
-    a warm-up one (model construction and the first batches excluded)."""
+def throughput(cfg, spec, streams: dict, steps: int) -> tuple[float, float, float]:
+    """(training steps per second, seconds per step spent waiting on the video streams, CPU seconds per step
+    of this process's threads), in the epoch after a warm-up one (model construction and the first batches
+    excluded)."""
     streams = {k: Timed(v) for k, v in streams.items()}
     marks = []
     spec = dataclasses.replace(spec, stop_epoch=2)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2, steps_per_epoch=steps))
     run_training(cfg, spec, streams, progress=False, on_epoch=lambda e, m, t: marks.append(
-        (time.perf_counter(), sum(s.seconds for s in streams.values()))))
-    (t0, d0), (t1, d1) = marks
-    return steps / (t1 - t0), (d1 - d0) / steps
+        (time.perf_counter(), time.process_time(), sum(s.seconds for s in streams.values()))))
+    (t0, c0, d0), (t1, c1, d1) = marks
+    return steps / (t1 - t0), (d1 - d0) / steps, (c1 - c0) / steps
 
 
 def one_size(size: int, args: argparse.Namespace) -> dict:
@@ -243,6 +246,35 @@ def mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
+def compare_throughput(args: argparse.Namespace) -> None:
+    """Student training on the small pool's finished round: streaming vs the in-memory loop."""
+    run_dir = Path(args.run_dir) / f"pool_{args.small}"
+    cfg = config(Path(args.data_dir) / f"pool_{args.small}", run_dir, args)
+    spec = student_spec(cfg, run_dir)
+    # Measured in pairs, one loop right after the other (first one, then the other, in turn), and compared
+    # within each pair: this VM's speed drifts by 20-30 % within minutes, which a best-of or a mean over
+    # separate runs mistakes for a difference between the loops; a pair's two runs share the same moment.
+    loops = (("streaming", stage_streams), ("in-memory", in_memory_streams))
+    pairs = []
+    for i in range(args.repeats):
+        pair = {name: throughput(cfg, spec, streams(cfg, spec), args.throughput_steps)
+                for name, streams in (loops if i % 2 == 0 else loops[::-1])}
+        pairs.append(pair)
+        print(f"  pair {i + 1}: " + ", ".join(f"{n} {r:.2f} steps/s" for n, (r, _, _) in pair.items()), flush=True)
+    ratios = sorted(p["streaming"][0] / p["in-memory"][0] for p in pairs)
+    cpu = sorted(p["in-memory"][2] / p["streaming"][2] for p in pairs)
+
+    def median(key: str, i: int) -> float:
+        return statistics.median(p[key][i] for p in pairs)
+
+    print(f"\nstudent training on the {args.small}-video round, in this process, {args.repeats} pairs: streaming "
+          f"{median('streaming', 0):.2f} steps/s ({1000 * median('streaming', 1):.2f} ms per step waiting on the "
+          f"videos, {1000 * median('streaming', 2):.1f} ms CPU), in-memory {median('in-memory', 0):.2f} steps/s "
+          f"({1000 * median('in-memory', 1):.2f} ms, {1000 * median('in-memory', 2):.1f} ms CPU)")
+    print(f"  streaming vs in-memory, median of the pairs: {statistics.median(ratios):.2f}x (pairs {ratios[0]:.2f}-"
+          f"{ratios[-1]:.2f}x; in-memory vs streaming CPU time per step {statistics.median(cpu):.2f}x)   (target >= 0.9x)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", type=int, default=2000)
@@ -252,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     # 100 steps (~7 s) per epoch: the last epoch is timed between two checkpoints, and 20 steps were mostly noise
     ap.add_argument("--steps", type=int, default=100, help="student steps per epoch")
     ap.add_argument("--throughput-steps", type=int, default=300)
-    ap.add_argument("--repeats", type=int, default=5, help="throughput: alternating measurements, best of each")
+    ap.add_argument("--repeats", type=int, default=5, help="throughput: pairs of measurements (one of each loop)")
     ap.add_argument("--data-dir", default="data/bench_scale")
     ap.add_argument("--run-dir", default="runs/bench_scale")
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)  # internal: one size, JSON on stdout
@@ -286,19 +318,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{l['per_step'] / s['per_step']:.2f}x (stage wall time), {l['steady_step'] / s['steady_step']:.2f}x "
           "(last epoch)   (target within 1.15x)")
 
-    run_dir = Path(args.run_dir) / f"pool_{args.small}"
-    cfg = config(Path(args.data_dir) / f"pool_{args.small}", run_dir, args)
-    spec = student_spec(cfg, run_dir)
-    # Alternated and best-of, so neither loop is favoured by running first or by a moment of other load
-    # (this VM's speed drifts by 20-30 % within minutes; the best of several is the unperturbed speed).
-    best = {"streaming": (0.0, 0.0), "in-memory": (0.0, 0.0)}
-    for _ in range(args.repeats):
-        for name, streams in (("streaming", stage_streams), ("in-memory", in_memory_streams)):
-            best[name] = max(best[name], throughput(cfg, spec, streams(cfg, spec), args.throughput_steps))
-    (s_rate, s_wait), (m_rate, m_wait) = best["streaming"], best["in-memory"]
-    print(f"\nstudent training on the {args.small}-video round, in this process: streaming {s_rate:.2f} steps/s "
-          f"({1000 * s_wait:.2f} ms per step waiting on the videos), in-memory {m_rate:.2f} steps/s "
-          f"({1000 * m_wait:.2f} ms): {s_rate / m_rate:.2f}x (target >= 0.9x)")
+    compare_throughput(args)
     return 0
 
 
