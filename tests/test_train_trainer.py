@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -173,6 +174,23 @@ def test_training_reduces_loss_and_mixes_pseudo():
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert trainer.epoch == 6 and trainer.ema.updates == 6 * trainer.steps_per_epoch
     assert hist[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine ends at 0 after the last step
+
+
+def test_epoch_stats_time_the_steps_and_the_wait_for_batches():
+    cfg = _cfg()
+    model = _model(cfg)
+    trainer = _trainer(cfg, model, steps=2)
+    batch = collate([_video(0, 16)], pad_multiple=model.pad_multiple)
+
+    def slow():  # every batch takes 50 ms to arrive
+        while True:
+            time.sleep(0.05)
+            yield batch
+
+    stats = trainer.train_epoch(0, slow())
+    # Lower bounds from the sleeps only: what the steps themselves take depends on the machine.
+    assert stats["data_wait_s"] >= 0.05
+    assert stats["step_s"] > stats["data_wait_s"]
 
 
 def test_a_stream_that_runs_dry_is_an_error():

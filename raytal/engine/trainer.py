@@ -12,6 +12,7 @@ the streams; the torch RNG (dropout) is reseeded per epoch and rank from ``train
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ from raytal.engine.schedule import warmup_cosine_scheduler
 from raytal.model.batch import Batch
 
 _TORCH_STREAM = 14
+# Epoch statistics that measure time, not the model: they differ between two runs of the same config.
+TIMING_KEYS = ("step_s", "data_wait_s")
 
 
 @dataclass
@@ -93,14 +96,19 @@ class Trainer:
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def train_epoch(self, epoch: int, batches: Iterator[Batch], progress: bool = False) -> dict[str, float]:
-        """``steps_per_epoch`` steps on ``batches``; the mean of every scalar term, plus the last lr."""
+        """``steps_per_epoch`` steps on ``batches``; the mean of every scalar term, plus the last lr and the
+        seconds per step (``TIMING_KEYS``): all of it, and the part spent waiting for the next batch (reading,
+        collating), which shows whether the data keeps up with the model."""
         self.epoch = epoch
         torch.manual_seed(int(np.random.default_rng([self.train.seed, epoch, self.rank, _TORCH_STREAM]).integers(2**62)))
         self.net.train()
         sums: dict[str, float] = {}
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", disable=not progress, leave=False)
+        wait, start = 0.0, time.perf_counter()
         for step in bar:
+            t = time.perf_counter()
             batch = next(batches, None)
+            wait += time.perf_counter() - t
             if batch is None:
                 raise RuntimeError(f"epoch {epoch}: the batch stream ended after {step} of {self.steps_per_epoch} steps")
             batch = batch.to(self.device)
@@ -130,6 +138,8 @@ class Trainer:
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         stats = {k: v / self.steps_per_epoch for k, v in sums.items()}
         stats["lr"] = float(self.scheduler.get_last_lr()[0])
+        stats["step_s"] = (time.perf_counter() - start) / self.steps_per_epoch
+        stats["data_wait_s"] = wait / self.steps_per_epoch
         self.epoch = epoch + 1
         return stats
 
