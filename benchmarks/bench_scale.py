@@ -13,13 +13,20 @@ share of it follows what the store held, not what the process keeps). Printed, l
   - rows out = videos in of the pseudo-label stage, for both;
   - time per pseudo-labeled video and per student training step (target within 1.15x), both as the stage's
     wall time over its work (fixed start-up included, which favours the large pool) and once running
-    (output file write times; the last epoch between two Ray Train checkpoints).
+    (output file write times; the last epoch as the Train worker reported it, with the part of
+    each step spent waiting for batches: whether Ray Data keeps up);
+  - as a control, the teacher's time per training step: it trains on the labeled videos alone, the same
+    work at both sizes, so its ratio is how much the machine's speed differed between the two runs.
 Then, on the small run's round (its pseudo labels), the student's training throughput in this process:
 streaming (``training_data.stage_streams``: shard files joined with their pseudo labels through the
 shuffle buffer) vs an in-memory loop (the loop before the streaming data path: every video loaded into
-memory first), on the same videos in the same order with the same model and steps, in --repeats pairs (one
-run of each loop, back to back); the ratio is the median of the pairs' ratios (target >= 0.9x), printed with
-each loop's time per step waiting on its video streams and its CPU time per step.
+memory first), on the same videos in the same order with the same model and steps. The two loops run
+together, each in a thread of its own, taking turns of about a second (one trains while the other waits),
+and each is timed over its own turns only: this VM's speed drifts by 20-30 % within minutes and even
+between two 10-second runs back to back, which separate runs (best-of, or pairs) mistook for a difference
+between the loops; turns spread over the same minutes see the same machine. --repeats such measurements;
+the ratio is their median (target >= 0.9x), printed with each loop's time per step waiting on its video
+streams.
 
     .venv/bin/python benchmarks/bench_scale.py [--small 2000] [--large 20000] [--feature-dim 256]
 
@@ -37,7 +44,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -50,6 +56,7 @@ from raytal.core import storage  # noqa: E402
 from raytal.data.index import RunIndex  # noqa: E402
 from raytal.distributed.backend import RayBackend  # noqa: E402
 from raytal.distributed.session import ensure_ray  # noqa: E402
+from raytal.engine.trainer import TIMING_KEYS  # noqa: E402
 from raytal.selftrain.ledger import StageLog  # noqa: E402
 from raytal.selftrain.local import LocalBackend  # noqa: E402
 from raytal.selftrain.rounds import Run  # noqa: E402
@@ -149,12 +156,12 @@ def steady_per_video(pseudo_dir: Path) -> float:
     return (later[-1][0] - first) / sum(n for _, n in later) if later else float("nan")
 
 
-def steady_per_step(stage_dir: Path, steps: int) -> float:
-    """Seconds per training step of the last epoch: the time between Ray Train's last two epoch checkpoints
-    (named by the time they were reported), so TorchTrainer's start-up and the first epoch are excluded."""
-    stamps = sorted(datetime.strptime(d.name[len("checkpoint_"):], "%Y-%m-%d_%H-%M-%S.%f")
-                    for d in (stage_dir / "ray_train").glob("checkpoint_*") if d.is_dir())
-    return (stamps[-1] - stamps[-2]).total_seconds() / steps
+def last_epoch(stage_dir: Path) -> dict:
+    """The last epoch's seconds per step, all of it and the part waiting for batches (``TIMING_KEYS``), as
+    the Train worker reported them (Ray Train's ledger of the kept checkpoints' metrics): start-up excluded."""
+    ledger = json.loads((stage_dir / "ray_train" / "checkpoint_manager_snapshot.json").read_text())
+    metrics = max((r["metrics"] for r in ledger["checkpoint_results"]), key=lambda m: m["epoch"])
+    return {k: metrics[k] for k in TIMING_KEYS}
 
 
 def main_job(data: Path, run_dir: Path, args: argparse.Namespace) -> dict:
@@ -170,9 +177,11 @@ def main_job(data: Path, run_dir: Path, args: argparse.Namespace) -> dict:
     return {
         "videos_in": r1["pseudo"]["videos_in"], "rows_out": r1["pseudo"]["rows_out"],
         "per_video": stages.seconds("round_1/pseudo") / r1["pseudo"]["videos_in"],
-        "per_step": stages.seconds("round_1/train") / (args.epochs * args.steps),
         "steady_video": steady_per_video(run_dir / "round_1" / "pseudo"),
-        "steady_step": steady_per_step(run_dir / "round_1" / "train", args.steps),
+        **{f"{key}step": stages.seconds(f"{stage}/train") / (args.epochs * args.steps)
+           for key, stage in (("per_", "round_1"), ("teacher_", "round_0"))},
+        **{f"{key}_{k}": v for key, stage in (("student", "round_1"), ("teacher", "round_0"))
+           for k, v in last_epoch(run_dir / stage / "train").items()},
         **{name: mem.peak(role, private) for role, short in ROLE_KEYS.items()
            for name, private in ((short, False), (short + "_private", True))},
     }
@@ -219,18 +228,74 @@ class Timed:
             self.seconds += time.perf_counter() - t
 
 
-def throughput(cfg, spec, streams: dict, steps: int) -> tuple[float, float, float]:
-    """(training steps per second, seconds per step spent waiting on the video streams, CPU seconds per step
-    of this process's threads), in the epoch after a warm-up one (model construction and the first batches
-    excluded)."""
-    streams = {k: Timed(v) for k, v in streams.items()}
-    marks = []
+class Turns:
+    """Loops in threads of their own take turns of about ``slice_s`` seconds (one runs, the others wait),
+    handing over when they next read a video; ``clock(name)`` is the time of ``name``'s turns so far. Once a
+    loop has finished the others run on without turns."""
+
+    def __init__(self, names: list[str], slice_s: float) -> None:
+        self.cv = threading.Condition()
+        self.queue, self.slice_s = list(names), slice_s
+        self.holder: str | None = None
+        self.since = 0.0
+        self.held = dict.fromkeys(names, 0.0)
+        self.finished = False
+
+    def take(self, name: str) -> None:
+        with self.cv:
+            self.cv.wait_for(lambda: self.holder is None and (self.finished or self.queue[0] == name))
+            self.holder, self.since = name, time.perf_counter()
+
+    def give(self, name: str, finished: bool = False) -> None:
+        with self.cv:
+            self.held[name] += time.perf_counter() - self.since
+            self.holder = None
+            self.queue = [n for n in self.queue if n != name] + ([] if finished else [name])
+            self.finished |= finished
+            self.cv.notify_all()
+
+    def clock(self, name: str) -> float:
+        return self.held[name] + time.perf_counter() - self.since
+
+    def turned(self, name: str, it):
+        """``it``, handing the turn over at a ``next`` once this turn has lasted ``slice_s``."""
+        for item in it:
+            yield item
+            if not self.finished and time.perf_counter() - self.since >= self.slice_s:
+                self.give(name)
+                self.take(name)
+
+
+def throughput(cfg, spec, loops: dict, steps: int, slice_s: float = 1.0) -> dict[str, tuple[float, float]]:
+    """{loop: (training steps per second, seconds per step spent waiting on the video streams)} of loops
+    ({name: the streams' maker}) trained together in turns (see ``Turns``), each timed over its own turns in
+    the epoch after a warm-up one (model construction and the first batches excluded)."""
     spec = dataclasses.replace(spec, stop_epoch=2)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2, steps_per_epoch=steps))
-    run_training(cfg, spec, streams, progress=False, on_epoch=lambda e, m, t: marks.append(
-        (time.perf_counter(), time.process_time(), sum(s.seconds for s in streams.values()))))
-    (t0, c0, d0), (t1, c1, d1) = marks
-    return steps / (t1 - t0), (d1 - d0) / steps, (c1 - c0) / steps
+    turns, out, errors = Turns(list(loops), slice_s), {}, []
+
+    def run(name: str, make) -> None:
+        turns.take(name)
+        try:
+            streams = {k: Timed(v) for k, v in make(cfg, spec).items()}
+            marks = []
+            run_training(cfg, spec, {k: turns.turned(name, v) for k, v in streams.items()}, progress=False,
+                         on_epoch=lambda e, m, t: marks.append((turns.clock(name), sum(s.seconds for s in streams.values()))))
+            (t0, d0), (t1, d1) = marks
+            out[name] = steps / (t1 - t0), (d1 - d0) / steps
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(e)
+        finally:
+            turns.give(name, finished=True)
+
+    threads = [threading.Thread(target=run, args=item) for item in loops.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
 
 
 def one_size(size: int, args: argparse.Namespace) -> dict:
@@ -247,32 +312,27 @@ def mib(n: int) -> str:
 
 
 def compare_throughput(args: argparse.Namespace) -> None:
-    """Student training on the small pool's finished round: streaming vs the in-memory loop."""
+    """Student training on the small pool's finished round: streaming vs the in-memory loop, in turns."""
     run_dir = Path(args.run_dir) / f"pool_{args.small}"
     cfg = config(Path(args.data_dir) / f"pool_{args.small}", run_dir, args)
     spec = student_spec(cfg, run_dir)
-    # Measured in pairs, one loop right after the other (first one, then the other, in turn), and compared
-    # within each pair: this VM's speed drifts by 20-30 % within minutes, which a best-of or a mean over
-    # separate runs mistakes for a difference between the loops; a pair's two runs share the same moment.
-    loops = (("streaming", stage_streams), ("in-memory", in_memory_streams))
-    pairs = []
+    loops = {"streaming": stage_streams, "in-memory": in_memory_streams}
+    runs = []
     for i in range(args.repeats):
-        pair = {name: throughput(cfg, spec, streams(cfg, spec), args.throughput_steps)
-                for name, streams in (loops if i % 2 == 0 else loops[::-1])}
-        pairs.append(pair)
-        print(f"  pair {i + 1}: " + ", ".join(f"{n} {r:.2f} steps/s" for n, (r, _, _) in pair.items()), flush=True)
-    ratios = sorted(p["streaming"][0] / p["in-memory"][0] for p in pairs)
-    cpu = sorted(p["in-memory"][2] / p["streaming"][2] for p in pairs)
+        first = dict(list(loops.items())[:: 1 if i % 2 == 0 else -1])  # each loop takes the first turn in turn
+        runs.append(r := throughput(cfg, spec, first, args.throughput_steps))
+        print(f"  measurement {i + 1}: " + ", ".join(f"{n} {r[n][0]:.2f} steps/s" for n in loops)
+              + f" ({r['streaming'][0] / r['in-memory'][0]:.2f}x)", flush=True)
+    ratios = sorted(r["streaming"][0] / r["in-memory"][0] for r in runs)
 
-    def median(key: str, i: int) -> float:
-        return statistics.median(p[key][i] for p in pairs)
+    def median(name: str, i: int) -> float:
+        return statistics.median(r[name][i] for r in runs)
 
-    print(f"\nstudent training on the {args.small}-video round, in this process, {args.repeats} pairs: streaming "
-          f"{median('streaming', 0):.2f} steps/s ({1000 * median('streaming', 1):.2f} ms per step waiting on the "
-          f"videos, {1000 * median('streaming', 2):.1f} ms CPU), in-memory {median('in-memory', 0):.2f} steps/s "
-          f"({1000 * median('in-memory', 1):.2f} ms, {1000 * median('in-memory', 2):.1f} ms CPU)")
-    print(f"  streaming vs in-memory, median of the pairs: {statistics.median(ratios):.2f}x (pairs {ratios[0]:.2f}-"
-          f"{ratios[-1]:.2f}x; in-memory vs streaming CPU time per step {statistics.median(cpu):.2f}x)   (target >= 0.9x)")
+    print(f"\nstudent training on the {args.small}-video round, in this process, in turns, {args.repeats} "
+          f"measurements of {args.throughput_steps} steps: " + ", ".join(
+              f"{n} {median(n, 0):.2f} steps/s ({1000 * median(n, 1):.2f} ms per step waiting on the videos)" for n in loops))
+    print(f"  streaming vs in-memory, median: {statistics.median(ratios):.2f}x (measurements {ratios[0]:.2f}-"
+          f"{ratios[-1]:.2f}x)   (target >= 0.9x)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3)
     # 100 steps (~7 s) per epoch: the last epoch is timed between two checkpoints, and 20 steps were mostly noise
     ap.add_argument("--steps", type=int, default=100, help="student steps per epoch")
-    ap.add_argument("--throughput-steps", type=int, default=300)
-    ap.add_argument("--repeats", type=int, default=5, help="throughput: pairs of measurements (one of each loop)")
+    ap.add_argument("--throughput-steps", type=int, default=400, help="throughput: timed steps of each loop")
+    ap.add_argument("--repeats", type=int, default=5, help="throughput: measurements (both loops, in turns)")
     ap.add_argument("--data-dir", default="data/bench_scale")
     ap.add_argument("--run-dir", default="runs/bench_scale")
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)  # internal: one size, JSON on stdout
@@ -300,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         results[size] = r = json.loads(next(line for line in out.splitlines() if line.startswith(RESULT_TAG))[len(RESULT_TAG):])
         print(f"pool {size}: {r['videos_in']} videos in, {r['rows_out']} rows out; {1000 * r['per_video']:.2f} ms per "
               f"pseudo-labeled video ({1000 * r['steady_video']:.2f} once running), {1000 * r['per_step']:.1f} ms per "
-              f"training step ({1000 * r['steady_step']:.1f} in the last epoch); peak PSS (without the object "
+              f"training step ({1000 * r['student_step_s']:.1f} in the last epoch, "
+              f"{1000 * r['student_data_wait_s']:.1f} of it waiting for batches); peak PSS (without the object "
               f"store's shared pages) driver {mib(r['driver'])} ({mib(r['driver_private'])}), train worker "
               f"{mib(r['worker'])} ({mib(r['worker_private'])}), pseudo-label actor {mib(r['actor'])} "
               f"({mib(r['actor_private'])})", flush=True)
@@ -315,8 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  rows out = videos in: {s['rows_out'] == s['videos_in'] and l['rows_out'] == l['videos_in']}")
     print(f"  time per pseudo-labeled video: {l['per_video'] / s['per_video']:.2f}x (stage wall time), "
           f"{l['steady_video'] / s['steady_video']:.2f}x (once running)   per training step: "
-          f"{l['per_step'] / s['per_step']:.2f}x (stage wall time), {l['steady_step'] / s['steady_step']:.2f}x "
+          f"{l['per_step'] / s['per_step']:.2f}x (stage wall time), {l['student_step_s'] / s['student_step_s']:.2f}x "
           "(last epoch)   (target within 1.15x)")
+    # The teacher trains on the labeled videos alone, the same work at both sizes: its ratio is how much this
+    # VM's speed differed between the two runs.
+    print(f"  control, teacher's time per training step (the same work at both sizes): "
+          f"{l['teacher_step'] / s['teacher_step']:.2f}x (stage wall time), "
+          f"{l['teacher_step_s'] / s['teacher_step_s']:.2f}x (last epoch)")
+    print(f"  student's wait for batches per step, last epoch: {1000 * s['student_data_wait_s']:.1f} ms ({args.small}) vs "
+          f"{1000 * l['student_data_wait_s']:.1f} ms ({args.large})")
 
     compare_throughput(args)
     return 0
