@@ -345,12 +345,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="student steps per epoch")
     ap.add_argument("--throughput-steps", type=int, default=400, help="throughput: timed steps of each loop")
     ap.add_argument("--repeats", type=int, default=5, help="throughput: measurements (both loops, in turns)")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="only the streaming vs in-memory comparison, on the small pool's finished run in --run-dir")
     ap.add_argument("--data-dir", default="data/bench_scale")
     ap.add_argument("--run-dir", default="runs/bench_scale")
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)  # internal: one size, JSON on stdout
     args = ap.parse_args(argv)
     if args.one:
         print(RESULT_TAG + json.dumps(one_size(args.one, args)))
+        return 0
+    if args.throughput_only:
+        compare_throughput(args)
         return 0
     results = {}
     for size in (args.small, args.large):
