@@ -174,14 +174,18 @@ def main_job(data: Path, run_dir: Path, args: argparse.Namespace) -> dict:
             run.close()  # the run directory's lock: student_spec opens the run again
     r1 = metrics["rounds"][1]
     stages = StageLog(str(run_dir / "stages.json"))
+
+    def per_step(round_: str) -> float:
+        """Seconds per training step of a round's train stage, on its wall time (start-up included)."""
+        return stages.seconds(f"{round_}/train") / (args.epochs * args.steps)
+
     return {
         "videos_in": r1["pseudo"]["videos_in"], "rows_out": r1["pseudo"]["rows_out"],
         "per_video": stages.seconds("round_1/pseudo") / r1["pseudo"]["videos_in"],
         "steady_video": steady_per_video(run_dir / "round_1" / "pseudo"),
-        **{f"{key}step": stages.seconds(f"{stage}/train") / (args.epochs * args.steps)
-           for key, stage in (("per_", "round_1"), ("teacher_", "round_0"))},
-        **{f"{key}_{k}": v for key, stage in (("student", "round_1"), ("teacher", "round_0"))
-           for k, v in last_epoch(run_dir / stage / "train").items()},
+        "per_step": per_step("round_1"), "teacher_step": per_step("round_0"),
+        **{f"student_{k}": v for k, v in last_epoch(run_dir / "round_1" / "train").items()},
+        **{f"teacher_{k}": v for k, v in last_epoch(run_dir / "round_0" / "train").items()},
         **{name: mem.peak(role, private) for role, short in ROLE_KEYS.items()
            for name, private in ((short, False), (short + "_private", True))},
     }
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large", type=int, default=20000)
     ap.add_argument("--feature-dim", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=3)
-    # 100 steps (~7 s) per epoch: the last epoch is timed between two checkpoints, and 20 steps were mostly noise
+    # 100 steps (~7 s) per epoch: the last epoch's time per step is the worker's mean over them; 20 were mostly noise
     ap.add_argument("--steps", type=int, default=100, help="student steps per epoch")
     ap.add_argument("--throughput-steps", type=int, default=400, help="throughput: timed steps of each loop")
     ap.add_argument("--repeats", type=int, default=5, help="throughput: measurements (both loops, in turns)")
