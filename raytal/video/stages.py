@@ -1,0 +1,190 @@
+"""Feature extraction as row-level stages both back-ends run: decode -> embed -> assemble -> write.
+
+    decode_rows (per video: window rows of uint8 clips, chunk by chunk, then one end row)
+    -> EmbedStage (the backbone on a batch of clips from any videos; end rows pass through)
+    -> Assembler (a video's window features back in order -> [T, D], or its error)
+    -> Batches (videos grouped in input order into output batches, each written when complete)
+
+``extract_in_process`` chains them in a plain loop; ``raytal.distributed.extract_pipeline`` runs the
+same functions as Ray Data tasks and an actor pool. A video is identified by its key, its position in the
+list of videos to extract; its end row says how many window rows it sent, so it is complete (or failed)
+exactly when those have arrived, whatever order they come in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from raytal.core.errors import DataError
+from raytal.core.threads import set_torch_threads
+from raytal.core.video import Video
+from raytal.data.features import check_features
+from raytal.video.backbones import Backbone, BackboneSpec, load_backbone
+from raytal.video.decode import ClipSpec, VideoError, WindowReader
+from raytal.video.sources import VideoFile
+
+log = logging.getLogger(__name__)
+
+# Rows between the stages: ``window`` is the window's index, or END for a video's end row, whose ``info``
+# (JSON) holds the decoder's summary or the error and the count of window rows sent.
+END = -1
+CLIP_SCHEMA = pa.schema([("key", pa.int64()), ("window", pa.int32()), ("clip", pa.large_binary()),
+                         ("info", pa.string())])
+FEATURE_SCHEMA = pa.schema([("key", pa.int64()), ("window", pa.int32()), ("feature", pa.large_binary()),
+                            ("info", pa.string())])
+
+
+@dataclass
+class Extracted:
+    """One video's outcome: features float32 [T, D] and their grid, or the error that stopped it."""
+
+    video: VideoFile
+    features: np.ndarray | None
+    fps: float = 0.0
+    duration: float = 0.0
+    frames: int = 0
+    error: str | None = None
+    warning: str | None = None
+
+
+def decode_rows(key: int, video: VideoFile, spec: ClipSpec) -> Iterator[pa.Table]:
+    """One video -> a table of window rows per decoded chunk, then its end row (never raises for a bad file)."""
+    reader = WindowReader(video.path, spec, video.size)
+    sent = 0
+    try:
+        for first, clips in reader:
+            n = len(clips)
+            yield pa.table({"key": pa.array([key] * n, pa.int64()),
+                            "window": pa.array(np.arange(first, first + n), pa.int32()),
+                            "clip": pa.array([c.tobytes() for c in clips], pa.large_binary()),
+                            "info": pa.nulls(n, pa.string())}, schema=CLIP_SCHEMA)
+            sent += n
+        s = reader.summary
+        info = {"frames": s.frames, "fps": s.fps, "duration": s.duration, "T": s.T, "warning": s.warning}
+    except VideoError as e:
+        info = {"error": str(e)}
+    except Exception as e:  # noqa: BLE001 - one bad video is an error row, never a dead job
+        info = {"error": f"{video.path}: cannot decode: {type(e).__name__}: {e}"}
+    info["sent"] = sent
+    yield pa.table({"key": [key], "window": pa.array([END], pa.int32()), "clip": pa.array([b""], pa.large_binary()),
+                    "info": [json.dumps(info)]}, schema=CLIP_SCHEMA)
+
+
+class EmbedStage:
+    """The backbone on a table of clip rows -> feature rows (end rows pass through). Builds the network once
+    (``load_backbone``: per actor in the Ray pipeline; a loaded one is used as it is) on ``device``, with
+    ``torch_threads`` threads."""
+
+    def __init__(self, backbone: BackboneSpec | Backbone, clip: tuple[int, int, int], torch_threads: int = 1,
+                 device: str = "cpu") -> None:
+        set_torch_threads(torch_threads)
+        net = backbone if isinstance(backbone, Backbone) else load_backbone(backbone)
+        self.backbone: Backbone = net.to(device)
+        self.shape = (*clip, 3)  # [T, H, W, 3]
+
+    def embed(self, clips: np.ndarray) -> np.ndarray:
+        return self.backbone.embed(clips)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        windows = table.column("window").to_numpy()
+        is_clip = windows != END
+        feature = [b""] * len(windows)
+        if is_clip.any():
+            clip_col = table.column("clip")
+            clips = np.stack([np.frombuffer(clip_col[int(i)].as_buffer(), np.uint8).reshape(self.shape)
+                              for i in np.flatnonzero(is_clip)])
+            for i, f in zip(np.flatnonzero(is_clip), self.embed(clips)):
+                feature[int(i)] = np.ascontiguousarray(f, np.float32).tobytes()
+        return pa.table({"key": table.column("key"), "window": table.column("window"),
+                         "feature": pa.array(feature, pa.large_binary()), "info": table.column("info")},
+                        schema=FEATURE_SCHEMA)
+
+
+class Assembler:
+    """Feature rows of any videos, in any order -> each video's ``Extracted`` once all its rows are in.
+
+    Holds only the videos in flight; their features are checked (2-D, finite) on completion, so a backbone
+    that produced NaN for a video gives that video an error row."""
+
+    def __init__(self, videos: list[VideoFile], spec: ClipSpec) -> None:
+        self.videos, self.spec = videos, spec
+        self.features: dict[int, dict[int, np.ndarray]] = {}
+        self.ends: dict[int, dict] = {}
+
+    def add(self, table: pa.Table) -> list[tuple[int, Extracted]]:
+        keys = table.column("key").to_pylist()
+        windows = table.column("window").to_pylist()
+        features = table.column("feature")
+        infos = table.column("info").to_pylist()
+        touched = set()
+        for j, (key, window) in enumerate(zip(keys, windows)):
+            if window == END:
+                self.ends[key] = json.loads(infos[j])
+            else:
+                self.features.setdefault(key, {})[window] = np.frombuffer(features[j].as_buffer(), np.float32)
+            touched.add(key)
+        return [(key, self._finish(key)) for key in sorted(touched)
+                if key in self.ends and len(self.features.get(key, ())) == self.ends[key]["sent"]]
+
+    def _finish(self, key: int) -> Extracted:
+        info = self.ends.pop(key)
+        parts = self.features.pop(key, {})
+        video = self.videos[key]
+        if info.get("error"):
+            return Extracted(video, None, error=info["error"])
+        feats = np.stack([parts[i] for i in range(len(parts))]) if parts else np.zeros((0, 0), np.float32)
+        grid = Video(video.video_id, "unlabeled", info["duration"], info["fps"], self.spec.feat_stride,
+                     self.spec.num_frames, labeled=False)
+        try:
+            feats = check_features(feats, grid, source=video.path)
+            if feats.shape[0] != info["T"]:
+                raise DataError(f"{video.path}: {feats.shape[0]} windows embedded, the decoder made {info['T']}")
+        except DataError as e:
+            return Extracted(video, None, error=f"backbone output: {e}")
+        return Extracted(video, feats, info["fps"], info["duration"], info["frames"], warning=info.get("warning"))
+
+
+class Batches:
+    """Finished videos -> ``write(batch)`` of ``size`` consecutive videos of the input order, each called once
+    its videos are all finished, so what a batch holds never depends on the order videos finish in."""
+
+    def __init__(self, count: int, size: int, write: Callable[[list[Extracted]], None]) -> None:
+        if size < 1:
+            raise ValueError(f"batch size must be >= 1, got {size}")
+        self.count, self.size, self.write = count, size, write
+        self.open: dict[int, dict[int, Extracted]] = {}
+
+    def add(self, key: int, done: Extracted) -> None:
+        b = key // self.size
+        held = self.open.setdefault(b, {})
+        held[key] = done
+        if len(held) == min(self.size, self.count - b * self.size):
+            self.write([held[k] for k in sorted(held)])
+            del self.open[b]
+
+    def finish(self) -> None:
+        if self.open:
+            missing = sorted(b * self.size + i for b, held in self.open.items() for i in range(self.size)
+                             if b * self.size + i < self.count and b * self.size + i not in held)
+            raise RuntimeError(f"extraction ended with {len(missing)} videos unfinished (first: key {missing[0]})")
+
+
+def extract_in_process(videos: list[VideoFile], spec: ClipSpec, sink: Callable[[int, Extracted], None], *,
+                       stage: EmbedStage, clips_per_batch: int) -> None:
+    """The plain loop: each video decoded, its windows embedded ``clips_per_batch`` at a time, then ``sink``."""
+    assembler = Assembler(videos, spec)
+    for key, video in enumerate(videos):
+        rows = pa.table({n: [] for n in CLIP_SCHEMA.names}, schema=CLIP_SCHEMA)
+        for table in decode_rows(key, video, spec):
+            rows = pa.concat_tables([rows, table])
+            last = table.column("window")[0].as_py() == END
+            while rows.num_rows >= clips_per_batch or (last and rows.num_rows):
+                for done in assembler.add(stage(rows.slice(0, clips_per_batch))):
+                    sink(*done)
+                rows = rows.slice(clips_per_batch)
