@@ -72,16 +72,21 @@ def clips(tmp_path_factory) -> Path:
     return d
 
 
-def plain_features(path: str, frames_size=SMALL) -> np.ndarray:
-    """The reference: the same frames (the decoder's windows) through MC3-18 built and normalised here, one
-    window at a time."""
+@pytest.fixture(scope="module")
+def plain_mc3() -> torch.nn.Module:
+    """MC3-18 as the extraction's random init builds it (seeded), its classifier dropped, built here."""
     torch.manual_seed(MODEL.seed)
     net = torchvision.models.video.mc3_18()
     net.fc = torch.nn.Identity()
-    net.eval()
+    return net.eval()
+
+
+def plain_features(net: torch.nn.Module, path: str) -> np.ndarray:
+    """The reference: the same frames (the decoder's windows) through ``net``, normalised here, one window at a
+    time."""
     t = torchvision.models.video.MC3_18_Weights.DEFAULT.transforms()
     mean, std = torch.tensor(t.mean).view(3, 1, 1, 1), torch.tensor(t.std).view(3, 1, 1, 1)
-    spec = ClipSpec(FPS, NUM_FRAMES, STRIDE, frames_size, frames_size)
+    spec = ClipSpec(FPS, NUM_FRAMES, STRIDE, SMALL, SMALL)
     out = []
     with torch.no_grad():
         for _, chunk in WindowReader(path, spec):
@@ -177,12 +182,12 @@ def test_pipeline_writes_features_grid_and_error_rows(ray_extraction, clips):
 
 
 @pytest.mark.ray
-def test_pipeline_features_equal_a_plain_forward_pass(ray_extraction, clips, s3_videos):
+def test_pipeline_features_equal_a_plain_forward_pass(ray_extraction, clips, s3_videos, plain_mc3):
     out, _ = ray_extraction
     for vid, path in [("a", str(clips / "a.mp4")), ("b", str(clips / "b.webm")), ("d", f"{s3_videos}/d.mkv"),
                       ("short", str(clips / "short.mp4"))]:
         got = np.load(out / f"{vid}.npy")
-        want = plain_features(path)
+        want = plain_features(plain_mc3, path)
         assert got.shape == want.shape
         assert np.abs(got - want).max() <= 1e-5, vid
 
@@ -243,6 +248,24 @@ def test_an_output_of_other_settings_or_with_foreign_files_is_refused(clips, tmp
     _plan([clips / "c.avi"], other)
     with pytest.raises(RunStateError, match="other settings.*num_frames"):
         plan_extraction([str(clips / "c.avi")], [], MODEL, fps=FPS, num_frames=6, feat_stride=STRIDE, out=str(other))
+
+
+def test_shards_on_object_storage_and_a_rerun_that_finds_nothing_to_do(clips, s3_dir, plain_mc3):
+    from raytal.data.shards import read_shards
+
+    out = f"{s3_dir}/feats"
+    plan = _plan([clips / "c.avi", clips / "short.mp4", clips / "empty.webm"], out, fmt="shards")
+    summary = run_extraction(plan, _in_process(plan), rows_per_shard=3)
+    assert (summary.output.extracted, len(summary.output.errors)) == (2, 1)
+    shards = storage.list_files(out, suffix=".parquet")
+    assert len(shards) == 1 and storage.name(shards[0]).startswith("extract-")  # one batch: c, empty (error), short
+    videos = {v.video_id: v for v in read_shards(out)}
+    assert sorted(videos) == ["c", "short"]
+    assert np.abs(videos["c"].features - plain_features(plain_mc3, str(clips / "c.avi"))).max() <= 1e-5
+    assert (videos["c"].duration, videos["c"].fps, videos["c"].subset, videos["c"].labeled) == (1.2, 10.0, "unlabeled", False)
+    assert "video_id,duration,fps" in storage.read_text(f"{out}/video_info.csv")
+    again = _plan([clips / "c.avi", clips / "short.mp4"], out, fmt="shards")
+    assert again.pending == [] and again.output.skipped == 2
 
 
 # ------------------------------------------------------------------ the chain: videos -> dataset -> round

@@ -95,15 +95,24 @@ def _read_weights(path: str, what: str) -> bytes:
     return storage.read_at_most(path, WEIGHTS_LIMIT, CheckpointError, path, f"{WEIGHTS_LIMIT >> 30} GB ({what})")
 
 
+def weights_file(spec: BackboneSpec) -> str:
+    """The file the spec's network or weights come from; "" for torchvision's named weights or a random init.
+    ``weights`` names a file unless it is a name of the model's weights enum (DEFAULT, KINETICS400_V1, ...)."""
+    if spec.torchscript:
+        return spec.torchscript
+    if spec.random_init:
+        return ""
+    import torchvision
+
+    named = spec.model in video_models() and spec.weights in torchvision.models.get_model_weights(spec.model).__members__
+    return "" if named else spec.weights
+
+
 def fingerprint(spec: BackboneSpec) -> str:
-    """sha256 of the weights or TorchScript file the spec names ("" for torchvision's own or random weights):
-    what a resumed extraction compares, so features of two networks never share an output."""
-    path = spec.torchscript or (spec.weights if not spec.random_init and _is_file_weights(spec.weights) else "")
+    """sha256 of the file ``weights_file`` names ("" for none): what a resumed extraction compares, so the
+    features of two networks never share an output."""
+    path = weights_file(spec)
     return hashlib.sha256(_read_weights(path, "weights")).hexdigest() if path else ""
-
-
-def _is_file_weights(weights: str) -> bool:
-    return storage.is_uri(weights) or "/" in weights or weights.endswith((".pt", ".pth"))
 
 
 def _load_state(module: torch.nn.Module, path: str, head: str) -> None:
@@ -133,12 +142,11 @@ def _torchvision(spec: BackboneSpec) -> Backbone:
     if spec.model not in video_models():
         raise InputError(f"--model {spec.model!r}: expected one of torchvision's video models {video_models()}")
     enum = torchvision.models.get_model_weights(spec.model)
-    from_file = not spec.random_init and _is_file_weights(spec.weights)
-    weights = None
-    if not spec.random_init and not from_file:
-        if spec.weights not in enum.__members__:
-            raise InputError(f"--weights {spec.weights!r}: expected a file, DEFAULT or one of {[w.name for w in enum]}")
-        weights = enum[spec.weights]
+    from_file = weights_file(spec)
+    weights = enum[spec.weights] if not spec.random_init and not from_file else None
+    if from_file and not storage.is_file(from_file):
+        raise CheckpointError(f"--weights {from_file}: no such file, and not one of {spec.model}'s weights "
+                              f"(DEFAULT, {', '.join(w.name for w in enum)})")
     with torch.random.fork_rng(devices=[]):  # a random init from the spec's seed, whoever builds it
         torch.manual_seed(spec.seed)
         try:
@@ -150,7 +158,7 @@ def _torchvision(spec: BackboneSpec) -> Backbone:
     head = CLASSIFIERS[type(module).__name__]
     setattr(module, head, torch.nn.Identity())
     if from_file:
-        _load_state(module, spec.weights, head)
+        _load_state(module, from_file, head)
     t = (weights or enum.DEFAULT).transforms()  # random or a file: the architecture's own preprocessing
     return Backbone(module.eval(), tuple(spec.resize or t.resize_size), tuple(spec.crop or t.crop_size),
                     tuple(spec.mean or t.mean), tuple(spec.std or t.std))

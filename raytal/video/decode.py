@@ -2,8 +2,8 @@
 
 A ``WindowReader`` opens the file (local, or ``s3://`` / ``gs://`` through ``raytal.core.storage``: ranged
 reads, the file is never downloaded whole), decodes its first video stream, resamples it to the target
-rate (``raytal.video.windows``), resizes and centre-crops each output frame the way the backbone's
-transform does, and yields ``(first window index, uint8 [k, num_frames, H, W, 3])`` chunks of at most
+rate (``raytal.video.windows``), resizes (FFmpeg's bilinear scaler) and centre-crops each output frame to the
+sizes of the backbone's transform, and yields ``(first window index, uint8 [k, num_frames, H, W, 3])`` chunks of at most
 ``chunk_windows`` windows, so a long video is never held whole. After the last chunk, ``summary`` holds the
 video's frame count, rate and duration.
 
@@ -14,6 +14,7 @@ the video's error row.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,13 +83,17 @@ def centre_crop(image: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     return image[top:top + ch, left:left + cw]
 
 
+@contextlib.contextmanager
 def _open(path: str):
     import av  # the optional extra `video`: imported where it is used
 
-    if storage.is_uri(path):
-        # PyAV reads a file object through its read/seek/tell: ranged GETs on an object store.
-        return av.open(storage.open_input_file(path), mode="r")
-    return av.open(path, mode="r")
+    if not storage.is_uri(path):
+        with av.open(path, mode="r") as container:
+            yield container
+        return
+    # PyAV reads a file object through its read/seek/tell: ranged GETs on an object store. It does not close it.
+    with storage.open_input_file(path) as f, av.open(f, mode="r") as container:
+        yield container
 
 
 class WindowReader:

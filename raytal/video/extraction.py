@@ -73,7 +73,8 @@ def probe_dim(net: Backbone, clip: ClipSpec) -> int:
 
 def _settings(clip: ClipSpec, backbone: BackboneSpec, dim: int, fmt: str) -> dict:
     """What every run into one output must repeat (chunk size is how, not what, so it may change)."""
-    spec = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(backbone).items()}
+    spec = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(backbone).items()
+            if k != "seed" or backbone.random_init}  # the seed makes only random weights
     geometry = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(clip).items()
                 if k != "chunk_windows"}
     return {"format": fmt, "backbone": spec, "weights_sha256": fingerprint(backbone), "clip": geometry, "D": dim}

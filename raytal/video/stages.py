@@ -14,12 +14,13 @@ exactly when those have arrived, whatever order they come in.
 from __future__ import annotations
 
 import json
-import logging
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from tqdm import tqdm
 
 from raytal.core.errors import DataError
 from raytal.core.threads import set_torch_threads
@@ -28,8 +29,6 @@ from raytal.data.features import check_features
 from raytal.video.backbones import Backbone, BackboneSpec, load_backbone
 from raytal.video.decode import ClipSpec, VideoError, WindowReader
 from raytal.video.sources import VideoFile
-
-log = logging.getLogger(__name__)
 
 # Rows between the stages: ``window`` is the window's index, or END for a video's end row, whose ``info``
 # (JSON) holds the decoder's summary or the error and the count of window rows sent.
@@ -127,7 +126,8 @@ class Assembler:
             if window == END:
                 self.ends[key] = json.loads(infos[j])
             else:
-                self.features.setdefault(key, {})[window] = np.frombuffer(features[j].as_buffer(), np.float32)
+                # a copy: a view would keep the whole batch's buffer alive until the video is complete
+                self.features.setdefault(key, {})[window] = np.frombuffer(features[j].as_buffer(), np.float32).copy()
             touched.add(key)
         return [(key, self._finish(key)) for key in sorted(touched)
                 if key in self.ends and len(self.features.get(key, ())) == self.ends[key]["sent"]]
@@ -179,7 +179,7 @@ def extract_in_process(videos: list[VideoFile], spec: ClipSpec, sink: Callable[[
                        stage: EmbedStage, clips_per_batch: int) -> None:
     """The plain loop: each video decoded, its windows embedded ``clips_per_batch`` at a time, then ``sink``."""
     assembler = Assembler(videos, spec)
-    for key, video in enumerate(videos):
+    for key, video in enumerate(tqdm(videos, desc="extract", unit="video", disable=not sys.stderr.isatty())):
         rows = pa.table({n: [] for n in CLIP_SCHEMA.names}, schema=CLIP_SCHEMA)
         for table in decode_rows(key, video, spec):
             rows = pa.concat_tables([rows, table])
