@@ -1,7 +1,7 @@
 """Ray Data feature-extraction pipeline: video files -> decode tasks (CPU) -> backbone actor pool (GPU or CPU)
 -> the driver, which assembles each video's features and writes them batch by batch.
 
-    units of videos (from_items) -> decode_rows in ``decode_tasks`` concurrent tasks, each streaming chunks of
+    units of videos (from_items) -> decode_units in ``decode_tasks`` concurrent tasks, each streaming chunks of
     window clips (a long video never held whole) -> EmbedStage in ``model_actors`` actors, ``clips_per_batch``
     clips per call from any videos -> iter_batches on the driver -> Assembler -> sink (the output's batches)
 
@@ -14,28 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pyarrow as pa
 import ray
 import ray.data
 
 from raytal.video.backbones import BackboneSpec
 from raytal.video.decode import ClipSpec
+from raytal.video.rows import decode_units
 from raytal.video.sources import VideoFile
-from raytal.video.stages import Assembler, EmbedStage, Extracted, decode_rows
+from raytal.video.stages import Assembler, EmbedStage, Extracted
 
 # Read blocks: one per unit of videos. A unit is one video while the list is short (the best balance over the
 # decode tasks); past this many units, several videos share one, so Ray Data's bookkeeping per block stays
 # bounded for a list of millions.
 MAX_UNITS = 10_000
-
-
-def _decode_unit(batch: pa.Table, *, spec: ClipSpec) -> Iterator[pa.Table]:
-    """Decode task: the videos of one unit, one after the other, streamed as window rows and end rows."""
-    for unit in batch.column("videos").to_pylist():
-        for item in unit:
-            yield from decode_rows(item["key"], VideoFile(**item["video"]), spec)
 
 
 def run_extract_pipeline(videos: list[VideoFile], spec: ClipSpec, sink: Callable[[int, Extracted], None], *,
@@ -53,7 +46,8 @@ def run_extract_pipeline(videos: list[VideoFile], spec: ClipSpec, sink: Callable
                          for k in range(i, min(i + per_unit, len(videos)))]}
              for i in range(0, len(videos), per_unit)]
     ds = ray.data.from_items(units, override_num_blocks=len(units))
-    ds = ds.map_batches(_decode_unit, fn_kwargs={"spec": spec}, batch_size=1, batch_format="pyarrow",
+    # decode_units lives in a module without torch: a decode task's worker never imports it
+    ds = ds.map_batches(decode_units, fn_kwargs={"spec": spec}, batch_size=1, batch_format="pyarrow",
                         compute=ray.data.TaskPoolStrategy(size=decode_tasks), num_cpus=decode_cpus)
     clip = (spec.num_frames, *spec.crop)
     ds = ds.map_batches(

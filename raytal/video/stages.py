@@ -1,6 +1,6 @@
 """Feature extraction as row-level stages both back-ends run: decode -> embed -> assemble -> write.
 
-    decode_rows (per video: window rows of uint8 clips, chunk by chunk, then one end row)
+    decode_rows (raytal.video.rows; per video: window rows of uint8 clips, chunk by chunk, then one end row)
     -> EmbedStage (the backbone on a batch of clips from any videos; end rows pass through)
     -> Assembler (a video's window features back in order -> [T, D], or its error)
     -> Batches (videos grouped in input order into output batches, each written when complete)
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,17 +27,9 @@ from raytal.core.threads import set_torch_threads
 from raytal.core.video import Video
 from raytal.data.features import check_features
 from raytal.video.backbones import Backbone, BackboneSpec, load_backbone
-from raytal.video.decode import ClipSpec, VideoError, WindowReader
+from raytal.video.decode import ClipSpec
+from raytal.video.rows import CLIP_SCHEMA, END, FEATURE_SCHEMA, decode_rows
 from raytal.video.sources import VideoFile
-
-# Rows between the stages: ``window`` is the window's index, or END for a video's end row, whose ``info``
-# (JSON) holds the decoder's summary or the error and the count of window rows sent.
-END = -1
-CLIP_SCHEMA = pa.schema([("key", pa.int64()), ("window", pa.int32()), ("clip", pa.large_binary()),
-                         ("info", pa.string())])
-FEATURE_SCHEMA = pa.schema([("key", pa.int64()), ("window", pa.int32()), ("feature", pa.large_binary()),
-                            ("info", pa.string())])
-
 
 @dataclass
 class Extracted:
@@ -50,29 +42,6 @@ class Extracted:
     frames: int = 0
     error: str | None = None
     warning: str | None = None
-
-
-def decode_rows(key: int, video: VideoFile, spec: ClipSpec) -> Iterator[pa.Table]:
-    """One video -> a table of window rows per decoded chunk, then its end row (never raises for a bad file)."""
-    reader = WindowReader(video.path, spec, video.size)
-    sent = 0
-    try:
-        for first, clips in reader:
-            n = len(clips)
-            yield pa.table({"key": pa.array([key] * n, pa.int64()),
-                            "window": pa.array(np.arange(first, first + n), pa.int32()),
-                            "clip": pa.array([c.tobytes() for c in clips], pa.large_binary()),
-                            "info": pa.nulls(n, pa.string())}, schema=CLIP_SCHEMA)
-            sent += n
-        s = reader.summary
-        info = {"frames": s.frames, "fps": s.fps, "duration": s.duration, "T": s.T, "warning": s.warning}
-    except VideoError as e:
-        info = {"error": str(e)}
-    except Exception as e:  # noqa: BLE001 - one bad video is an error row, never a dead job
-        info = {"error": f"{video.path}: cannot decode: {type(e).__name__}: {e}"}
-    info["sent"] = sent
-    yield pa.table({"key": [key], "window": pa.array([END], pa.int32()), "clip": pa.array([b""], pa.large_binary()),
-                    "info": [json.dumps(info)]}, schema=CLIP_SCHEMA)
 
 
 class EmbedStage:
