@@ -150,13 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--videos", type=int, default=200, help="videos of the throughput runs")
     p.add_argument("--templates", type=int, default=8, help="distinct encoded clips")
     p.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
-    p.add_argument("--size", type=int, nargs=2, default=[640, 360], metavar=("W", "H"), help="source frame size")
+    p.add_argument("--size", type=int, nargs=2, default=[960, 540], metavar=("W", "H"), help="source frame size")
     p.add_argument("--model", default="mc3_18")
     p.add_argument("--frames", type=int, default=8, help="frames per window (and between windows)")
     p.add_argument("--crop", type=int, default=32, help="the network's frame size (square)")
     p.add_argument("--clips-per-batch", type=int, default=16)
     p.add_argument("--mem-small", type=int, default=100)
     p.add_argument("--mem-large", type=int, default=1000)
+    p.add_argument("--mem-seconds", type=float, default=1.0, help="length of the memory runs' short clips")
     p.add_argument("--gpu", action="store_true", help="the backbone on the GPU")
     p.add_argument("--child-videos", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -193,9 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         print(f"pipeline, 2 decode tasks + 1 backbone actor: {n / pipe:.2f} videos/s: {plain / pipe:.2f}x the plain "
               f"loop on 1 thread, {plain2 / pipe:.2f}x on 2 threads (target >= 1.5x)")
-        small_rss, small, ts = peak_memory(args, video_dir(root, templates, args.mem_small), root / "mem_small")
-        large_rss, large, tl = peak_memory(args, video_dir(root, templates, args.mem_large), root / "mem_large")
-        print(f"peak memory (PSS of the whole process tree): {args.mem_small} videos {small / 2**20:.0f} MiB "
+        (root / "short").mkdir()
+        short = [root / "short" / f"s{i}.mp4" for i in range(args.templates)]
+        for i, path in enumerate(short):
+            write_template(path, args.mem_seconds, *args.size, seed=i)
+        small_rss, small, ts = peak_memory(args, video_dir(root / "short", short, args.mem_small), root / "mem_small")
+        large_rss, large, tl = peak_memory(args, video_dir(root / "short", short, args.mem_large), root / "mem_large")
+        print(f"peak memory (PSS of the whole process tree), clips of {args.mem_seconds:g} s: {args.mem_small} videos {small / 2**20:.0f} MiB "
               f"({ts:.0f} s) | {args.mem_large} videos {large / 2**20:.0f} MiB ({tl:.0f} s) | ratio {large / small:.2f}x "
               "(target <= 1.2x)")
         print(f"  (summed RSS: {small_rss / 2**20:.0f} | {large_rss / 2**20:.0f} MiB, ratio {large_rss / small_rss:.2f}x)")
