@@ -1,5 +1,5 @@
 """Feature extraction from video files (issue 33): real clips encoded here with PyAV (tests/video_clips.py: mp4,
-webm, avi, mkv, plus a truncated, an empty and a corrupt file), a randomly initialised torchvision MC3-18
+webm, avi, mkv, plus two truncated, an empty and a corrupt file), a randomly initialised torchvision MC3-18
 (nothing downloaded), through the Ray Data pipeline and the plain loop.
 
 Checked: the decoded windows are the snippets the time grid describes (the frame each image came from is read
@@ -66,6 +66,9 @@ def clips(tmp_path_factory) -> Path:
         write_clip(d / name, frames, SRC_FPS)
     whole = (d / "a.mp4").read_bytes()
     (d / "truncated.mp4").write_bytes(whole[: len(whole) // 3])  # libx264 in mp4: the index is at the end
+    # WebM keeps its header first: FFmpeg decodes a cut file up to the cut, without an error
+    whole = write_clip(tmp_path_factory.mktemp("whole") / "cut.webm", 80, SRC_FPS).read_bytes()
+    (d / "cut.webm").write_bytes(whole[: len(whole) // 3])
     (d / "empty.webm").write_bytes(b"")
     (d / "corrupt.avi").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
     (d / "notes.txt").write_text("not a video: not listed")
@@ -131,6 +134,24 @@ def test_window_i_is_the_snippet_the_time_grid_centres(clips, name):
     assert reader.summary.T == WINDOWS[name[0]] and reader.summary.warning is None
 
 
+def test_bad_files_end_in_an_error_row_naming_the_file(clips):
+    from raytal.video.rows import END, decode_rows
+    from raytal.video.sources import list_videos
+
+    videos = {v.video_id: v for v in list_videos([str(clips)])}
+    assert "notes" not in videos  # not a video suffix
+    spec = ClipSpec(FPS, NUM_FRAMES, STRIDE, SMALL, SMALL, chunk_windows=2)
+    for vid, why in [("cut", "truncated: its frames end at"), ("truncated", "cannot decode"),
+                     ("empty", "empty file (0 bytes)"), ("corrupt", "cannot decode")]:
+        tables = list(decode_rows(7, videos[vid], spec))
+        end = tables[-1].to_pylist()
+        assert [r["window"] for r in end] == [END] and end[0]["key"] == 7
+        info = json.loads(end[0]["info"])
+        assert info["error"].startswith(f"{clips / videos[vid].path.rsplit('/', 1)[1]}: {why}"), info
+        # the cut file had sent windows before its end showed it cut: the end row counts them
+        assert info["sent"] == sum(t.num_rows for t in tables[:-1]) and (info["sent"] > 0) == (vid == "cut")
+
+
 # -------------------------------------------------------------------------------- the Ray pipeline
 
 
@@ -148,7 +169,7 @@ def ray_extraction(clips, s3_videos, ray_session, tmp_path_factory):
     from raytal.distributed.extract_pipeline import run_extract_pipeline
 
     out = tmp_path_factory.mktemp("ray") / "feats"
-    plan = _plan([clips, s3_videos], out)
+    plan = _plan([clips, s3_videos], out, chunk_windows=2)  # several chunks per video, and cut.webm sends some
     backend = lambda videos, spec, sink: run_extract_pipeline(  # noqa: E731
         videos, spec, sink, backbone=plan.backbone, decode_tasks=2, model_actors=1, clips_per_batch=5,
         actor_cpus=1.0, decode_cpus=0.5)
@@ -170,10 +191,13 @@ def test_pipeline_writes_features_grid_and_error_rows(ray_extraction, clips):
     assert float(info["a"]["duration"]) == pytest.approx(2.0)  # 40 frames at 20 fps
     assert info["d"]["source"].startswith("s3://")
     errors = _errors(out)
-    assert sorted(errors) == ["corrupt", "empty", "truncated"]
-    for vid, name in [("corrupt", "corrupt.avi"), ("empty", "empty.webm"), ("truncated", "truncated.mp4")]:
+    assert sorted(errors) == ["corrupt", "cut", "empty", "truncated"]
+    for vid, name in [("corrupt", "corrupt.avi"), ("cut", "cut.webm"), ("empty", "empty.webm"),
+                      ("truncated", "truncated.mp4")]:
         assert str(clips / name) in errors[vid]
     assert "empty file (0 bytes)" in errors["empty"]
+    # the cut file sent windows before its end showed it cut: none of them reached the output
+    assert "truncated: its frames end at" in errors["cut"] and not (out / "cut.npy").exists()
     assert summary.output.written == 6 and summary.output.extracted == 6 and summary.feature_dim == 512
     # the short clip: one padded window, with a warning in the record
     records = [e for f in (out / "extract_log").glob("*.json") for e in json.loads(f.read_text())["videos"]]
@@ -184,8 +208,7 @@ def test_pipeline_writes_features_grid_and_error_rows(ray_extraction, clips):
 @pytest.mark.ray
 def test_pipeline_features_equal_a_plain_forward_pass(ray_extraction, clips, s3_videos, plain_mc3):
     out, _ = ray_extraction
-    for vid, path in [("a", str(clips / "a.mp4")), ("b", str(clips / "b.webm")), ("d", f"{s3_videos}/d.mkv"),
-                      ("short", str(clips / "short.mp4"))]:
+    for vid, path in [("a", str(clips / "a.mp4")), ("d", f"{s3_videos}/d.mkv"), ("short", str(clips / "short.mp4"))]:
         got = np.load(out / f"{vid}.npy")
         want = plain_features(plain_mc3, path)
         assert got.shape == want.shape

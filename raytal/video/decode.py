@@ -7,9 +7,10 @@ sizes of the backbone's transform, and yields ``(first window index, uint8 [k, n
 ``chunk_windows`` windows, so a long video is never held whole. After the last chunk, ``summary`` holds the
 video's frame count, rate and duration.
 
-Anything wrong with the file (missing, unreadable, zero bytes, not a video, truncated so that nothing
-decodes, or a decoder error part-way) raises ``VideoError`` naming the file and why: the caller makes it
-the video's error row.
+Anything wrong with the file (missing, unreadable, zero bytes, not a video, truncated, or a decoder error
+part-way) raises ``VideoError`` naming the file and why, possibly after some chunks: the caller makes it the
+video's error row. FFmpeg reads a file cut short in the middle (a truncated WebM or MKV) without an error, up to
+where it ends; such a file is recognised by decoding less than its header declares (``TRUNCATED_SLACK``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # Rates are given as decimals (29.97); as fractions they keep resampling exact.
 _RATE_DENOMINATOR = 1001000
+# A video is truncated when its frames end this much (seconds + share of the declared length) before the length
+# its header declares: headers round, and a stream may start or end a frame or two off.
+TRUNCATED_SLACK = (0.5, 0.05)
 
 
 class VideoError(InputError):
@@ -116,6 +120,18 @@ class WindowReader:
                 raise
             raise self._fail(f"cannot decode: {type(e).__name__}: {e}") from None
 
+    def _check_length(self, container, stream, decoded: float) -> None:
+        """``VideoError`` when the frames stop well before the declared length: the video stream's own, or the
+        container's when the video is its only stream (another stream, say audio, may be longer)."""
+        declared = None
+        if stream.duration is not None and stream.time_base is not None:
+            declared = float(stream.duration * stream.time_base)
+        elif container.duration is not None and len(container.streams) == 1:
+            declared = container.duration / 1_000_000  # AV_TIME_BASE
+        seconds, share = TRUNCATED_SLACK
+        if declared is not None and decoded < declared - seconds - share * declared:
+            raise self._fail(f"truncated: its frames end at {decoded:.2f} s, its header declares {declared:.2f} s")
+
     def _chunks(self) -> Iterator[tuple[int, np.ndarray]]:
         spec = self.spec
         if self.size == 0:  # FFmpeg would only say "invalid data"
@@ -171,6 +187,7 @@ class WindowReader:
                 yield from emit(resampler.push(t - t0, frame))
             if t0 is None:
                 raise self._fail("no frame could be decoded (truncated or not a video?)")
+            self._check_length(container, stream, float(last_t - t0 + step))
             yield from emit(resampler.finish(last_t - t0 + step))
             for i, frames in windows.finish():
                 chunk.append(np.stack(frames))
