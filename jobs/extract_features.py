@@ -9,7 +9,8 @@
 Inputs: directories or s3:// / gs:// prefixes (searched recursively), video files, and --list files (one path
 or URI per line); mp4, mkv, avi, webm. A video's id is its file name without the extension.
 
-Each video is decoded (PyAV), resampled to --fps, resized and centre-cropped as the backbone's own transform does,
+Each video is decoded (PyAV), resampled to --fps, resized and centre-cropped to the sizes of the backbone's own
+transform (its weights' metadata, which also gives the normalisation),
 and cut into windows of --num-frames frames every --feat-stride frames: snippet i is centred at frame
 i*feat_stride + num_frames/2, where raytal's time grid puts it. A video shorter than one window gives one
 window padded with its last frame (and a warning). The feature of a window is the backbone's pooled embedding
@@ -20,11 +21,11 @@ Output (--out DIR): DIR/<id>.npy float32 [T, D] (--format npy) or Parquet shards
 DIR/errors.csv. Then:
 
     python jobs/make_dataset.py --annotations my.json --features labeled_feats/ --feat-stride 8 --num-frames 16 \\
-        --unlabeled-features feats/ --video-info feats/video_info.csv --out data/mine
+        --fps 15 --force-fps --unlabeled-features feats/ --video-info feats/video_info.csv --out data/mine
 
 --dataset ROOT writes shards straight into that dataset's unlabeled pool (its grid and D must match).
 A video that cannot be decoded (corrupt, truncated, empty, unreadable) is an error row in errors.csv, not a
-failed job. Re-running the same command resumes: videos already written (same path, size and modification
+failed job. --config / --set give ray.use_gpu and ray.address (nothing else of a config is read). Re-running the same command resumes: videos already written (same path, size and modification
 time) are skipped; the job never removes or overwrites a file it did not write.
 
 Runs on Ray Data (decode tasks on CPUs, the backbone in an actor pool: one GPU per actor with ray.use_gpu=true;

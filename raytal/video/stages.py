@@ -31,6 +31,7 @@ from raytal.video.decode import ClipSpec
 from raytal.video.rows import CLIP_SCHEMA, END, FEATURE_SCHEMA, decode_rows
 from raytal.video.sources import VideoFile
 
+
 @dataclass
 class Extracted:
     """One video's outcome: features float32 [T, D] and their grid, or the error that stopped it."""
@@ -56,9 +57,6 @@ class EmbedStage:
         self.backbone: Backbone = net.to(device)
         self.shape = (*clip, 3)  # [T, H, W, 3]
 
-    def embed(self, clips: np.ndarray) -> np.ndarray:
-        return self.backbone.embed(clips)
-
     def __call__(self, table: pa.Table) -> pa.Table:
         windows = table.column("window").to_numpy()
         is_clip = windows != END
@@ -67,7 +65,7 @@ class EmbedStage:
             clip_col = table.column("clip")
             clips = np.stack([np.frombuffer(clip_col[int(i)].as_buffer(), np.uint8).reshape(self.shape)
                               for i in np.flatnonzero(is_clip)])
-            for i, f in zip(np.flatnonzero(is_clip), self.embed(clips)):
+            for i, f in zip(np.flatnonzero(is_clip), self.backbone.embed(clips)):
                 feature[int(i)] = np.ascontiguousarray(f, np.float32).tobytes()
         return pa.table({"key": table.column("key"), "window": table.column("window"),
                          "feature": pa.array(feature, pa.large_binary()), "info": table.column("info")},
