@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from raytal.core import storage
-from raytal.core.errors import CheckpointError, InputError
+from raytal.core.errors import CheckpointError, InputError, clip
 
 # torchvision's video models and the attribute holding each family's classifier.
 CLASSIFIERS = {"VideoResNet": "fc", "S3D": "classifier", "MViT": "head", "SwinTransformer3d": "head"}
@@ -121,7 +121,9 @@ def _load_state(module: torch.nn.Module, path: str, head: str) -> None:
     try:
         state = torch.load(io.BytesIO(_read_weights(path, "weights")), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a state dict
-        raise CheckpointError(f"{path}: not a weights-only loadable state dict: {type(e).__name__}: {e}") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: not a weights-only loadable state dict (torch.load(weights_only=True): "
+                              f"{type(e).__name__}: {clip(first, 160)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -74,6 +74,16 @@ def _read_log(path: str) -> dict:
     return log
 
 
+def _leaves(tree: object, prefix: str = "") -> dict[str, object]:
+    """A nested JSON object as {"a.b": value} (lists are values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for k, v in tree.items():
+        out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def batch_name(videos: list[VideoFile]) -> str:
     """A batch's name: a hash of its sources, so batches of different runs never share a file."""
     return hashlib.sha256("\n".join(v.path for v in videos).encode()).hexdigest()[:20]
@@ -108,8 +118,9 @@ class FeatureOutput:
     def _check_settings(self) -> None:
         path = storage.join(self.out, SETTINGS_FILE)
         if storage.is_file(path):
-            before = read_json(path, RunStateError)
-            changed = [f"{k}: was {before.get(k)!r}, now {v!r}" for k, v in self.settings.items() if before.get(k) != v]
+            before, now = _leaves(read_json(path, RunStateError)), _leaves(self.settings)
+            changed = [f"{k} was {before.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(before) | set(now))
+                       if before.get(k) != now.get(k)]
             if changed:
                 raise RunStateError(f"{path}: {self.out} holds features extracted with other settings ("
                                     + "; ".join(changed) + "): give another output directory, or the same settings")
