@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pseudolabel import _tree_memory  # noqa: E402  (PSS/RSS of a process tree from /proc)
+from bench_pseudolabel import measured  # noqa: E402  (peak PSS/RSS of a command's process tree, from /proc)
 
 from raytal.video.backbones import BackboneSpec  # noqa: E402
 from raytal.video.extraction import plan_extraction, run_extraction  # noqa: E402
@@ -133,16 +132,7 @@ def peak_memory(args, videos: Path, out: Path) -> tuple[int, int, float]:
     cmd = [sys.executable, __file__, "--child-videos", str(videos), "--child-out", str(out), "--model", args.model,
            "--frames", str(args.frames), "--crop", str(args.crop), "--clips-per-batch", str(args.clips_per_batch),
            *(["--gpu"] if args.gpu else [])]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak_rss = peak_pss = 0
-    while proc.poll() is None:
-        rss, pss = _tree_memory(proc.pid)
-        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-        time.sleep(0.2)
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory run failed ({proc.returncode}): {proc.stdout.read()}")
-    return peak_rss, peak_pss, time.perf_counter() - start
+    return measured(cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

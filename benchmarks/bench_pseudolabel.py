@@ -182,7 +182,11 @@ def _tree_memory(root: int) -> tuple[int, int]:
 
 def peak_memory(files: list[str], out: Path, width: int) -> tuple[int, int, float]:
     """Run the pipeline in a child process (its own local Ray); (peak tree RSS, peak tree PSS, seconds)."""
-    cmd = [sys.executable, __file__, "--child-out", str(out), "--mem-width", str(width), "--child-files", *files]
+    return measured([sys.executable, __file__, "--child-out", str(out), "--mem-width", str(width), "--child-files", *files])
+
+
+def measured(cmd: list[str]) -> tuple[int, int, float]:
+    """Run ``cmd``, sampling its process tree every 0.2 s: (peak tree RSS, peak tree PSS, seconds)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak_rss = peak_pss = 0

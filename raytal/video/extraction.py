@@ -80,7 +80,9 @@ def _settings(clip: ClipSpec, backbone: BackboneSpec, dim: int, fmt: str) -> dic
     return {"format": fmt, "backbone": spec, "weights_sha256": fingerprint(backbone), "clip": geometry, "D": dim}
 
 
-def _dataset_pool(root: str, clip: ClipSpec, dim: int, videos: list[VideoFile]) -> tuple[str, DatasetInfo]:
+def _dataset_pool(root: str, clip: ClipSpec, dim: int) -> tuple[str, DatasetInfo]:
+    """The pool directory of the dataset at ``root`` (``shards/unlabeled`` if it has none yet), when the
+    extraction's grid and D are the dataset's."""
     info = load_dataset_info(root)
     theirs = {"feat_stride": info.feat_stride, "num_frames": info.num_frames, "feature_dim": info.feature_dim}
     ours = {"feat_stride": clip.feat_stride, "num_frames": clip.num_frames, "feature_dim": dim}
@@ -106,7 +108,7 @@ def plan_extraction(inputs: list[str], list_files: list[str], backbone: Backbone
     dim = probe_dim(net, clip)
     where = None
     if dataset:
-        out, info = _dataset_pool(storage.resolve(dataset), clip, dim, videos)
+        out, info = _dataset_pool(storage.resolve(dataset), clip, dim)
         where, fmt = (storage.resolve(dataset), info), "shards"
     output = FeatureOutput(out, fmt, _settings(clip, backbone, dim, fmt), clip.feat_stride, clip.num_frames)
     if where is not None:
@@ -114,8 +116,9 @@ def plan_extraction(inputs: list[str], list_files: list[str], backbone: Backbone
         ids = {v.video_id for v in videos}
         shards = storage.resolve(resolve(root, info.shards_dir))
         inside = output.out.startswith(shards.rstrip("/") + "/")
+        ours = output.recorded_files()
         for directory in [shards] if inside else [shards, output.out]:
-            check_shard_ids(directory, ids, output.recorded_files())
+            check_shard_ids(directory, ids, ours)
     pending = output.start(videos)
     return Extraction(videos, pending, clip, backbone, net, dim, output, where)
 
