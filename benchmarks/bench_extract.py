@@ -135,6 +135,42 @@ def peak_memory(args, videos: Path, out: Path) -> tuple[int, int, float]:
     return measured(cmd)
 
 
+def throughput(args, root: Path, templates: list[Path]) -> None:
+    """The plain loop (1 and 2 torch threads) and the pipeline on the same --videos videos."""
+    from raytal.distributed.session import ensure_ray
+
+    thr = video_dir(root, templates, args.videos)
+    n = args.videos
+    plain, net, write = run_plain(args, thr, root / "plain1", threads=1)
+    decode = plain - net - write
+    print(f"plain loop, torch 1 thread: {n / plain:.2f} videos/s; time: decoding {100 * decode / plain:.0f} %, "
+          f"network {100 * net / plain:.0f} %, writing {100 * write / plain:.0f} %")
+    plain2, net2, _ = run_plain(args, thr, root / "plain2", threads=2)
+    print(f"plain loop, torch 2 threads: {n / plain2:.2f} videos/s (network {100 * net2 / plain2:.0f} %)")
+    ensure_ray(num_cpus=2)
+    run_pipeline(args, video_dir(root, templates, 4), root / "warm")  # worker processes and imports
+    pipe = run_pipeline(args, thr, root / "pipeline")
+    import ray
+
+    ray.shutdown()
+    print(f"pipeline, 2 decode tasks + 1 backbone actor: {n / pipe:.2f} videos/s: {plain / pipe:.2f}x the plain "
+          f"loop on 1 thread, {plain2 / pipe:.2f}x on 2 threads (target >= 1.5x)")
+
+
+def memory(args, root: Path) -> None:
+    """Peak memory of the pipeline on --mem-small and --mem-large short clips."""
+    (root / "short").mkdir()
+    short = [root / "short" / f"s{i}.mp4" for i in range(args.templates)]
+    for i, path in enumerate(short):
+        write_template(path, args.mem_seconds, *args.size, seed=i)
+    small_rss, small, ts = peak_memory(args, video_dir(root / "short", short, args.mem_small), root / "mem_small")
+    large_rss, large, tl = peak_memory(args, video_dir(root / "short", short, args.mem_large), root / "mem_large")
+    print(f"peak memory (PSS of the whole process tree), clips of {args.mem_seconds:g} s: {args.mem_small} videos "
+          f"{small / 2**20:.0f} MiB ({ts:.0f} s) | {args.mem_large} videos {large / 2**20:.0f} MiB ({tl:.0f} s) | "
+          f"ratio {large / small:.2f}x (target <= 1.2x)")
+    print(f"  (summed RSS: {small_rss / 2**20:.0f} | {large_rss / 2**20:.0f} MiB, ratio {large_rss / small_rss:.2f}x)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", type=int, default=200, help="videos of the throughput runs")
@@ -149,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mem-large", type=int, default=1000)
     p.add_argument("--mem-seconds", type=float, default=1.0, help="length of the memory runs' short clips")
     p.add_argument("--gpu", action="store_true", help="the backbone on the GPU")
+    p.add_argument("--memory-only", action="store_true", help="only the memory runs")
     p.add_argument("--child-videos", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -168,32 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.templates} clips of {args.seconds:g} s at {args.size[0]}x{args.size[1]}, {SRC_FPS} fps "
               f"({time.perf_counter() - t0:.1f} s); {args.model} on {args.frames}x{args.crop}x{args.crop} clips at "
               f"{FPS:g} fps, device {'cuda' if args.gpu else 'cpu'}")
-        thr = video_dir(root, templates, args.videos)
-        n = args.videos
-        plain, net, write = run_plain(args, thr, root / "plain1", threads=1)
-        decode = plain - net - write
-        print(f"plain loop, torch 1 thread: {n / plain:.2f} videos/s; time: decoding {100 * decode / plain:.0f} %, "
-              f"network {100 * net / plain:.0f} %, writing {100 * write / plain:.0f} %")
-        plain2, net2, _ = run_plain(args, thr, root / "plain2", threads=2)
-        print(f"plain loop, torch 2 threads: {n / plain2:.2f} videos/s (network {100 * net2 / plain2:.0f} %)")
-        ensure_ray(num_cpus=2)
-        run_pipeline(args, video_dir(root, templates, 4), root / "warm")  # worker processes and imports
-        pipe = run_pipeline(args, thr, root / "pipeline")
-        import ray
-
-        ray.shutdown()
-        print(f"pipeline, 2 decode tasks + 1 backbone actor: {n / pipe:.2f} videos/s: {plain / pipe:.2f}x the plain "
-              f"loop on 1 thread, {plain2 / pipe:.2f}x on 2 threads (target >= 1.5x)")
-        (root / "short").mkdir()
-        short = [root / "short" / f"s{i}.mp4" for i in range(args.templates)]
-        for i, path in enumerate(short):
-            write_template(path, args.mem_seconds, *args.size, seed=i)
-        small_rss, small, ts = peak_memory(args, video_dir(root / "short", short, args.mem_small), root / "mem_small")
-        large_rss, large, tl = peak_memory(args, video_dir(root / "short", short, args.mem_large), root / "mem_large")
-        print(f"peak memory (PSS of the whole process tree), clips of {args.mem_seconds:g} s: {args.mem_small} videos {small / 2**20:.0f} MiB "
-              f"({ts:.0f} s) | {args.mem_large} videos {large / 2**20:.0f} MiB ({tl:.0f} s) | ratio {large / small:.2f}x "
-              "(target <= 1.2x)")
-        print(f"  (summed RSS: {small_rss / 2**20:.0f} | {large_rss / 2**20:.0f} MiB, ratio {large_rss / small_rss:.2f}x)")
+        if not args.memory_only:
+            throughput(args, root, templates)
+        memory(args, root)
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 
