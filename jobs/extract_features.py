@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--num-frames", type=int, default=16, help="frames per window (the backbone's clip length)")
     grid.add_argument("--feat-stride", type=int, default=8, help="frames between consecutive windows")
     run = p.add_argument_group("running")
-    run.add_argument("--in-process", action="store_true", help="a plain loop in this process, without Ray")
+    run.add_argument("--in-process", action="store_true",
+                     help="a plain loop in this process, without Ray (torch on every core)")
     run.add_argument("--clips-per-batch", type=int, default=16, help="windows per backbone call")
     run.add_argument("--decode-tasks", type=int, default=2, help="concurrent decode tasks (Ray)")
     run.add_argument("--decode-cpus", type=float, default=0.5, help="CPUs per decode task (Ray)")
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(plan.videos)} videos, {len(plan.pending)} to extract (D = {plan.feature_dim})")
     clip = plan.clip
     if args.in_process:
-        stage = EmbedStage(plan.net, (clip.num_frames, *clip.crop), max(1, int(args.actor_cpus)))
+        stage = EmbedStage(plan.net, (clip.num_frames, *clip.crop), torch_threads=0)  # torch's own: every core
         backend = functools.partial(extract_in_process, stage=stage, clips_per_batch=args.clips_per_batch)
     else:
         from raytal.distributed.extract_pipeline import run_extract_pipeline

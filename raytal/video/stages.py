@@ -48,7 +48,7 @@ class Extracted:
 class EmbedStage:
     """The backbone on a table of clip rows -> feature rows (end rows pass through). Builds the network once
     (``load_backbone``: per actor in the Ray pipeline; a loaded one is used as it is) on ``device``, with
-    ``torch_threads`` threads."""
+    ``torch_threads`` threads (0: torch's own choice)."""
 
     def __init__(self, backbone: BackboneSpec | Backbone, clip: tuple[int, int, int], torch_threads: int = 1,
                  device: str = "cpu") -> None:
