@@ -17,6 +17,7 @@ Prints, in one run:
     of the pipeline on --mem-large vs --mem-small videos (target <= 1.2x).
 
     .venv/bin/python benchmarks/bench_extract.py [--videos 200] [--mem-small 100] [--mem-large 1000] [--gpu]
+        [--only throughput|memory]
 
 --gpu puts the backbone actor (and the plain loop's network) on the GPU (ray.use_gpu). The machine must be
 otherwise idle for the ratios to mean anything.
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mem-large", type=int, default=1000)
     p.add_argument("--mem-seconds", type=float, default=1.0, help="length of the memory runs' short clips")
     p.add_argument("--gpu", action="store_true", help="the backbone on the GPU")
-    p.add_argument("--memory-only", action="store_true", help="only the memory runs")
+    p.add_argument("--only", choices=("throughput", "memory"), help="run only these measurements")
     p.add_argument("--child-videos", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -205,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.templates} clips of {args.seconds:g} s at {args.size[0]}x{args.size[1]}, {SRC_FPS} fps "
               f"({time.perf_counter() - t0:.1f} s); {args.model} on {args.frames}x{args.crop}x{args.crop} clips at "
               f"{FPS:g} fps, device {'cuda' if args.gpu else 'cpu'}")
-        if not args.memory_only:
+        if args.only != "memory":
             throughput(args, root, templates)
-        memory(args, root)
+        if args.only != "throughput":
+            memory(args, root)
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 
