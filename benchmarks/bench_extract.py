@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--videos", type=int, default=200, help="videos of the throughput runs")
     p.add_argument("--templates", type=int, default=8, help="distinct encoded clips")
     p.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
-    p.add_argument("--size", type=int, nargs=2, default=[960, 540], metavar=("W", "H"), help="source frame size")
+    p.add_argument("--size", type=int, nargs=2, default=[1280, 720], metavar=("W", "H"), help="source frame size")
     p.add_argument("--model", default="mc3_18")
     p.add_argument("--frames", type=int, default=8, help="frames per window (and between windows)")
     p.add_argument("--crop", type=int, default=32, help="the network's frame size (square)")
