@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(plan.videos)} videos, {len(plan.pending)} to extract (D = {plan.feature_dim})")
     clip = plan.clip
     if args.in_process:
-        stage = EmbedStage(plan.net, (clip.num_frames, *clip.crop), torch_threads=0)  # torch's own: every core
+        stage = EmbedStage(plan.net, (clip.num_frames, *clip.crop), torch_threads=0,  # torch's own: every core
+                           device="cuda" if cfg.ray.use_gpu else "cpu")
         backend = functools.partial(extract_in_process, stage=stage, clips_per_batch=args.clips_per_batch)
     else:
         from raytal.distributed.extract_pipeline import run_extract_pipeline
