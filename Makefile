@@ -4,14 +4,23 @@
 PYTHON      ?= python3
 VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.13.0
+# Feature extraction from video files (jobs/extract_features.py) needs torchvision and PyAV. PyPI's
+# torchvision wheels are built against the CUDA torch of the same release (the CPU torch above cannot load
+# their operators), so `make test` installs a matching pair over it: a CUDA build, which runs on CPU too.
+ifeq ($(shell uname -m),aarch64)
+VIDEO_SPEC  ?= torch==2.9.1 torchvision==0.24.1 av
+else
+VIDEO_SPEC  ?= torch==2.14.1 torchvision==0.29.1 av
+endif
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
+VIDEO_STAMP := $(VENV)/.installed-video
 DEMO_DATA   ?= data/demo
 DEMO_RUN    ?= runs/demo
 DEMO_VIDEOS ?= 144
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install video demo test test-slow bench clean
 
 install: $(STAMP)
 
@@ -21,6 +30,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+# The extra `video` (torchvision, av) with the torch it needs; `make install` / `make demo` stay light.
+video: $(VIDEO_STAMP)
+
+$(VIDEO_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet $(VIDEO_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev,video]"
+	touch $(VIDEO_STAMP)
 
 # Synthetic tiny dataset (144 videos: 10 labeled, 86 unlabeled, 48 test) -> main job (APL self-training,
 # 1 round) on a local Ray -> mAP table and plots in $(DEMO_RUN). At 144 videos the round-1 student beats its
@@ -32,13 +49,13 @@ demo: $(STAMP)
 
 # The suite minus the multi-minute integration tests (multi-node simulation, fault injection, ray job
 # submit against a CLI-started head): those run with `make test-slow`.
-test: $(STAMP)
+test: $(STAMP) $(VIDEO_STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(VIDEO_STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(VIDEO_STAMP)
 	set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
 
 clean:

@@ -182,16 +182,23 @@ def _tree_memory(root: int) -> tuple[int, int]:
 
 def peak_memory(files: list[str], out: Path, width: int) -> tuple[int, int, float]:
     """Run the pipeline in a child process (its own local Ray); (peak tree RSS, peak tree PSS, seconds)."""
-    cmd = [sys.executable, __file__, "--child-out", str(out), "--mem-width", str(width), "--child-files", *files]
+    return measured([sys.executable, __file__, "--child-out", str(out), "--mem-width", str(width), "--child-files", *files])
+
+
+def measured(cmd: list[str]) -> tuple[int, int, float]:
+    """Run ``cmd``, sampling its process tree every 0.2 s: (peak tree RSS, peak tree PSS, seconds)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak_rss = peak_pss = 0
-    while proc.poll() is None:
-        rss, pss = _tree_memory(proc.pid)
-        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-        time.sleep(0.2)
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory run failed ({proc.returncode}): {proc.stdout.read()}")
+    # The child's output goes to a file: a pipe nobody reads until the end would block a chatty child.
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        peak_rss = peak_pss = 0
+        while proc.poll() is None:
+            rss, pss = _tree_memory(proc.pid)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+            time.sleep(0.2)
+        if proc.returncode != 0:
+            log.seek(0)
+            raise RuntimeError(f"memory run failed ({proc.returncode}): {log.read()[-4000:]}")
     return peak_rss, peak_pss, time.perf_counter() - start
 
 

@@ -3,7 +3,7 @@ raytal/distributed imports Ray, and no block of code is repeated.
 
 Layers, lowest first (a module may import its own layer or any lower one, never a higher one):
 
-    core, config  <-  data, model, losses, postprocess, pseudo, eval  <-  engine  <-  recipes
+    core, config  <-  data, model, losses, postprocess, pseudo, eval, video  <-  engine  <-  recipes
                   <-  selftrain  <-  distributed  (<- jobs, outside the package)
 
 Within the pure-algorithm layer the packages are ordered too (``PURE``): model may use losses and
@@ -25,7 +25,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "raytal"
 RANKS = {
     "core": 0, "config": 0, "cli": 7,
     "data": 1, "losses": 1, "postprocess": 1,
-    "model": 2, "pseudo": 2, "eval": 2,
+    "model": 2, "pseudo": 2, "eval": 2, "video": 2,
     "engine": 3, "recipes": 4, "selftrain": 5, "distributed": 6,
 }
 RAY_PACKAGES = {"distributed"}
