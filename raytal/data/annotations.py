@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from raytal.core import storage
 from raytal.core.errors import DataError, check_video_id, where
 from raytal.core.jsonfile import read_json
 from raytal.core.video import Video
@@ -330,12 +330,8 @@ def annotations_to_json(classes: list[str], videos: list[Video] | dict[str, Vide
 def save_annotations(path: str | Path, annotations: Annotations) -> None:
     """Write ``annotations`` in the ActionFormer dialect (fps and label_id on every entry).
 
-    Written to a temporary file and renamed, so a reader never sees half a file.
+    Written atomically and never through a link (``raytal.core.storage.write_text``), so a reader never sees
+    half a file.
     """
-    path = Path(path)
     obj = annotations_to_json(annotations.classes, annotations.videos)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    storage.write_text(path, json.dumps(obj, indent=1) + "\n")
