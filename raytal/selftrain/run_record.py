@@ -120,11 +120,11 @@ def data_changes(recorded: dict, now: dict) -> list[str]:
         if f not in old:
             out.append(f"{f} is new")
             continue
-        was = old[f] if isinstance(old[f], dict) else {"bytes": old[f]}
-        if was.get("bytes") != new[f]["bytes"]:
-            out.append(f"{f} has {new[f]['bytes']} bytes, had {was.get('bytes')}")
-        elif was.get("sha256") and new[f].get("sha256") and was["sha256"] != new[f]["sha256"]:
-            out.append(f"{f}: its bytes changed (sha256 {new[f]['sha256'][:12]}…, recorded {was['sha256'][:12]}…; "
+        was, now = (e if isinstance(e, dict) else {"bytes": e} for e in (old[f], new[f]))
+        if was.get("bytes") != now.get("bytes"):
+            out.append(f"{f} has {now.get('bytes')} bytes, had {was.get('bytes')}")
+        elif was.get("sha256") and now.get("sha256") and was["sha256"] != now["sha256"]:
+            out.append(f"{f}: its bytes changed (sha256 {now['sha256'][:12]}…, recorded {was['sha256'][:12]}…; "
                        "same size)")
     return out
 
@@ -144,7 +144,8 @@ def _recorded_config(path: str, run_dir: str) -> Config:
                             "it, or give the new run another run.dir)") from None
 
 
-def _recorded_data(path: str) -> dict:
+def recorded_data(path: str) -> dict:
+    """The data fingerprint a run recorded (``run.json``); ``RunStateError`` naming the file when it is not one."""
     def error(message: str) -> RunStateError:
         return RunStateError(f"{message} (the fingerprint of the data the run was split from: restore it, or give "
                              "the new run another run.dir)")
@@ -154,6 +155,12 @@ def _recorded_data(path: str) -> dict:
     if not (isinstance(data, dict) and isinstance(data.get("shards"), dict)
             and isinstance(data.get("dataset_yaml_sha256"), str)):
         raise error(f"{path}: not a run record (expected {{\"data\": {{\"dataset_yaml_sha256\", \"shards\"}}}})")
+    for f, entry in data["shards"].items():
+        fine = (type(entry) is int if not isinstance(entry, dict) else
+                type(entry.get("bytes")) is int and isinstance(entry.get("sha256"), (str, type(None)))
+                and type(entry.get("mtime_us", 0)) is int)
+        if not fine:
+            raise error(f"{path}: shard '{clip(f)}': expected {{bytes, mtime_us, sha256}}, got {clip(repr(entry))}")
     return data
 
 
@@ -183,7 +190,7 @@ def open_record(cfg: Config, run_dir: str, info: DatasetInfo) -> None:
             f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE_KEYS)} may change when a run "
             f"resumes; give this config another run.dir (config.yaml is left as it was){share}")
     if storage.exists(record_path):
-        data = _recorded_data(record_path)
+        data = recorded_data(record_path)
         fingerprint = data_fingerprint(cfg.data, info, recorded=data)
         changed = data_changes(data, fingerprint)
         if changed:
