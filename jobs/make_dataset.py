@@ -302,6 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.difficulty is not None and args.difficulty < 0:
         p.error("--difficulty must be >= 0")
+    for flag, value, least in (("--rows-per-shard", args.rows_per_shard, 1), ("--num-unlabeled", args.num_unlabeled, 0),
+                               ("--feature-dim", args.feature_dim, 0), ("--feat-stride", args.feat_stride, 0),
+                               ("--num-frames", args.num_frames, 0)):
+        if value < least:
+            p.error(f"{flag} must be >= {least}, got {value}")
+    if args.feature_dim == 1:
+        p.error("--feature-dim must be >= 2 (0 = the preset's)")
+    if not (args.fps > 0 and np.isfinite(args.fps)):
+        p.error(f"--fps must be a positive number, got {args.fps}")
     if args.num_videos < 3:
         p.error(f"--num-videos must be >= 3 (train and test videos), got {args.num_videos}")
     if args.num_videos != 48 and (args.preset != "tiny" or args.annotations):

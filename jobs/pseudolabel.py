@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     inputs = [("--checkpoint", args.checkpoint), ("data.root", cfg.data.root),
               *(("--shards", s) for s in args.shards or [])]
     output = pseudo_output(out, inputs, args.overwrite)  # the output's location, checked before anything runs
+    if args.out is None:  # the run's own folder: made a run directory, so a later selftrain.py resumes there
+        run_output(cfg).claim().release()
     saved = storage.join(run, "index.json")
     index = RunIndex.load(saved) if storage.is_file(saved) else build_index(cfg.data, with_test=False)
     if args.shards:
@@ -100,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         sources = tuple(index.pseudo_sources())
     if not sources:
         raise DataError(f"nothing to label: no shard files under {args.shards or index.root}")
-    if args.out is None:  # the run's own folder: made a run directory, so a later selftrain.py resumes there
-        run_output(cfg).claim().release()
     # Writing into a run directory (its own, or one that --out lies in): not while a job works there
     # (raytal.selftrain.run_lock). The folder is claimed before the teacher is loaded or anything runs.
     with lock_enclosing_run(output.path), output:

@@ -193,22 +193,38 @@ def filesystem(p: PathLike) -> tuple[pafs.FileSystem, str]:
 def _object_store_error(p: PathLike, e: OSError) -> StorageError:
     """An object-store failure as one line naming the URI and what to check."""
     text = " ".join(str(e).split())
-    lowered = text.lower()
-    if any(k in lowered for k in ("network_connection", "curlcode", "couldn't connect", "could not resolve",
+    lowered = text.lower().replace("_", "")  # AWS names codes both ways: INVALID_ACCESS_KEY_ID, InvalidAccessKeyId
+    if any(k in lowered for k in ("networkconnection", "curlcode", "couldn't connect", "could not resolve",
                                   "connection refused", "timed out", "timeout")):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         where_to = f"the endpoint {endpoint} (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)" if endpoint else "the network"
         what = f"cannot reach the object store: check {where_to}"
-    elif any(k in lowered for k in ("access_denied", "accessdenied", "http status 403", "invalidaccesskeyid",
+    elif any(k in lowered for k in ("accessdenied", "http status 403", "invalidaccesskeyid",
                                     "signaturedoesnotmatch", "credential", "expiredtoken", "oauth2",
                                     "unauthenticated", "permission")):
         what = ("access refused: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE, "
                 "or GOOGLE_APPLICATION_CREDENTIALS) and their rights on the bucket")
-    elif "no_such_bucket" in lowered or "nosuchbucket" in lowered or ("bucket" in lowered and "not found" in lowered):
+    elif "nosuchbucket" in lowered or ("bucket" in lowered and "not found" in lowered):
         what = "the bucket does not exist (buckets are not created by raytal)"
     else:
         what = "object store error"
-    return StorageError(f"{resolve(p)}: {what} ({text[:200]})")
+    return StorageError(f"{resolve(p)}: {what}{_no_credentials(resolve(p))} ({text[:200]})")
+
+
+def _no_credentials(uri: str) -> str:
+    """A hint when none of the standard credential sources is set up (the failure is then most likely that)."""
+    if uri.startswith("s3://"):
+        keys = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        files = (os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials", "~/.aws/config")
+        names = "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials"
+    else:
+        keys = ("GOOGLE_APPLICATION_CREDENTIALS",)
+        files = ("~/.config/gcloud/application_default_credentials.json",)
+        names = "GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`"
+    if any(os.environ.get(k) for k in keys) or any(os.path.exists(os.path.expanduser(f)) for f in files):
+        return ""
+    return f"; no credentials are set up ({names}), which a private bucket needs"
 
 
 @contextlib.contextmanager
@@ -219,6 +235,8 @@ def _io(p: PathLike) -> Iterator[None]:
         yield
     except FileNotFoundError as e:
         raise _missing(p) from e
+    except NotADirectoryError:
+        raise StorageError(f"{resolve(p)}: not a folder (a file, or a path through one)") from None
     except OSError as e:
         if is_uri(p) and not isinstance(e, StorageError):
             raise _object_store_error(p, e) from None

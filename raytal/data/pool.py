@@ -31,12 +31,14 @@ feature files' headers only, before any work.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raytal.core import storage
 from raytal.core.errors import DataError, where
 from raytal.core.jsonfile import read_json
 from raytal.core.video import Video
@@ -55,7 +57,7 @@ class VideoInfo:
     fps: float | None
 
 
-def _positive(value: Any, path: Path, vid: str | None, fld: str) -> float:
+def _positive(value: Any, path: str | Path, vid: str | None, fld: str) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -69,8 +71,18 @@ def _first(names: list[str], options: tuple[str, ...]) -> str | None:
     return next((o for o in options if o in names), None)
 
 
-def _read_csv(path: Path) -> dict[str, VideoInfo]:
-    with open(path, newline="") as f:
+MAX_VIDEO_INFO_BYTES = 512 << 20  # ActivityNet's video_info CSV is ~1 MB
+
+
+def _read_csv(path: str) -> dict[str, VideoInfo]:
+    raw = storage.read_at_most(path, MAX_VIDEO_INFO_BYTES, DataError, path, f"{MAX_VIDEO_INFO_BYTES >> 20} MiB")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text CSV file (not UTF-8 at byte {e.start})") from None
+    if "\x00" in text:
+        raise DataError(f"{path}: not a text CSV file (it contains NUL bytes)")
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         names = [n.strip() for n in reader.fieldnames or []]
         reader.fieldnames = names
@@ -95,7 +107,7 @@ def _read_csv(path: Path) -> dict[str, VideoInfo]:
     return out
 
 
-def _read_json(path: Path) -> dict[str, VideoInfo]:
+def _read_json(path: str) -> dict[str, VideoInfo]:
     data = read_json(path, DataError)
     if isinstance(data, dict) and isinstance(data.get("database"), dict):
         data = data["database"]
@@ -113,11 +125,12 @@ def _read_json(path: Path) -> dict[str, VideoInfo]:
 
 
 def read_video_info(path: str | Path) -> dict[str, VideoInfo]:
-    """id -> ``VideoInfo`` from a CSV (``.csv``) or JSON video-info file (see the module docstring)."""
-    path = Path(path)
-    if not path.is_file():
+    """id -> ``VideoInfo`` from a CSV (``.csv``) or JSON video-info file (see the module docstring), local or
+    a storage URI."""
+    path = storage.resolve(path)
+    if not storage.is_file(path):
         raise DataError(f"{path}: video-info file not found")
-    return _read_csv(path) if path.suffix.lower() == ".csv" else _read_json(path)
+    return _read_csv(path) if path.lower().endswith(".csv") else _read_json(path)
 
 
 def features_span(T: int, feat_stride: int, num_frames: int, fps: float) -> float:

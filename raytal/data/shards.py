@@ -265,7 +265,11 @@ def check_unique_videos(files: Iterable[str]) -> None:
     pseudo labels) and keep one silently. Reads the ``video_id`` columns only; an unreadable file is skipped
     (its reader reports it)."""
     seen: dict[str, tuple[str, int]] = {}
+    given: set[str] = set()
     for path in files:
+        if path in given:
+            raise DataError(f"{path}: shard file given twice (its videos would each get two rows)")
+        given.add(path)
         try:
             ids = open_shard(path).read(columns=["video_id"]).column("video_id").to_pylist()
         except DataError:
