@@ -11,11 +11,11 @@ Writes DIR/annotations.json, DIR/features/<id>.npy, DIR/shards/<subset>/part-*.p
 (see raytal/data/dataset.py) and prints per-class feature statistics. DIR is local; it must not hold or lie
 inside the inputs, and a DIR that holds files raytal did not write is refused (``--overwrite`` writes beside
 them, deleting none). Re-running replaces the dataset raytal wrote there once the new one is complete,
-removing only the files its manifest (DIR/.raytal-output.json, with each shard's sha256) lists. ``--num-unlabeled N`` also streams
-N synthetic unlabeled videos (timelines sampled from the training subset), and ``--unlabeled-features DIR``
-a directory of the user's own unannotated <video_id>.npy files (optional ``--video-info`` CSV/JSON with
-per-video duration and fps; see raytal/data/pool.py), into DIR/shards/unlabeled/, one shard at a time,
-for synthetic and converted datasets alike. The generative model is documented in raytal/data/synthetic.py.
+removing only the files its manifest (DIR/.raytal-output.json, with each shard's sha256) lists.
+``--num-unlabeled N`` also streams N synthetic unlabeled videos (timelines sampled from the training subset),
+and ``--unlabeled-features DIR`` a directory of the user's own unannotated <video_id>.npy files (optional
+``--video-info`` CSV/JSON with per-video duration and fps; see raytal/data/pool.py), into
+DIR/shards/unlabeled/, one shard at a time, for synthetic and converted datasets alike. The generative model is documented in raytal/data/synthetic.py.
 
     python jobs/make_dataset.py --annotations my.json --features my_feats/ --feat-stride 4 --num-frames 16 \
         --unlabeled-features my_unlabeled_feats/ --video-info video_info.csv --out data/mine

@@ -560,8 +560,8 @@ def tune_space(cfg: Config) -> dict[str, tuple[str, list]]:
         out[key] = (kind, list(values))
     keys = list(out)
     for combo in itertools.islice(itertools.product(*(out[k][1] for k in keys)), MAX_CHECKED_TRIALS):
-        apply_overrides(cfg, dict(zip(keys, combo)),
-                        source=f"tune.space, the trial {{{', '.join(f'{k}: {_show(v)}' for k, v in zip(keys, combo))}}}")
+        trial = ", ".join(f"{k}: {_show(v)}" for k, v in zip(keys, combo))
+        apply_overrides(cfg, dict(zip(keys, combo)), source=f"tune.space, the trial {{{trial}}}")
     return out
 
 
@@ -750,14 +750,8 @@ def load_yaml_text(text: str, source: str, error: type[Exception]) -> Any:
 def read_yaml_mapping(path: str | Path, error: type[Exception]) -> dict[str, Any]:
     """The mapping at the top of a UTF-8 YAML file, local or a storage URI (``yaml.safe_load`` semantics;
     empty file = {}) within the limits above; anything else raises ``error`` naming the file."""
-    raw = storage.read_at_most(path, MAX_YAML_BYTES, error, str(path),
-                               f"{MAX_YAML_BYTES >> 10} KiB (a config is a few KB)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: not a text YAML file (not UTF-8 at byte {e.start})") from None
-    if "\x00" in text:
-        raise error(f"{path}: not a text YAML file (it contains NUL bytes)")
+    text = storage.read_user_text(path, MAX_YAML_BYTES, error, "YAML",
+                                  f"{MAX_YAML_BYTES >> 10} KiB (a config is a few KB)")
     data = load_yaml_text(text, str(path), error) or {}
     if not isinstance(data, dict):
         raise error(f"{path}: expected a mapping at the top level, got {type(data).__name__}")

@@ -130,7 +130,8 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("run.dir=s3:/x (one slash)", _selftrain("run.dir=s3:/x"),
      "error: config key 'run.dir': expected a local path or an s3://BUCKET/KEY or gs://BUCKET/KEY URI, got 's3:/x'"),
     ("data.root=s3:bucket/data", _selftrain("data.root=s3:bucket/data"),
-     "config key 'data.root': expected a local path or an s3://BUCKET/KEY or gs://BUCKET/KEY URI, got 's3:bucket/data'"),
+     "config key 'data.root': expected a local path or an s3://BUCKET/KEY or gs://BUCKET/KEY URI, got "
+     "'s3:bucket/data'"),
     ("data.root=gs:/", _selftrain("data.root=gs:/"), "config key 'data.root': expected a local path or an s3://"),
     ("run.teacher=http://host/t.pt", _selftrain("run.teacher=http://host/t.pt"),
      "config key 'run.teacher': expected a local path or an s3://BUCKET/KEY or gs://BUCKET/KEY URI, got 'http://"),

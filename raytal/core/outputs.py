@@ -179,9 +179,10 @@ class OutputDir:
                  overwrite: bool = False, owns: Iterable[str] = ("*",), legacy: Iterable[str] = (),
                  lists_files: bool = True, what: str = "output folder"):
         """``kind``: what the folder holds (a folder raytal made for another kind is refused, so no job removes
-        another's files); ``owns``: glob patterns of where the job writes (relative to the folder); ``legacy``: top-level files
-        that mark a folder raytal made before manifests; ``lists_files=False`` for a folder whose manifest only
-        marks it as raytal's (a run directory: its files are never removed, so they are not listed)."""
+        another's files); ``owns``: glob patterns of where the job writes (relative to the folder); ``legacy``:
+        top-level files that mark a folder raytal made before manifests; ``lists_files=False`` for a folder whose
+        manifest only marks it as raytal's (a run directory: its files are never removed, so they are not
+        listed); ``what`` names the folder in messages."""
         self.flag, self.kind, self.overwrite, self.lists_files = flag, kind, overwrite, lists_files
         self.inputs = [(f, p) for f, p in inputs if p]
         self.owns, self.legacy = tuple(owns), tuple(legacy)
@@ -228,7 +229,8 @@ class OutputDir:
                         f"{self.shown}: holds files raytal did not write ({shown}); choose a new or empty "
                         f"{self.flag}, or pass --overwrite to write beside them (raytal never deletes or replaces a "
                         "file it did not write)")
-                in_the_way = [f for f in (self._rel(p) for p in storage.list_files(self.path)) if _matches(f, self.owns)]
+                present = (self._rel(p) for p in storage.list_files(self.path))
+                in_the_way = [f for f in present if _matches(f, self.owns)]
                 if in_the_way:
                     raise OutputError(
                         f"{self.shown}: {len(in_the_way)} file(s) raytal did not write lie where this "
@@ -346,6 +348,6 @@ def check_output_file(path: str, *, flag: str, signature: bytes, inputs: Iterabl
     with storage.open_input_file(resolved) as f:
         head = f.read(4096)
     if signature not in head:
-        raise OutputError(f"{named(flag, resolved)}: exists and was not written by raytal; replacing it would delete it: "
-                          f"move it away or choose another {flag}")
+        raise OutputError(f"{named(flag, resolved)}: exists and was not written by raytal; replacing it would delete "
+                          f"it: move it away or choose another {flag}")
     return resolved

@@ -198,14 +198,14 @@ def _object_store_error(p: PathLike, e: OSError) -> StorageError:
                                   "connection refused", "timed out", "timeout")):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         where_to = f"the endpoint {endpoint} (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)" if endpoint else "the network"
-        what = f"cannot reach the object store: check {where_to}"
-    elif any(k in lowered for k in ("accessdenied", "http status 403", "invalidaccesskeyid",
-                                    "signaturedoesnotmatch", "credential", "expiredtoken", "oauth2",
-                                    "unauthenticated", "permission")):
+        return StorageError(f"{resolve(p)}: cannot reach the object store: check {where_to} ({text[:200]})")
+    if any(k in lowered for k in ("accessdenied", "http status 403", "invalidaccesskeyid", "signaturedoesnotmatch",
+                                  "credential", "expiredtoken", "oauth2", "unauthenticated", "permission")):
         what = ("access refused: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE, "
                 "or GOOGLE_APPLICATION_CREDENTIALS) and their rights on the bucket")
     elif "nosuchbucket" in lowered or ("bucket" in lowered and "not found" in lowered):
-        what = "the bucket does not exist (buckets are not created by raytal)"
+        return StorageError(f"{resolve(p)}: the bucket does not exist (buckets are not created by raytal) "
+                            f"({text[:200]})")
     else:
         what = "object store error"
     return StorageError(f"{resolve(p)}: {what}{_no_credentials(resolve(p))} ({text[:200]})")
@@ -337,6 +337,20 @@ def read_at_most(path: PathLike, limit: int, error: Callable[[str], Exception], 
     if len(raw) > limit:
         raise error(f"{shown}: refused: larger than {too_large}")
     return raw
+
+
+def read_user_text(path: PathLike, limit: int, error: Callable[[str], Exception], kind: str, too_large: str,
+                   encoding: str = "utf-8") -> str:
+    """The text of a user's file (``read_at_most``): ``error`` naming it when it is not text (not ``encoding``,
+    or NUL bytes: a binary file given by mistake), e.g. ``"f.csv: not a text CSV file (not UTF-8 at byte 2)"``."""
+    raw = read_at_most(path, limit, error, str(path), too_large)
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not a text {kind} file (not UTF-8 at byte {e.start})") from None
+    if "\x00" in text:
+        raise error(f"{path}: not a text {kind} file (it contains NUL bytes)")
+    return text
 
 
 def open_input_file(p: PathLike) -> pa.NativeFile:

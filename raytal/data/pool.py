@@ -75,13 +75,8 @@ MAX_VIDEO_INFO_BYTES = 512 << 20  # ActivityNet's video_info CSV is ~1 MB
 
 
 def _read_csv(path: str) -> dict[str, VideoInfo]:
-    raw = storage.read_at_most(path, MAX_VIDEO_INFO_BYTES, DataError, path, f"{MAX_VIDEO_INFO_BYTES >> 20} MiB")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a text CSV file (not UTF-8 at byte {e.start})") from None
-    if "\x00" in text:
-        raise DataError(f"{path}: not a text CSV file (it contains NUL bytes)")
+    text = storage.read_user_text(path, MAX_VIDEO_INFO_BYTES, DataError, "CSV", f"{MAX_VIDEO_INFO_BYTES >> 20} MiB",
+                                  encoding="utf-8-sig")
     with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         names = [n.strip() for n in reader.fieldnames or []]

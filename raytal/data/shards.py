@@ -219,7 +219,8 @@ def write_shards(
         raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
     out = storage.resolve(out_dir)
     storage.makedirs(out)
-    earlier = [f for f in storage.list_files(out, suffix=".parquet", recursive=False) if _SHARD_RE.match(storage.name(f))]
+    earlier = [f for f in storage.list_files(out, suffix=".parquet", recursive=False)
+               if _SHARD_RE.match(storage.name(f))]
     if earlier:
         raise DataError(f"{out}: already holds shard files ({storage.name(earlier[0])}, ...): write the shards into a "
                         "folder without any")
