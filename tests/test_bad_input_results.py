@@ -202,6 +202,14 @@ def test_a_video_info_duration_shorter_than_the_features_is_fixed_with_a_warning
     assert not (tmp_path / "s.json").exists()
 
 
+def test_a_video_info_json_naming_a_video_twice_is_refused(tiny, untrained_teacher, tmp_path, capsys):
+    _long_video(tmp_path / "f")
+    (tmp_path / "info.json").write_text('{"x": {"duration": 60.0}, "y": {"fps": 30}, "x": {"duration": 5.0}}')
+    rc, _, err = _run("predict", _predict(tiny, untrained_teacher, "--features", str(tmp_path / "f"), "--video-info",
+                                          str(tmp_path / "info.json"), "--out", str(tmp_path / "r.json")), capsys)
+    _expect(rc, err, 2, "info.json: video 'x': duplicate video id (entries 1 and 3)")
+
+
 def test_the_pool_fixes_a_short_video_info_duration_as_the_annotations_are_fixed(tmp_path, capsys):
     info = _long_video(tmp_path / "pool")
     argv = ["--preset", "tiny", "--num-videos", "6", "--unlabeled-features", str(tmp_path / "pool"), "--video-info",

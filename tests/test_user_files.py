@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 
 from raytal.core import storage
@@ -187,6 +188,22 @@ def test_predict_leaves_no_temporary_folder_and_never_replaces_a_results_file_it
     assert list((tmp_path / "tmp").iterdir()) == []  # a temporary folder was left per run before
 
 
+def test_an_output_on_object_storage_is_claimed_staged_and_replaced(s3_dir, tiny, untrained_teacher, capsys):
+    out = f"{s3_dir}/preds.parquet"
+    storage.write_text(f"{s3_dir}/theirs.parquet/notes.txt", "mine")
+    argv = _predict(tiny, untrained_teacher, "--shards", str(tiny / "shards" / "test"))
+    rc, _, err = _run("predict", [*argv, "--out", f"{s3_dir}/theirs.parquet"], capsys)
+    _expect(rc, err, 2, f"--out {s3_dir}/theirs.parquet: holds files raytal did not write (notes.txt)")
+    for _ in range(2):  # the second run replaces the first's files, listed in the manifest
+        rc, _, err = _run("predict", [*argv, "--out", out], capsys)
+        assert rc == 0, err
+    files = storage.list_files(out)
+    assert sorted(storage.join(out, f) for f in read_manifest(out).files) == files and files
+    fs, inner = storage.filesystem(out)  # every object, raytal's own names included: no staging folder is left
+    raw = [i.path for i in fs.get_file_info(pafs.FileSelector(inner, recursive=True))]
+    assert raw and not [p for p in raw if ".raytal-staging" in p]
+
+
 def test_make_dataset_replaces_only_its_own_files(tmp_path, capsys):
     out = tmp_path / "D"
     before = _users_folder(out)
@@ -278,6 +295,19 @@ def test_a_link_planted_inside_a_run_is_refused(trained, tiny, tmp_path, capsys,
     before = _tree(elsewhere)
     rc, _, err = _run("pseudolabel", _pseudo(tiny, run, run / "round_0" / "train" / "final.pt"), capsys)
     _expect(rc, err, 2, "symbolic link", "never follows a link it did not make")
+    assert _tree(elsewhere) == before
+
+
+def test_a_linked_folder_inside_a_dataset_is_refused_before_the_work(tmp_path, capsys):
+    out = tmp_path / "D"
+    argv = ["--preset", "tiny", "--num-videos", "6", "--out", str(out)]
+    assert _run("make_dataset", argv, capsys)[0] == 0
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(out / "shards", elsewhere)
+    (out / "shards").symlink_to(elsewhere)  # the dataset's shards now live (or are planted) elsewhere
+    before = _tree(elsewhere)
+    rc, _, err = _run("make_dataset", argv, capsys)
+    _expect(rc, err, 2, f"{out / 'shards'} is a symbolic link where this job writes")
     assert _tree(elsewhere) == before
 
 

@@ -249,7 +249,9 @@ class OutputDir:
                     f"manifest {MANIFEST}) but lie where this job writes (e.g. "
                     f"{', '.join(clip(f, 60) for f in strangers[:_SHOWN])}); move them elsewhere")
         if local and os.path.isdir(self.path):
-            links = [f for f in _local_links(self.path) if _matches(f, self.owns) or f in self.legacy]
+            # a link where the job writes, or a linked folder it would write into (``shards`` for ``shards/*``)
+            links = [f for f in _local_links(self.path)
+                     if _matches(f, self.owns) or _matches(f + "/", self.owns) or f in self.legacy]
             if links:
                 raise OutputError(f"{self.shown}: {os.path.join(self.path, links[0])} is a symbolic link "
                                   "where this job writes: refused (raytal never follows a link it did not make); "

@@ -40,7 +40,7 @@ from typing import Any
 
 from raytal.core import storage
 from raytal.core.errors import DataError, where
-from raytal.core.jsonfile import read_json
+from raytal.core.jsonfile import note_duplicates, read_json
 from raytal.core.video import Video
 from raytal.data.features import LENGTH_TOLERANCE_SNIPPETS, load_features, npy_length
 
@@ -103,11 +103,14 @@ def _read_csv(path: str) -> dict[str, VideoInfo]:
 
 
 def _read_json(path: str) -> dict[str, VideoInfo]:
-    data = read_json(path, DataError)
+    data = read_json(path, DataError, object_pairs_hook=note_duplicates)
     if isinstance(data, dict) and isinstance(data.get("database"), dict):
         data = data["database"]
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object mapping video ids to {{duration, fps}}")
+    if data.duplicates:  # json keeps the last silently
+        vid, first, later = data.duplicates[0]
+        raise DataError(f"{where(path, vid)}: duplicate video id (entries {first} and {later})")
     out: dict[str, VideoInfo] = {}
     for vid, rec in data.items():
         if not isinstance(rec, dict):
