@@ -36,7 +36,6 @@ import contextlib
 import fnmatch
 import json
 import os
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -143,8 +142,7 @@ class Manifest:
     staging: list[str] = field(default_factory=list)  # staging folders made (removed when done)
 
     def to_json(self) -> dict:
-        return {"raytal_output": 1, "kind": self.kind, "written": time.time(), "files": self.files,
-                "staging": self.staging}
+        return {"raytal_output": 1, "kind": self.kind, "files": self.files, "staging": self.staging}
 
 
 def read_manifest(folder: str) -> Manifest | None:
@@ -259,8 +257,11 @@ class OutputDir:
         self._guard = storage.guard(self.path)
         self._guard.__enter__()
         try:
-            self._drop_stale_staging(manifest)
-            _write_manifest(self.path, manifest)  # fails here, before the work, on a store it cannot write
+            if not exists or manifest.staging or not storage.exists(storage.join(self.path, MANIFEST)):
+                # A new folder (or a killed job's staging to drop): written now, so a store it cannot write
+                # fails here, before the work. An unchanged manifest is left as it is.
+                self._drop_stale_staging(manifest)
+                _write_manifest(self.path, manifest)
         except BaseException:
             self.release()
             raise
