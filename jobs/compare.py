@@ -277,11 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     # Checked first: the table is not worth printing without the plot it promises. A plot raytal did not
     # write is never replaced (raytal.core.outputs).
+    if not storage.is_uri(args.out):
+        if not Path(args.out).resolve().parent.is_dir():
+            raise CompareError(f"--out {args.out}: directory {Path(args.out).resolve().parent} does not exist")
+        if Path(args.out).is_dir():
+            raise CompareError(f"--out {args.out}: is a directory; expected a PNG file name")
     out = check_output_file(args.out, flag="--out", signature=PLOT_SIGNATURE)
-    if not storage.is_uri(out) and not Path(out).parent.is_dir():
-        raise CompareError(f"--out {args.out}: directory {Path(out).parent} does not exist")
-    if Path(args.out).is_dir():
-        raise CompareError(f"--out {args.out}: is a directory; expected a PNG file name")
     seen: dict[Path, str] = {}
     for d in args.runs:
         key = Path(d).resolve()

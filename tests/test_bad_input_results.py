@@ -293,10 +293,11 @@ def test_an_unreachable_s3_endpoint_is_one_line_before_the_work(tiny, untrained_
     assert len(err.strip().splitlines()) == 1 and "videos" not in out
 
 
-def test_a_missing_bucket_is_named(s3_endpoint, tiny, untrained_teacher, tmp_path, capsys):
+@pytest.mark.parametrize("name", ["preds.parquet", "results.json"])
+def test_a_missing_bucket_is_named_before_the_work(s3_endpoint, tiny, untrained_teacher, tmp_path, capsys, name):
     rc, out, err = _run("predict", _predict(tiny, untrained_teacher, "--shards", str(tiny / "shards" / "test"),
-                                            "--out", "s3://no-such-bucket-31/preds.parquet"), capsys)
-    _expect(rc, err, 2, "s3://no-such-bucket-31/preds.parquet", "the bucket does not exist")
+                                            "--out", f"s3://no-such-bucket-31/{name}"), capsys)
+    _expect(rc, err, 2, f"s3://no-such-bucket-31/{name}", "does not exist (buckets are not created by raytal)")
     assert "videos" not in out
 
 

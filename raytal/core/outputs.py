@@ -334,6 +334,10 @@ def check_output_file(path: str, *, flag: str, signature: bytes, inputs: Iterabl
     bytes hold ``signature``), since replacing it would delete it. Returns the resolved path."""
     resolved = _check_location(path, flag, [(f, p) for f, p in inputs if p], "file")
     if storage.is_uri(resolved):
+        bucket = "/".join(resolved.split("/")[:3])
+        if not storage.is_dir(bucket):  # the upload comes after the work: its bucket is checked now
+            raise OutputError(f"{named(flag, resolved)}: the bucket {bucket} does not exist (buckets are not created "
+                              "by raytal)")
         if storage.is_dir(resolved):
             raise OutputError(f"{named(flag, resolved)}: is a folder, expected a file name")
         if not storage.is_file(resolved):
