@@ -212,7 +212,8 @@ class OutputDir:
         if self.manifest is not None:
             return self
         if storage.is_file(self.path):
-            raise OutputError(f"{self.shown}: is a regular file, expected a {self.what} (or a path to create one)")
+            article = "an" if self.what[0] in "aeiou" else "a"
+            raise OutputError(f"{self.shown}: is a regular file, expected {article} {self.what} (or a path to create one)")
         local = not storage.is_uri(self.path)
         if local and os.path.islink(self.path) and not os.path.isdir(self.path):
             raise OutputError(f"{self.shown}: is a broken symbolic link; choose another {self.flag}")
