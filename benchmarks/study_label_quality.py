@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     index = RunIndex.load(str(Path(args.run) / "index.json")) if args.run else build_index(cfg.data)
     if not index.count("test"):
         p.error(f"{args.run}/index.json has no test part (a run evaluated on val): give a run evaluated on test")
+    run = Run(cfg, LocalBackend())  # the run directory, made (and checked) before anything is written into it
     rng = np.random.default_rng(args.seed)
     sources = tuple((part, src) for part, src in index.pseudo_sources() if part == "unlabeled")
     label = LabelSpec("oracle", 1, str(out / "pseudo"), index.num_classes, index.setting, sources)
@@ -88,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # Quality, the student's stage and test mAP by the functions a selftrain round uses.
     q = round_quality(index, label)
-    run = Run(cfg, LocalBackend())
     spec = run.train_spec(index, "train", pseudo=pseudo_sources(label), num_pseudo=usable)
     final = run.backend.train(cfg, spec)
     result = {

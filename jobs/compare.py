@@ -4,7 +4,11 @@
     python jobs/compare.py runs/* --group-by recipe
 
 Each RUN_DIR is a run directory written by jobs/selftrain.py (its metrics.json and config.yaml).
-Runs are grouped into recipes:
+Runs are grouped into recipes; the runs of a group must be seeds of one recipe: configs that differ only in
+train.seed, run.seed, data.split_seed and run.name (and where or how far they ran: run.dir, ray.*, ...; runs
+of different run.rounds only with --round), made from the same data (the fingerprint each run recorded in
+run.json: dataset.yaml and every shard's bytes). Anything else is refused, naming the runs and what differs;
+the same run directory given twice is refused too.
   --group-by name    (default) run.name with a trailing seed tag removed: "thumos_apl_seed1",
                      "thumos_apl_s1" and "thumos_apl-1" all count as recipe "thumos_apl"; a run
                      without a name falls back to its recipe flags.
@@ -17,12 +21,14 @@ group of one run shows its value alone):
   class acc, mean tIoU, positive acc
                      pseudo-label quality of the last round that made pseudo labels ("–" for
                      supervised runs), measured against the unlabeled videos' hidden ground truth
-The plot (--out, PNG) shows average mAP by round per recipe, mean ± std over its runs.
+The plot (--out, PNG) shows average mAP by round per recipe, mean ± std over its runs; an existing --out file
+is replaced only if compare.py wrote it.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import re
 import sys
 from dataclasses import dataclass
@@ -36,11 +42,17 @@ from raytal.cli import run_job  # noqa: E402
 from raytal.core.protocols import format_tious  # noqa: E402
 from raytal.config import Config, ConfigError, load_config  # noqa: E402
 from raytal.core.errors import InputError, clip, where  # noqa: E402
+from raytal.core import storage  # noqa: E402
 from raytal.core.jsonfile import read_json  # noqa: E402
+from raytal.core.outputs import check_output_file  # noqa: E402
+from raytal.selftrain.run_record import RECORD_NAME, config_changes, data_changes, recorded_data  # noqa: E402
 
 RECIPE_FLAGS = ("npl", "apl", "ntc", "gaufuse", "noco")
 SEED_SUFFIX = re.compile(r"[_-](?:seed|s)?\d+$")
 MAX_METRICS_BYTES = 16 << 20  # a metrics.json is a few KB per round
+# The plot names its writer in a PNG text chunk, so a later run may replace it (raytal.core.outputs).
+PLOT_WRITER = "raytal jobs/compare.py"
+PLOT_SIGNATURE = b"Software\x00" + PLOT_WRITER.encode()
 COLUMNS = ("final avg mAP", "final mAP@0.5", "round-0 avg mAP", "class acc", "mean tIoU", "positive acc")
 
 
@@ -57,6 +69,8 @@ class Run:
     values: dict[str, float]  # COLUMNS → fraction (NaN when the run has no such metric)
     curve: list[float]        # average mAP per round
     tious: tuple[str, ...] = ()  # the thresholds its mAP is averaged over (its protocol)
+    config: Config | None = None
+    data: dict | None = None  # the fingerprint of the data it was split from (run.json), None if unrecorded
 
 
 def recipe_flags(cfg: Config) -> str:
@@ -123,7 +137,50 @@ def load_run(path: str | Path, round_index: int | None = None) -> Run:
         cfg = load_config(config_file)
     except (ConfigError, OSError) as e:
         raise CompareError(f"{config_file}: {e}") from e
-    return Run(path, cfg.run.name, recipe_flags(cfg), cfg.train.seed, values, curve, tious)
+    record = path / RECORD_NAME
+    data = recorded_data(str(record)) if record.is_file() else None
+    return Run(path, cfg.run.name, recipe_flags(cfg), cfg.train.seed, values, curve, tious, cfg, data)
+
+
+# Keys in which the runs of one recipe may differ: its seeds. config_changes (raytal.selftrain.run_record)
+# already leaves out the keys that say where or how far a run goes (run.dir, ray.*, run.rounds, ...).
+SEED_KEYS = ("train.seed", "run.seed", "data.split_seed", "run.name")
+
+
+def check_recipes(groups: dict[str, list[Run]], at_round: int | None) -> None:
+    """The runs of a group are seeds of one recipe: their configs differ in ``SEED_KEYS`` only, they were
+    split from the same data (``run.json``'s fingerprint: dataset.yaml and every shard's bytes) and, unless
+    ``--round`` picks one, ran as many rounds. Otherwise their mean ± std would mix recipes or datasets:
+    ``CompareError`` naming the runs and what differs. Runs of different groups made from different data
+    are only warned about (a table may set datasets side by side, but nothing names them)."""
+    for key, runs in groups.items():
+        first = runs[0]
+        for run in runs[1:]:
+            changes = [c for c in config_changes(first.config, run.config)
+                       if not c.startswith(tuple(f"'{k}'" for k in SEED_KEYS))]
+            if at_round is None and first.config.run.rounds != run.config.run.rounds:
+                changes.append(f"'run.rounds' was {first.config.run.rounds}, now {run.config.run.rounds} (pass "
+                               "--round R to compare them after the same round)")
+            if changes:
+                raise CompareError(f"recipe {key!r}: {run.path} is not a seed of {first.path}: their configs differ "
+                                   f"beyond the seed: {'; '.join(changes[:4])}"
+                                   f"{f' (and {len(changes) - 4} more)' if len(changes) > 4 else ''}; "
+                                   "average only runs of one recipe (or --group-by another key)")
+            if first.data is not None and run.data is not None:
+                differ = data_changes(first.data, run.data)
+                if differ:
+                    raise CompareError(f"recipe {key!r}: {run.path} and {first.path} were made from different "
+                                       f"datasets ({'; '.join(differ[:3])}): their mAP cannot be averaged as seeds "
+                                       "of one recipe")
+        unrecorded = [str(r.path) for r in runs if r.data is None]
+        if unrecorded and len(runs) > 1:
+            print(f"warning: recipe {key!r}: {', '.join(unrecorded)} recorded no fingerprint of its data (run.json): "
+                  "whether its seeds share one dataset is not checked", file=sys.stderr)
+    fingerprints = [(k, rs[0]) for k, rs in groups.items() if rs[0].data is not None]
+    for (k1, a), (k2, b) in zip(fingerprints, fingerprints[1:]):
+        if data_changes(a.data, b.data):
+            print(f"warning: recipes {k1!r} and {k2!r} were made from different datasets ({a.config.data.root} and "
+                  f"{b.config.data.root}): their rows compare different data", file=sys.stderr)
 
 
 def check_protocols(runs: list[Run]) -> str:
@@ -203,12 +260,10 @@ def plot_groups(path: str | Path, groups: dict[str, list[Run]]) -> None:
     round_axis(ax, list(range(max(len(r.curve) for runs in groups.values() for r in runs))))
     ax.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise CompareError(f"--out {path}: cannot write the plot: {e.strerror or e}") from e
-    finally:
-        plt.close(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": PLOT_WRITER})
+    plt.close(fig)
+    storage.write_bytes(path, buf.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,20 +275,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round", type=int, default=None, metavar="R",
                    help="report every run after round R instead of its last round (each run must reach R)")
     args = p.parse_args(argv)
-    out_dir = Path(args.out).resolve().parent
-    if not out_dir.is_dir():  # checked first: the table is not worth printing without the plot it promises
-        raise CompareError(f"--out {args.out}: directory {out_dir} does not exist")
-    if Path(args.out).is_dir():
-        raise CompareError(f"--out {args.out}: is a directory; expected a PNG file name")
+    # Checked first: the table is not worth printing without the plot it promises. A plot raytal did not
+    # write is never replaced (raytal.core.outputs).
+    if not storage.is_uri(args.out):
+        if not Path(args.out).resolve().parent.is_dir():
+            raise CompareError(f"--out {args.out}: directory {Path(args.out).resolve().parent} does not exist")
+        if Path(args.out).is_dir():
+            raise CompareError(f"--out {args.out}: is a directory; expected a PNG file name")
+    out = check_output_file(args.out, flag="--out", signature=PLOT_SIGNATURE)
+    seen: dict[Path, str] = {}
+    for d in args.runs:
+        key = Path(d).resolve()
+        if key in seen:
+            raise CompareError(f"{d}: given twice (also as {seen[key]}): one run would count as two seeds")
+        seen[key] = d
     runs = [load_run(d, args.round) for d in args.runs]
     groups = group_runs(runs, args.group_by)
+    check_recipes(groups, args.round)
     for key, members in groups.items():
         if len({r.seed for r in members}) < len(members):  # e.g. the same run passed twice, or a re-run
             print(f"warning: recipe {key!r}: {len(members)} runs but only seeds "
                   f"{sorted({r.seed for r in members})} (train.seed); its ± is not a spread over seeds",
                   file=sys.stderr)
     print(format_table(groups))
-    plot_groups(args.out, groups)
+    plot_groups(out, groups)
     print(f"\nplot: {args.out}")
     return 0
 

@@ -8,11 +8,14 @@
         --num-frames 16 --out data/mine          # real features: check + convert to shards
 
 Writes DIR/annotations.json, DIR/features/<id>.npy, DIR/shards/<subset>/part-*.parquet, DIR/dataset.yaml
-(see raytal/data/dataset.py) and prints per-class feature statistics. ``--num-unlabeled N`` also streams
-N synthetic unlabeled videos (timelines sampled from the training subset), and ``--unlabeled-features DIR``
-a directory of the user's own unannotated <video_id>.npy files (optional ``--video-info`` CSV/JSON with
-per-video duration and fps; see raytal/data/pool.py), into DIR/shards/unlabeled/, one shard at a time,
-for synthetic and converted datasets alike. The generative model is documented in raytal/data/synthetic.py.
+(see raytal/data/dataset.py) and prints per-class feature statistics. DIR is local; it must not hold or lie
+inside the inputs, and a DIR that holds files raytal did not write is refused (``--overwrite`` writes beside
+them, deleting none). Re-running replaces the dataset raytal wrote there once the new one is complete,
+removing only the files its manifest (DIR/.raytal-output.json, with each shard's sha256) lists.
+``--num-unlabeled N`` also streams N synthetic unlabeled videos (timelines sampled from the training subset),
+and ``--unlabeled-features DIR`` a directory of the user's own unannotated <video_id>.npy files (optional
+``--video-info`` CSV/JSON with per-video duration and fps; see raytal/data/pool.py), into
+DIR/shards/unlabeled/, one shard at a time, for synthetic and converted datasets alike. The generative model is documented in raytal/data/synthetic.py.
 
     python jobs/make_dataset.py --annotations my.json --features my_feats/ --feat-stride 4 --num-frames 16 \
         --unlabeled-features my_unlabeled_feats/ --video-info video_info.csv --out data/mine
@@ -30,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from raytal.cli import run_job
+from raytal.cli import add_overwrite_arg, run_job
+from raytal.core import storage
+from raytal.core.outputs import OutputDir
 from raytal.data.annotations import Annotations, load_annotations, save_annotations
 from raytal.data.dataset import DatasetInfo, convert_to_shards, save_dataset_info
 from raytal.core.errors import DataError
@@ -39,6 +44,7 @@ from raytal.core.video import Video
 from raytal.data.features import load_features, save_features
 from raytal.data.pool import POOL_SUBSET, read_video_info, unlabeled_videos
 from raytal.data.shards import write_shards
+from raytal.selftrain.run_lock import lock_enclosing_run
 from raytal.data.synthetic import (
     class_sets_of,
     feature_statistics,
@@ -65,6 +71,7 @@ PRESETS = {
 }
 SUBSET_PAIRS = [("Validation", "Test"), ("training", "validation"), ("train", "test")]
 STATS_SNIPPETS_PER_VIDEO = 64  # statistics use a bounded sample per video
+DATASET_FILES = ("annotations.json", "dataset.yaml", "features/*", "shards/*")  # where the job writes in --out
 
 
 def pick_subsets(ann: Annotations, train: str | None, test: str | None) -> tuple[str, str]:
@@ -103,10 +110,12 @@ def write_unlabeled_pool(
     stride: int,
     nframes: int,
     annotated: dict[str, str],
+    hashes: dict[str, str],
     synthetic: Iterator[Video] | None = None,
 ) -> str:
     """Stream the unlabeled pool (``synthetic`` videos when --num-unlabeled > 0, then the files of
-    --unlabeled-features) into DIR/shards/unlabeled; returns that path for dataset.yaml, or "" if none."""
+    --unlabeled-features) into DIR/shards/unlabeled; returns that path for dataset.yaml, or "" if none.
+    ``hashes`` receives each shard's sha256."""
     pools: list[Iterable[Video]] = []
     if args.num_unlabeled > 0 and synthetic is not None:
         pools.append(synthetic)
@@ -115,7 +124,8 @@ def write_unlabeled_pool(
         pools.append(unlabeled_videos(
             args.unlabeled_features, feature_dim=dim, feat_stride=stride, num_frames=nframes,
             default_fps=args.fps, info=info, annotated=annotated, feature_prefix=args.feature_prefix,
-            force_fps=args.force_fps,
+            force_fps=args.force_fps, info_source=args.video_info or "", strict=args.strict,
+            warn=lambda w: print(f"warning: {w}", file=sys.stderr),
         ))
     if not pools:
         return ""
@@ -130,7 +140,7 @@ def write_unlabeled_pool(
             count += 1
             yield v
 
-    paths = write_shards(counted(), out / "shards" / POOL_SUBSET, args.rows_per_shard, dim)
+    paths = write_shards(counted(), out / "shards" / POOL_SUBSET, args.rows_per_shard, dim, hashes=hashes)
     print(f"streamed {count} unlabeled videos -> {len(paths)} shards in {time.time() - t0:.1f} s")
     return f"shards/{POOL_SUBSET}"
 
@@ -143,14 +153,14 @@ def dataset_tious(args: argparse.Namespace, ann: Annotations | None) -> list[flo
     return list(protocol_for(ann.subsets(), ann.official) if ann is not None else THUMOS14)
 
 
-def build_synthetic(args: argparse.Namespace) -> None:
+def build_synthetic(args: argparse.Namespace, out: Path, hashes: dict[str, str]) -> None:
+    """The synthetic dataset into ``out`` (a fresh folder); ``hashes`` receives each shard's sha256."""
     dim, stride, nframes, ann_env, default_difficulty = PRESETS[args.preset]
     if args.difficulty is None:
         args.difficulty = default_difficulty
     dim = args.feature_dim or dim
     stride = args.feat_stride or stride
     nframes = args.num_frames or nframes
-    out = Path(args.out)
     ann = None
     if args.preset == "tiny" and not args.annotations:
         classes, timelines = tiny_timelines(args.seed, args.num_videos, feat_stride=stride, num_frames=nframes)
@@ -187,16 +197,13 @@ def build_synthetic(args: argparse.Namespace) -> None:
             yield v2
 
     for subset in dict.fromkeys(v.subset for v in timelines):
-        paths = write_shards(one_subset(subset), out / "shards" / subset, args.rows_per_shard, dim)
+        paths = write_shards(one_subset(subset), out / "shards" / subset, args.rows_per_shard, dim, hashes=hashes)
         print(f"subset {subset}: {sum(v.subset == subset for v in timelines)} videos -> {len(paths)} shards")
-    keep = {f"{v.video_id}.npy" for v in timelines}
-    for stale in feat_dir.glob("*.npy"):
-        if stale.name not in keep:
-            stale.unlink()
     save_annotations(out / "annotations.json", Annotations(classes, {v.video_id: v for v in timelines}))
 
     synthetic = stream_unlabeled(world, train_vids or timelines, args.num_unlabeled, args.seed)
-    unl = write_unlabeled_pool(args, out, dim, stride, nframes, {v.video_id: v.subset for v in timelines}, synthetic)
+    unl = write_unlabeled_pool(args, out, dim, stride, nframes, {v.video_id: v.subset for v in timelines}, hashes,
+                               synthetic)
 
     info = DatasetInfo(
         name=args.name or args.preset,
@@ -224,21 +231,21 @@ def build_synthetic(args: argparse.Namespace) -> None:
     print(format_statistics(stats))
 
 
-def convert_real(args: argparse.Namespace) -> None:
+def convert_real(args: argparse.Namespace, out: Path, hashes: dict[str, str]) -> None:
+    """The user's features converted into ``out`` (a fresh folder); ``hashes`` receives each shard's sha256."""
     if not (args.feat_stride and args.num_frames):
         raise DataError("converting real features needs --feat-stride and --num-frames")
     ann = load_user_annotations(args, args.annotations, args.feat_stride, args.num_frames)
     train_subset, test_subset = pick_subsets(ann, args.train_subset, args.test_subset)
     first = next(iter(ann.videos.values()))
     dim = args.feature_dim or int(load_features(args.features, first, prefix=args.feature_prefix).shape[1])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = convert_to_shards(ann, args.features, out / "shards", dim, args.rows_per_shard, args.feature_prefix)
+    paths = convert_to_shards(ann, args.features, out / "shards", dim, args.rows_per_shard, args.feature_prefix,
+                              hashes=hashes)
     for subset, p in paths.items():
         print(f"subset {subset}: {len(ann.subset(subset))} videos -> {len(p)} shards")
     save_annotations(out / "annotations.json", ann)
     unl = write_unlabeled_pool(args, out, dim, args.feat_stride, args.num_frames,
-                               {v.video_id: v.subset for v in ann.videos.values()})
+                               {v.video_id: v.subset for v in ann.videos.values()}, hashes)
     info = DatasetInfo(
         name=args.name or Path(args.out).name,
         feat_stride=args.feat_stride,
@@ -289,27 +296,52 @@ def main(argv: list[str] | None = None) -> int:
                         "ActivityNet's 0.5:0.05:0.95 for an official ActivityNet file, else THUMOS14's 0.3:0.1:0.7)")
     p.add_argument("--strict", action="store_true",
                    help="refuse benign annotation defects (zero-length segments, segments past the end, "
-                        "unannotated videos in a labeled subset) instead of fixing each with a warning")
+                        "unannotated videos in a labeled subset) and --video-info durations shorter than the "
+                        "features, instead of fixing each with a warning")
+    add_overwrite_arg(p)
     args = p.parse_args(argv)
     if args.difficulty is not None and args.difficulty < 0:
         p.error("--difficulty must be >= 0")
+    for flag, value, least in (("--rows-per-shard", args.rows_per_shard, 1), ("--num-unlabeled", args.num_unlabeled, 0),
+                               ("--feature-dim", args.feature_dim, 0), ("--feat-stride", args.feat_stride, 0),
+                               ("--num-frames", args.num_frames, 0)):
+        if value < least:
+            p.error(f"{flag} must be >= {least}, got {value}")
+    if args.feature_dim == 1:
+        p.error("--feature-dim must be >= 2 (0 = the preset's)")
+    if not (args.fps > 0 and np.isfinite(args.fps)):
+        p.error(f"--fps must be a positive number, got {args.fps}")
     if args.num_videos < 3:
         p.error(f"--num-videos must be >= 3 (train and test videos), got {args.num_videos}")
     if args.num_videos != 48 and (args.preset != "tiny" or args.annotations):
         p.error("--num-videos sizes the tiny preset's generated timelines; other presets take --annotations")
     if args.video_info and not args.unlabeled_features:
         p.error("--video-info describes the files of --unlabeled-features; give that too")
-    t0 = time.time()
     if args.features:
         if not args.annotations:
             p.error("--features needs --annotations")
         if args.num_unlabeled:
             p.error("--num-unlabeled synthesizes videos (--preset); own unlabeled files: --unlabeled-features")
-        convert_real(args)
+        build = convert_real
     elif args.preset:
-        build_synthetic(args)
+        build = build_synthetic
     else:
         p.error("give --preset NAME (synthetic) or --annotations FILE --features DIR (real)")
+    for flag, value in (("--out", args.out), ("--annotations", args.annotations), ("--features", args.features),
+                        ("--unlabeled-features", args.unlabeled_features), ("--video-info", args.video_info)):
+        if value and (storage.is_uri(value) or storage.location_error(value)):
+            raise DataError(f"{flag} {value}: expected a local path (make_dataset.py reads and writes local files; "
+                            "copy the dataset to object storage afterwards)")
+    # The dataset folder: checked before anything is read, replaced only when the new dataset is complete, and
+    # only the files raytal wrote there are removed (raytal/core/outputs.py).
+    output = OutputDir(args.out, kind="dataset", overwrite=args.overwrite, owns=DATASET_FILES,
+                       inputs=[("--annotations", args.annotations), ("--features", args.features),
+                               ("--unlabeled-features", args.unlabeled_features), ("--video-info", args.video_info)])
+    t0 = time.time()
+    hashes: dict[str, str] = {}
+    with lock_enclosing_run(output.path), output, output.staged() as staged:
+        build(args, Path(staged), hashes)
+        output.commit(staged, hashes)
     print(f"wrote {args.out} in {time.time() - t0:.1f} s")
     return 0
 

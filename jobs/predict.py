@@ -16,12 +16,20 @@ from ``--address`` / ``ray.address`` / RAY_ADDRESS, else a local Ray on 127.0.0.
 ``--in-process``; both give the same detections. Output: ``--out X.json`` writes the ActivityNet results format
 (seconds, labels by name; videos that could not be read under ``errors``) for sets that fit in memory;
 ``--out X.parquet`` (a directory of Parquet files: video_id, detections, error) for any size. A bad video
-(missing or non-finite features, wrong width) is an error row, never a dead job. Exit status 0 when every video
-has a row, 2 for bad arguments or input.
+(missing or non-finite features, wrong width) is an error row, never a dead job; a video given twice (in two
+shard files) is refused before anything runs. A ``--video-info`` duration shorter than the video's features
+would clip its detections: it is replaced by the features' span with a warning (``--strict``: refused).
+
+The output is checked before any work (``raytal/core/outputs.py``): it must not overlap an input; an
+existing ``X.json`` is replaced only if raytal wrote it; ``X.parquet`` is replaced only if raytal made it
+(its files raytal did not write are never removed: ``--overwrite`` writes beside them), and only once the
+new predictions are complete. Inside a run directory the run's lock is respected. Exit status 0 when every
+video has a row, 2 for bad arguments or input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import tempfile
@@ -33,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raytal.cli import job_config, job_parser, run_job  # noqa: E402
 from raytal.config import ConfigError  # noqa: E402
 from raytal.core import storage  # noqa: E402
+from raytal.core.outputs import OutputDir, check_output_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--features", help="directory of <video_id>.npy feature files (local or URI)")
     src.add_argument("--shards", nargs="+", help="shard directories or files (local or URI)")
     p.add_argument("--video-info", default=None, help="CSV/JSON with per-video duration and fps (with --features)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a --video-info duration shorter than the video's features (default: use the "
+                        "features' span, with a warning)")
     p.add_argument("--out", required=True, help="results: X.json (ActivityNet format) or X.parquet (a directory)")
     p.add_argument("--in-process", action="store_true", help="run in this process, without Ray")
     args = p.parse_args(argv)
@@ -51,50 +63,76 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--video-info describes the files of --features; give that too")
     cfg = job_config(args)
     from raytal.data.dataset import load_dataset_info
-    from raytal.data.pool import read_video_info
-    from raytal.data.shards import list_shards
+    from raytal.data.pool import checked_durations, read_video_info
+    from raytal.data.shards import check_unique_videos, list_shards
     from raytal.selftrain.predict import (
-        DetectStage, Grid, feature_units, read_feature_unit, shard_units, summarize, write_results_json,
+        RESULTS_SIGNATURE, DetectStage, Grid, feature_units, read_feature_unit, shard_units, summarize,
+        write_results_json,
     )
-    from raytal.selftrain.pseudo_stage import clean_output, run_in_process, unit_blocks, write_table
+    from raytal.selftrain.pseudo_stage import run_in_process, unit_blocks, write_table
+    from raytal.selftrain.run_lock import lock_enclosing_run
     from raytal.selftrain.teacher import Predictor
 
+    inputs = [("--checkpoint", args.checkpoint), ("data.root", cfg.data.root), ("--features", args.features),
+              ("--video-info", args.video_info), *(("--shards", s) for s in args.shards or [])]
+    as_json = args.out.endswith(".json")
+    # The output is checked before anything is read or run: a results file raytal did not write is never
+    # replaced, a folder is claimed as raytal's (raytal.core.outputs).
+    if as_json:
+        out = check_output_file(args.out, flag="--out", signature=RESULTS_SIGNATURE, inputs=inputs)
+        output = None
+    else:
+        output = OutputDir(args.out, kind="predictions", inputs=inputs, overwrite=args.overwrite,
+                           owns=("*.parquet",))
+        out = output.path
     if not storage.is_file(storage.join(cfg.data.root, "dataset.yaml")):
         raise ConfigError(f"data.root={cfg.data.root!r}: the training dataset's dataset.yaml is needed for the "
                           "feature grid and the class names")
     info = load_dataset_info(cfg.data.root)
     # refuses a checkpoint of another class count or feature width, early
     Predictor(cfg, args.checkpoint, len(info.classes), info.feature_dim)
+    grid = Grid(info.feature_dim, info.feat_stride, info.num_frames, info.fps)
     if args.features:
         units = feature_units(args.features)
         video_info = read_video_info(args.video_info) if args.video_info else {}
-        read = functools.partial(read_feature_unit, info=video_info,
-                                 grid=Grid(info.feature_dim, info.feat_stride, info.num_frames, info.fps))
+        if video_info:
+            video_info, warnings = checked_durations(
+                [(vid, storage.join(args.features, f"{vid}.npy")) for u in units for vid in u.ids], video_info,
+                feat_stride=grid.feat_stride, num_frames=grid.num_frames, default_fps=grid.fps,
+                source=args.video_info, strict=args.strict)
+            for w in warnings:
+                print(f"warning: {w}", file=sys.stderr)
+            if warnings:
+                print(f"{len(warnings)} video-info durations fixed (shorter than their features)", file=sys.stderr)
+        read = functools.partial(read_feature_unit, info=video_info, grid=grid)
     else:
-        units = shard_units([f for s in args.shards for f in list_shards(s)])
+        files = [f for s in args.shards for f in list_shards(s)]
+        check_unique_videos(files)
+        units = shard_units(files)
         read = unit_blocks
     make_infer = functools.partial(Predictor, cfg, args.checkpoint, len(info.classes), info.feature_dim)
-    as_json = args.out.endswith(".json")
-    out_dir = tempfile.mkdtemp(prefix="raytal-predict-") if as_json else storage.resolve(args.out)
     start = time.perf_counter()
-    if args.in_process:
-        clean_output(out_dir)
-        stage = DetectStage(make_infer, info.feature_dim, max(1, cfg.train.torch_threads), "semi")
-        run_in_process(units, stage, lambda table, name: write_table(storage.join(out_dir, name), table),
-                       cfg.ray.infer_batch_size, read)
-    else:
-        from raytal.distributed.pseudo_pipeline import run_predict_pipeline
-        from raytal.distributed.session import ensure_ray
+    with lock_enclosing_run(out), (output or contextlib.nullcontext()), (
+            tempfile.TemporaryDirectory(prefix="raytal-predict-") if as_json else output.staged()) as staged:
+        if args.in_process:
+            stage = DetectStage(make_infer, info.feature_dim, max(1, cfg.train.torch_threads), "semi")
+            run_in_process(units, stage, lambda table, name: write_table(storage.join(staged, name), table),
+                           cfg.ray.infer_batch_size, read)
+        else:
+            from raytal.distributed.pseudo_pipeline import run_predict_pipeline
+            from raytal.distributed.session import ensure_ray
 
-        ensure_ray(cfg.ray.address)
-        rc = cfg.ray
-        run_predict_pipeline(units, read, out_dir, make_infer=make_infer, feature_dim=info.feature_dim,
-                             batch_size=rc.infer_batch_size, pool_size=rc.actor_pool_size, actor_cpus=rc.actor_cpus,
-                             use_gpu=rc.use_gpu)
-    summary = summarize(out_dir, start)
-    if as_json:
-        write_results_json(out_dir, info.classes, args.out)
-    print(summary.format(args.out))
+            ensure_ray(cfg.ray.address)
+            rc = cfg.ray
+            run_predict_pipeline(units, read, staged, make_infer=make_infer, feature_dim=info.feature_dim,
+                                 batch_size=rc.infer_batch_size, pool_size=rc.actor_pool_size,
+                                 actor_cpus=rc.actor_cpus, use_gpu=rc.use_gpu)
+        summary = summarize(staged, start)
+        if as_json:
+            write_results_json(staged, info.classes, out)
+        else:
+            output.commit(staged)
+    print(summary.format(out))
     return 0
 
 

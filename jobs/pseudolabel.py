@@ -6,7 +6,11 @@
 By default it labels what round ``--round`` of the main job labels: the split's unlabeled videos and the
 dataset's pool (the run's ``index.json`` when the run exists, else the split of ``--config``), with the
 recipes of the config (APL's ICD is trained on the split's labeled videos first), into
-``<run>/round_<r>/pseudo/`` (overwritten; refused while another job works in that run directory).
+``<run>/round_<r>/pseudo/``. The output is replaced only when the pass has finished (a failed or
+interrupted pass leaves the previous labels), and only files raytal wrote there are removed
+(``raytal/core/outputs.py``): a folder holding other files is refused unless ``--overwrite`` (which writes
+beside them, deleting none), and so is an ``--out`` that overlaps an input. Writing into a run directory
+(its own, or one ``--out`` lies in) is refused while another job works in it.
 ``--shards`` labels the videos of other shard files or directories instead (local or s3:// / gs://).
 ``--stages MODULE:FUNCTION`` replaces the recipes' stages:
 ``FUNCTION(cfg, checkpoint, num_classes, context) -> (make_infer, label_video)``, the signature of
@@ -19,7 +23,7 @@ Exit status: 0 when every video has a row (error rows included: they are listed 
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import importlib
 import sys
 from pathlib import Path
@@ -73,47 +77,55 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--round must be >= 1 (round 0 trains the teacher)")
     cfg = job_config(args)
     from raytal.data.index import RunIndex, build_index
-    from raytal.data.shards import list_shards
+    from raytal.data.shards import check_unique_videos, list_shards
     from raytal.recipes.labeling import prepare_labeling
-    from raytal.selftrain.rounds import run_dir_of
-    from raytal.selftrain.run_lock import RunLock
+    from raytal.selftrain.rounds import label_into, pseudo_output, run_dir_of, run_output
+    from raytal.selftrain.run_lock import lock_enclosing_run
     from raytal.selftrain.spec import LabelSpec
     from raytal.selftrain.teacher import teacher_kind
 
     build = load_stages(args.stages)
     run = run_dir_of(cfg)
+    out = args.out or storage.join(run, f"round_{args.round}", "pseudo")
+    inputs = [("--checkpoint", args.checkpoint), ("data.root", cfg.data.root),
+              *(("--shards", s) for s in args.shards or [])]
+    output = pseudo_output(out, inputs, args.overwrite)  # the output's location, checked before anything runs
+    if args.out is None:  # the run's own folder: made a run directory, so a later selftrain.py resumes there
+        run_output(cfg).claim().release()
     saved = storage.join(run, "index.json")
     index = RunIndex.load(saved) if storage.is_file(saved) else build_index(cfg.data, with_test=False)
     if args.shards:
         files = [f for s in args.shards for f in list_shards(s)]
+        check_unique_videos(files)
         sources = tuple(("pool", _whole_file(f)) for f in files)
     else:
         sources = tuple(index.pseudo_sources())
     if not sources:
         raise DataError(f"nothing to label: no shard files under {args.shards or index.root}")
-    kind = teacher_kind(args.checkpoint)
-    context = prepare_labeling(cfg, lambda: index.videos("labeled"), kind)
-    out = args.out or storage.join(run, f"round_{args.round}", "pseudo")
-    spec = LabelSpec(args.checkpoint, args.round, storage.resolve(out), index.num_classes, index.setting,
-                     sources, context)
-    make_infer, label_video = build(cfg, args.checkpoint, index.num_classes, context)
-    # Writing into an existing run's directory: not while a job runs there (raytal.selftrain.run_lock).
-    with RunLock(run) if args.out is None and storage.is_dir(run) else contextlib.nullcontext():
+    # Writing into a run directory (its own, or one that --out lies in): not while a job works there
+    # (raytal.selftrain.run_lock). The folder is claimed before the teacher is loaded or anything runs.
+    with lock_enclosing_run(output.path), output:
+        kind = teacher_kind(args.checkpoint)
+        context = prepare_labeling(cfg, lambda: index.videos("labeled"), kind)
+        spec = LabelSpec(args.checkpoint, args.round, output.path, index.num_classes, index.setting, sources, context)
+        make_infer, label_video = build(cfg, args.checkpoint, index.num_classes, context)
         if args.in_process:
             from raytal.selftrain.pseudo_stage import label_in_process
 
-            summary = label_in_process(spec, make_infer, label_video, cfg.ray.infer_batch_size,
-                                       cfg.train.torch_threads, feature_dim=cfg.model.input_dim or None)
+            summary = label_into(output, spec, lambda s: label_in_process(
+                s, make_infer, label_video, cfg.ray.infer_batch_size, cfg.train.torch_threads,
+                feature_dim=cfg.model.input_dim or None))
         else:
             from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
             from raytal.distributed.session import ensure_ray
 
             ensure_ray(cfg.ray.address)
             rc = cfg.ray
-            summary = run_pseudolabel_pipeline(spec, make_infer=make_infer, label_video=label_video,
-                                               batch_size=rc.infer_batch_size, pool_size=rc.actor_pool_size,
-                                               actor_cpus=rc.actor_cpus, use_gpu=rc.use_gpu,
-                                               feature_dim=cfg.model.input_dim or None)
+            summary = label_into(output, spec, lambda s: run_pseudolabel_pipeline(
+                s, make_infer=make_infer, label_video=label_video, batch_size=rc.infer_batch_size,
+                pool_size=rc.actor_pool_size, actor_cpus=rc.actor_cpus, use_gpu=rc.use_gpu,
+                feature_dim=cfg.model.input_dim or None))
+    summary = dataclasses.replace(summary, out_dir=output.path)
     print(summary.format())
     if summary.file_errors:
         print(f"error: {len(summary.file_errors)} shard file(s) unreadable; their videos have no rows", file=sys.stderr)

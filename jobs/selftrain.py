@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         from raytal.distributed.backend import RayBackend
 
         backend = RayBackend(cfg)
-    metrics = run_selftrain(cfg, backend)
+    metrics = run_selftrain(cfg, backend, overwrite=args.overwrite)
     print(f"\nrun directory: {run_dir_of(cfg)}\n\nTest mAP (%):\n{round_table(metrics)}\n")
     print(f"Pseudo-label quality (%):\n{quality_table(metrics)}")
     return 0

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         from raytal.selftrain.local import LocalBackend
 
         backend = LocalBackend()
-    metrics = run_selftrain(cfg, backend)
+    metrics = run_selftrain(cfg, backend, overwrite=args.overwrite)
     print(f"\nrun directory: {run_dir_of(cfg)}\n\n{cfg.run.eval_subset} mAP (%):\n{round_table(metrics)}")
     return 0
 

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from raytal.distributed.sweep import SweepInterrupted, run_sweep, write_table
 
     try:
-        result = run_sweep(cfg, evaluate_test=not args.no_test)
+        result = run_sweep(cfg, evaluate_test=not args.no_test, overwrite=args.overwrite)
     except SweepInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130

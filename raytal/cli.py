@@ -25,10 +25,20 @@ from raytal.core.errors import InputError
 LOG_DIR_ENV = "RAYTAL_LOG_DIR"
 
 
+OVERWRITE_HELP = ("write into an output folder that holds files raytal did not write, beside them: none of them "
+                  "is deleted or replaced (the job refuses when one lies where it writes). Without it such a "
+                  "folder is refused; a folder raytal wrote is always replaced by the job's new output")
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+
+
 def job_parser(doc: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--address", default=None, help="Ray cluster address (overrides ray.address / RAY_ADDRESS)")
+    add_overwrite_arg(parser)
     return parser
 
 

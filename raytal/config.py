@@ -14,6 +14,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import itertools
 import math
 import re
 import types
@@ -322,15 +323,28 @@ class OneOf:
         return "one of " + ", ".join(repr(o) for o in self.options)
 
 
-ANY = None  # any value of the field's type: a path, a name, a switch (or checked across fields below)
+@dataclass(frozen=True)
+class Location:
+    """A local path or an ``s3://`` / ``gs://`` URI (``raytal.core.storage.resolve``), or "" for the default: a
+    mangled URI (``s3:/x``, ``s3:x``) or another scheme (``http://``) is refused here, before any job starts."""
+
+    def accepts(self, v: str) -> bool:
+        return v == "" or storage.location_error(v) is None
+
+    def describe(self, integer: bool) -> str:
+        return "a local path or an s3://BUCKET/KEY or gs://BUCKET/KEY URI"
+
+
+ANY = None  # any value of the field's type: a name, a switch (or checked across fields below)
+LOCATION = Location()
 POSITIVE, NON_NEGATIVE, AT_LEAST_1 = Range(0, lo_open=True), Range(0), Range(1)
 PROBABILITY, BELOW_1, OPEN_01 = Range(0, 1), Range(0, 1, hi_open=True), Range(0, 1, True, True)
 ODD = Range(1, odd=True)  # conv kernels / attention windows centred on their snippet
 
 # One rule per key, read off the code that consumes it. A new Config field needs an entry here
 # (tests/test_config_validation.py checks that every field has one and every number a Range).
-RULES: dict[str, Range | OneOf | None] = {
-    "data.root": ANY, "data.train_subset": ANY, "data.test_subset": ANY,
+RULES: dict[str, Range | OneOf | Location | None] = {
+    "data.root": LOCATION, "data.train_subset": ANY, "data.test_subset": ANY,
     "data.setting": OneOf(("semi", "weak")),
     "data.labeled_ratio": Range(0, 1, lo_open=True),
     "data.split_seed": NON_NEGATIVE,  # numpy seeds are >= 0
@@ -398,11 +412,11 @@ RULES: dict[str, Range | OneOf | None] = {
     "ray.actor_pool_size": AT_LEAST_1, "ray.actor_cpus": POSITIVE, "ray.infer_batch_size": AT_LEAST_1,
     "ray.rows_per_shard": AT_LEAST_1,
     "eval.tious": Range(0, 1, lo_open=True),  # increasing (below)
-    "tune.space": ANY,  # its keys and values are checked by the Tune job (raytal.distributed.tune)
+    "tune.space": ANY,  # its keys and values are checked against the schema by tune_space (below)
     "tune.num_samples": AT_LEAST_1, "tune.metric": OneOf(TUNE_METRICS),
     "tune.max_concurrent": AT_LEAST_1, "tune.grace_period": AT_LEAST_1, "tune.reuse_teacher": ANY,
-    "run.name": ANY, "run.dir": ANY, "run.rounds": NON_NEGATIVE, "run.seed": NON_NEGATIVE,
-    "run.eval_subset": OneOf(("test", "val")), "run.teacher": ANY,
+    "run.name": ANY, "run.dir": LOCATION, "run.rounds": NON_NEGATIVE, "run.seed": NON_NEGATIVE,
+    "run.eval_subset": OneOf(("test", "val")), "run.teacher": LOCATION,
 }
 
 
@@ -485,6 +499,70 @@ def validate_config(cfg: Config) -> Config:
     if error is not None:
         raise error
     return cfg
+
+
+# ------------------------------------------------------------------------------------- Tune space
+
+TUNE_KINDS = ("grid", "uniform", "loguniform", "choice")
+# Keys a trial sets itself (run.dir/name/eval_subset/teacher) or that configure the sweep (tune.*): a sweep
+# over them would be overridden, or recursive.
+UNSWEPT_KEYS = ("run.dir", "run.name", "run.eval_subset", "run.teacher", "tune.")
+MAX_CHECKED_TRIALS = 4096  # combinations of swept values checked against the rules across keys
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer key", bool: "a true/false key", str: "a text key"}.get(tp, f"a key of type {tp}")
+
+
+def tune_space(cfg: Config) -> dict[str, tuple[str, list]]:
+    """``cfg.tune.space`` ({dotted key: {kind: values}}) as {key: (kind, values)}, every key and value checked
+    against the schema before any trial starts: the key exists and is a value (not a section, not one a trial
+    sets itself); ``uniform`` / ``loguniform`` only over a real-valued key, with ``[low, high]`` numbers (Tune
+    would sample 2.37 for an integer key and every trial would die); every grid / choice value and both ends
+    of a range of the key's type and within its rule (``RULES``); and the rules across keys (e.g.
+    ``model.num_heads`` divides ``model.embed_dim``) for every combination of grid / choice values and range
+    ends, up to ``MAX_CHECKED_TRIALS`` of them. Raises ``ConfigError`` naming ``tune.space.<key>``."""
+    space = cfg.tune.space
+    if not space:
+        raise ConfigError("tune.space is empty: give at least one key, e.g. recipe.npl.n_pos: {grid: [5, 10]}")
+    types = {k: tp for k, _, tp in leaves(cfg)}
+    out: dict[str, tuple[str, list]] = {}
+    for key, spec in space.items():
+        where = f"tune.space.{key}"
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in TUNE_KINDS:
+            kinds = " | ".join(k + ": [...]" for k in TUNE_KINDS)
+            raise ConfigError(f"{where}: expected one of {{{kinds}}}, got {_show(spec)}")
+        kind, values = next(iter(spec.items()))
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.{kind}: expected a non-empty list, got {_show(values)}")
+        key = str(key)
+        if any(key == u or (u.endswith(".") and key.startswith(u)) for u in UNSWEPT_KEYS):
+            raise ConfigError(f"{where}: not a key a sweep can vary (each trial sets run.dir, run.name, "
+                              "run.eval_subset and run.teacher itself; tune.* configure the sweep)")
+        if key not in types:
+            inside = sorted(k for k in types if k.startswith(key + "."))
+            if inside:
+                raise ConfigError(f"{where}: '{key}' is a section, not a value; sweep one of its keys, e.g. "
+                                  f"{inside[0]}")
+            apply_overrides(cfg, {key: values[0]}, source=where)  # an unknown key: named with the closest one
+        if kind in ("uniform", "loguniform"):
+            if types[key] is not float:
+                raise ConfigError(f"{where}.{kind}: '{key}' is {_type_name(types[key])}, and {kind} samples real "
+                                  "numbers (every trial would fail on its value): use grid or choice with its values")
+            if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ConfigError(f"{where}.{kind}: expected [low, high] numbers, got {_show(values)}")
+            lo, hi = values
+            if not lo < hi or (kind == "loguniform" and lo <= 0):
+                raise ConfigError(f"{where}.{kind}: expected low < high (and 0 < low for loguniform), got "
+                                  f"{_show(values)}")
+        for v in values:  # the key's type and rule, one value at a time
+            apply_overrides(cfg, {key: v}, source=where)
+        out[key] = (kind, list(values))
+    keys = list(out)
+    for combo in itertools.islice(itertools.product(*(out[k][1] for k in keys)), MAX_CHECKED_TRIALS):
+        trial = ", ".join(f"{k}: {_show(v)}" for k, v in zip(keys, combo))
+        apply_overrides(cfg, dict(zip(keys, combo)), source=f"tune.space, the trial {{{trial}}}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -584,6 +662,10 @@ class _YAMLLimit(yaml.YAMLError):
     pass
 
 
+class _YAMLDuplicate(yaml.YAMLError):
+    pass
+
+
 class _LimitedLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that knows each node's size with its aliases expanded (children are composed
     before their parent, so this costs one addition per node) and refuses the document at the limits."""
@@ -617,6 +699,27 @@ class _LimitedLoader(yaml.SafeLoader):
         self._expanded[id(node)] = size
         return node
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """Refuse a key given twice in one mapping (two ``data:`` sections): PyYAML keeps the last one silently.
+        Keys merged in with ``<<`` may be overridden, as YAML means them to be."""
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = lines.get(key)
+                    lines[key] = line
+                except TypeError:  # an unhashable key: PyYAML's own error names it
+                    break
+                if first is not None:
+                    at = f"twice on line {line}" if first == line else f"twice, on line {first} and line {line}"
+                    raise _YAMLDuplicate(f"key '{_clip(str(key), 60)}' is given {at} (YAML would keep only the last "
+                                         "silently): give it once")
+        return super().construct_mapping(node, deep)
+
 
 def load_yaml_text(text: str, source: str, error: type[Exception]) -> Any:
     """``yaml.safe_load(text)`` within the limits above; any failure raises ``error`` with one line
@@ -629,6 +732,8 @@ def load_yaml_text(text: str, source: str, error: type[Exception]) -> Any:
             loader.dispose()
     except _YAMLLimit as e:
         raise error(f"{source}: refused: {e}") from None
+    except _YAMLDuplicate as e:
+        raise error(f"{source}: {e}") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -645,14 +750,8 @@ def load_yaml_text(text: str, source: str, error: type[Exception]) -> Any:
 def read_yaml_mapping(path: str | Path, error: type[Exception]) -> dict[str, Any]:
     """The mapping at the top of a UTF-8 YAML file, local or a storage URI (``yaml.safe_load`` semantics;
     empty file = {}) within the limits above; anything else raises ``error`` naming the file."""
-    raw = storage.read_at_most(path, MAX_YAML_BYTES, error, str(path),
-                               f"{MAX_YAML_BYTES >> 10} KiB (a config is a few KB)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: not a text YAML file (not UTF-8 at byte {e.start})") from None
-    if "\x00" in text:
-        raise error(f"{path}: not a text YAML file (it contains NUL bytes)")
+    text = storage.read_user_text(path, MAX_YAML_BYTES, error, "YAML",
+                                  f"{MAX_YAML_BYTES >> 10} KiB (a config is a few KB)")
     data = load_yaml_text(text, str(path), error) or {}
     if not isinstance(data, dict):
         raise error(f"{path}: expected a mapping at the top level, got {type(data).__name__}")

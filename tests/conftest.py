@@ -52,6 +52,31 @@ def shared_data():
     return shared_data_path
 
 
+def start_moto_server(log: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """A moto S3 server on a free port of 127.0.0.1 (``env``: extra variables for it), answering: (process,
+    url). Skips the calling test without moto[server]."""
+    if not _moto_server_installed():
+        pytest.skip("moto[server] is not installed (pip install -e '.[dev]'): no local S3 endpoint")
+    with socket.socket() as s:  # a free port; the tiny race until moto binds it is acceptable in tests
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    # Wait until it answers; the bound only turns a server that never comes up into a failure, not a hang.
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return proc, url
+        except (urllib.error.URLError, ConnectionError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"moto server on {url} did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory) -> Iterator[str]:
     """``s3://raytal-test``, a bucket on a moto server started for this session on 127.0.0.1.
@@ -60,29 +85,9 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str]:
     read by ``raytal.core.storage`` and by pyarrow's ``FileSystem.from_uri``, which Ray Data and Ray
     Train use), and from there into the Ray started by ``ray_session``, which starts this fixture first
     when any test of the session uses it (Ray workers only see variables set before Ray starts)."""
-    if not _moto_server_installed():
-        pytest.skip("moto[server] is not installed (pip install -e '.[dev]'): no local S3 endpoint")
     import pyarrow.fs as pafs
 
-    with socket.socket() as s:  # a free port; the tiny race until moto binds it is acceptable in tests
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    # Wait until it answers; the bound only turns a server that never comes up into a failure, not a hang.
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).close()
-            break
-        except (urllib.error.URLError, ConnectionError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"moto server on {url} did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+    proc, url = start_moto_server(tmp_path_factory.mktemp("moto") / "moto_server.log")
     env = {
         "AWS_ENDPOINT_URL_S3": url,
         "AWS_ACCESS_KEY_ID": "testing",  # moto accepts any credentials; real ones must not reach it

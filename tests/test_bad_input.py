@@ -220,6 +220,8 @@ def _poison_nan(root: Path, part: str = "labeled") -> str:
     victim = _split_ids(root, part)[0]
     vids = list(read_shards(shard_dir))
     next(v for v in vids if v.video_id == victim).features[3, 0] = np.nan
+    for old in shard_dir.glob("part-*.parquet"):  # the subset re-converted
+        old.unlink()
     write_shards(vids, shard_dir, rows_per_shard=64, check=False)
     return victim
 

@@ -59,6 +59,14 @@ def _compare_run_with_bad_config(tmp: Path) -> list[str]:
     return ["compare", str(run), "--out", str(tmp / "p.png")]
 
 
+def _duplicate_section(tmp: Path) -> list[str]:
+    # The issue: the second data: section silently replaced the first (here data.root, so the run would have
+    # read the default dataset).
+    (tmp / "dup.yaml").write_text(f"_base_: {CONFIGS / 'tiny_npl.yaml'}\ndata:\n  root: {tmp / 'nodata'}\n"
+                                  "train:\n  epochs: 1\ndata:\n  labeled_ratio: 0.5\n")
+    return ["selftrain", "--config", str(tmp / "dup.yaml"), "--in-process", "--set", f"run.dir={tmp / 'run'}"]
+
+
 def _tune(*sets: str) -> Callable[[Path], list[str]]:
     return lambda tmp: ["tune", "--config", str(CONFIGS / "tune_tiny_npl.yaml"),
                         *[a for s in (f"run.dir={tmp / 'run'}", *sets) for a in ("--set", s)]]
@@ -116,6 +124,17 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("evaluate: binary prediction file", _evaluate_binary_prediction, "pred.json: not valid JSON"),
     ("compare: a run's config with NaN", _compare_run_with_bad_config,
      "run_a/config.yaml: config key 'train.lr': expected a finite number > 0, got nan"),
+    # issue 31: config text and values that were taken silently, or failed only inside Ray
+    ("YAML: a section given twice", _duplicate_section,
+     "dup.yaml: key 'data' is given twice, on line 2 and line 6 (YAML would keep only the last silently)"),
+    ("run.dir=s3:/x (one slash)", _selftrain("run.dir=s3:/x"),
+     "error: config key 'run.dir': expected a local path or an s3://BUCKET/KEY or gs://BUCKET/KEY URI, got 's3:/x'"),
+    ("data.root=s3:bucket/data", _selftrain("data.root=s3:bucket/data"),
+     "config key 'data.root': expected a local path or an s3://BUCKET/KEY or gs://BUCKET/KEY URI, got "
+     "'s3:bucket/data'"),
+    ("data.root=gs:/", _selftrain("data.root=gs:/"), "config key 'data.root': expected a local path or an s3://"),
+    ("run.teacher=http://host/t.pt", _selftrain("run.teacher=http://host/t.pt"),
+     "config key 'run.teacher': expected a local path or an s3://BUCKET/KEY or gs://BUCKET/KEY URI, got 'http://"),
     ("pseudolabel: lr NaN", lambda tmp: ["pseudolabel", "--config", str(CONFIGS / "tiny_npl.yaml"), "--checkpoint",
                                          "t.pt", "--round", "1", "--stages", "raytal.selftrain.common:x",
                                          "--set", "train.lr=.nan"],
@@ -134,5 +153,5 @@ def test_bad_config_through_the_real_job(tmp_path, case, argv_of, expected):
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert expected in lines[0], f"{case}: {expected!r} not in {lines[0]!r}"
-    assert not (tmp_path / "run").exists()  # refused before any work
+    assert not (tmp_path / "run").exists() and not (tmp_path / "s3:").exists()  # refused before any work
     assert not (tmp_path / "logs").exists()  # an input error, not an internal one

@@ -145,7 +145,10 @@ RUN_CASES: list[tuple[str, Callable[[Path], None] | None, list[str], int, list[s
 
 def _rewrite_train_shard(tiny: Path) -> None:
     shard_dir = tiny / "shards" / "train"
-    write_shards(list(read_shards(shard_dir))[1:], shard_dir, rows_per_shard=64)
+    videos = list(read_shards(shard_dir))[1:]
+    for old in shard_dir.glob("part-*.parquet"):  # the subset re-converted without its first video
+        old.unlink()
+    write_shards(videos, shard_dir, rows_per_shard=64)
 
 
 def _edit_dataset_yaml(tiny: Path) -> None:

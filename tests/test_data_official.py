@@ -114,8 +114,8 @@ def test_real_defects_are_errors_in_both_modes(tmp_path, capsys, defect, expecte
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(obj))
     for extra in ([], ["--strict"]):
-        rc = run_job(make_dataset.main, ["--annotations", str(ann), "--features", str(tmp_path), "--fps", str(FPS),
-                                "--feat-stride", str(STRIDE), "--num-frames", str(FRAMES),
-                                "--out", str(tmp_path / "out"), *extra])
+        rc = run_job(make_dataset.main, ["--annotations", str(ann), "--features", str(tmp_path / "features"),
+                                         "--fps", str(FPS), "--feat-stride", str(STRIDE), "--num-frames", str(FRAMES),
+                                         "--out", str(tmp_path / "out"), *extra])
         err = capsys.readouterr().err
         assert rc == 2 and "ann.json: video 'vidD': " + expected in err

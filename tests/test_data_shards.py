@@ -1,3 +1,4 @@
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +67,24 @@ def test_id_filter_and_file_list(tmp_path):
     assert list(read_shards(paths, ids=[])) == []
 
 
-def test_rewrite_is_idempotent_and_removes_stale(tmp_path):
-    write_shards([make(i) for i in range(5)], tmp_path, rows_per_shard=1)
+def test_a_folder_holding_shards_is_refused_and_nothing_is_removed(tmp_path):
+    # An earlier write's shards would be read with the new ones, and which are stale is not the writer's to
+    # decide (it used to delete every part-NNNNN.parquet it had not just written): it refuses, deleting nothing.
+    first = write_shards([make(i) for i in range(5)], tmp_path, rows_per_shard=1)
     other = tmp_path / "notes.parquet.txt"
     other.write_text("keep me")
-    paths = write_shards([make(i) for i in range(2)], tmp_path, rows_per_shard=1)
-    assert sorted(str(p) for p in tmp_path.glob("part-*.parquet")) == paths
-    assert len(paths) == 2 and other.exists()
-    assert [v.video_id for v in read_shards(tmp_path)] == ["v0", "v1"]
+    with pytest.raises(DataError, match=r"already holds shard files \(part-00000.parquet"):
+        write_shards([make(i) for i in range(2)], tmp_path, rows_per_shard=1)
+    assert sorted(str(p) for p in tmp_path.glob("part-*.parquet")) == first and other.read_text() == "keep me"
+    assert [v.video_id for v in read_shards(tmp_path)] == ["v0", "v1", "v2", "v3", "v4"]
+
+
+def test_the_writer_hashes_what_it_writes(tmp_path):
+    hashes: dict[str, str] = {}
+    paths = write_shards([make(i) for i in range(3)], tmp_path, rows_per_shard=2, hashes=hashes)
+    assert sorted(hashes) == sorted(paths)
+    for p in paths:  # the hash of the file's bytes, as a reader computes it
+        assert hashes[p] == hashlib.sha256(Path(p).read_bytes()).hexdigest()
 
 
 def test_truncated_shard_names_file(tmp_path):

@@ -64,7 +64,7 @@ def test_turn_reproduces_published_thumos14_numbers(official, name, tiou, publis
 def test_anet_sample_against_itself_perfect_except_zero_length():
     results = json.loads(ANET_SAMPLE.read_text())["results"]
     classes = sorted({a["label"] for dets in results.values() for a in dets})
-    pred = evaluate.load_predictions(ANET_SAMPLE, classes, set(results))
+    pred = evaluate.load_predictions(ANET_SAMPLE, classes, set(results)).table
     gt = SegmentTable(pred.video, pred.segments, pred.labels)
     tious = np.linspace(0.5, 0.95, 10)
     res = evaluate_detection(gt, pred, tious)

@@ -22,6 +22,7 @@ from raytal.core.errors import DataError
 from raytal.core.video import Video
 from raytal.data.index import RunIndex, Source
 from raytal.data.pseudo_io import PSEUDO_SCHEMA, apply_pseudo_labels, pseudo_row, read_pseudo_labels, source_dir
+from raytal.core.outputs import MANIFEST
 from raytal.data.shards import list_shards, read_shards, write_shards
 from raytal.data.synthetic import class_sets_of, make_world, synthesize_video, tiny_timelines
 from raytal.selftrain.spec import LabelSpec
@@ -138,9 +139,9 @@ def _run(spec: LabelSpec, pool_size: int = 2):
 
 def _assert_partitioned_by_source(out: Path, sources, readable: set[int] | None = None) -> None:
     """``out`` holds one directory per readable source, ``shard=<k>``, with exactly the rows of source k
-    (all its listed ids or all its file's rows), and nothing else."""
+    (all its listed ids or all its file's rows), and nothing else (but the manifest of a job's output folder)."""
     readable = set(range(len(sources))) if readable is None else readable
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"shard={k}" for k in readable)
+    assert sorted(p.name for p in out.iterdir() if p.name != MANIFEST) == sorted(f"shard={k}" for k in readable)
     for k in readable:
         _, src = sources[k]
         assert sorted(read_pseudo_labels(source_dir(str(out), k))) == sorted(src.ids or _file_ids(src.file))
@@ -239,10 +240,17 @@ def test_pipeline_matches_in_process_partitions_by_source_and_is_idempotent_for_
         ray_session, clean_shards, untrained_teacher, tmp_path):
     from raytal.selftrain.pseudo_stage import label_in_process
 
+    from raytal.config import load_config
+    from raytal.selftrain.rounds import label_into, pseudo_output, run_output
+
     sources = _index_sources(clean_shards)
     run = tmp_path / "run"
     out = run / "round_1" / "pseudo"
-    s2 = _run(_spec(sources, out), pool_size=2)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"run:\n  dir: {run}\nray:\n  actor_pool_size: 1\n  infer_batch_size: 3\n")
+    run_output(load_config(cfg)).claim().release()  # a run directory, as the main job makes it
+    with pseudo_output(str(out)) as output:  # the main job's pass, replacing the folder's labels through its manifest
+        s2 = label_into(output, _spec(sources, out), lambda spec: _run(spec, pool_size=2))
     rec2 = read_pseudo_labels(out)
     # 2 + 3 + 4 = 9 videos in, one row each; each fake label has exactly 1 instance and 1 relaxed LP.
     assert (s2.videos_in, s2.rows_out, s2.num_errors, s2.usable, s2.relaxed) == (9, 9, 0, 9, 9)
@@ -252,8 +260,6 @@ def test_pipeline_matches_in_process_partitions_by_source_and_is_idempotent_for_
     # saves it), into the same directory (the default <run>/round_1/pseudo): must overwrite, not append.
     RunIndex(str(tmp_path), "semi", C, D, {"unlabeled": [s for _, s in sources[:2]], "pool": [sources[2][1]]}).save(
         str(run / "index.json"))
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"run:\n  dir: {run}\nray:\n  actor_pool_size: 1\n  infer_batch_size: 3\n")
     argv = ["--config", str(cfg), "--checkpoint", str(untrained_teacher), "--round", "1", "--stages",
             "test_pseudolabel_pipeline:build_fake_stages"]
     assert pseudolabel_job.main(argv) == 0

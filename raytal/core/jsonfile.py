@@ -36,6 +36,27 @@ class _Refused(Exception):
     pass
 
 
+class CheckedObject(dict):
+    """A JSON object that remembers the keys it saw more than once: (key, first position, later position),
+    positions counted from 1 among the object's entries. Python's ``json`` keeps the last value silently."""
+
+    duplicates: list[tuple[str, int, int]]
+
+
+def note_duplicates(pairs: list[tuple[str, Any]]) -> CheckedObject:
+    """``object_pairs_hook`` giving ``CheckedObject``s (the value of a repeated key is the last one)."""
+    obj = CheckedObject()
+    obj.duplicates = []
+    first: dict[str, int] = {}
+    for i, (k, v) in enumerate(pairs, start=1):
+        if k in first:
+            obj.duplicates.append((k, first[k], i))
+        else:
+            first[k] = i
+        obj[k] = v
+    return obj
+
+
 def _quotes(body: np.ndarray) -> np.ndarray:
     """Positions of the quotes that open or close a string (not the escaped ones, ``\\"``)."""
     quotes = np.flatnonzero(body == ord('"'))

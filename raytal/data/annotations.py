@@ -37,15 +37,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from raytal.core import storage
 from raytal.core.errors import DataError, check_video_id, where
-from raytal.core.jsonfile import read_json
+from raytal.core.jsonfile import CheckedObject, note_duplicates, read_json
 from raytal.core.video import Video
 
 # Segments may stick out of [0, duration] by this much (seconds) and are then clipped silently.
@@ -86,26 +86,10 @@ class Annotations:
         return list(dict.fromkeys(v.subset for v in self.videos.values()))
 
 
-class _Obj(dict):
-    """A JSON object that remembers the keys it saw more than once."""
-
-    duplicates: list[str]
-
-
-def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Obj:
-    obj = _Obj()
-    obj.duplicates = []
-    for k, v in pairs:
-        if k in obj:
-            obj.duplicates.append(k)
-        obj[k] = v
-    return obj
-
-
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
-    return read_json(path, DataError, object_pairs_hook=_pairs_hook)
+    return read_json(path, DataError, object_pairs_hook=note_duplicates)
 
 
 def _number(value: Any, path: Path, vid: str, fld: str) -> float:
@@ -149,9 +133,9 @@ def load_annotations(
     data = _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
         raise DataError(f"{where(path, None, 'database')}: expected a top-level object with a 'database' mapping")
-    db: _Obj = data["database"]
+    db: CheckedObject = data["database"]
     if db.duplicates:
-        dup = db.duplicates[0]
+        dup = db.duplicates[0][0]
         raise DataError(f"{where(path, dup, 'database')}: duplicate video id '{dup}' (listed more than once)")
     warnings: list[str] = []
 
@@ -165,7 +149,7 @@ def load_annotations(
         if not isinstance(rec, dict):
             raise DataError(f"{where(path, vid)}: expected an object, got {type(rec).__name__}")
         if rec.duplicates:
-            raise DataError(f"{where(path, vid, rec.duplicates[0])}: key listed more than once")
+            raise DataError(f"{where(path, vid, rec.duplicates[0][0])}: key listed more than once")
         for key in ("subset", "duration", "annotations"):
             if key not in rec:
                 raise DataError(f"{where(path, vid, key)}: missing")
@@ -330,12 +314,8 @@ def annotations_to_json(classes: list[str], videos: list[Video] | dict[str, Vide
 def save_annotations(path: str | Path, annotations: Annotations) -> None:
     """Write ``annotations`` in the ActionFormer dialect (fps and label_id on every entry).
 
-    Written to a temporary file and renamed, so a reader never sees half a file.
+    Written atomically and never through a link (``raytal.core.storage.write_text``), so a reader never sees
+    half a file.
     """
-    path = Path(path)
     obj = annotations_to_json(annotations.classes, annotations.videos)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    storage.write_text(path, json.dumps(obj, indent=1) + "\n")

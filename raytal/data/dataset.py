@@ -106,11 +106,13 @@ def convert_to_shards(
     feature_dim: int | None,
     rows_per_shard: int = 256,
     feature_prefix: str = "",
+    hashes: dict[str, str] | None = None,
 ) -> dict[str, list[Path]]:
     """JSON + npy -> ``shards_dir/<subset>/part-*.parquet`` (every video checked; streaming per subset).
 
     ``annotations`` must carry feat_stride/num_frames in its videos (load them with those arguments).
-    Video v's features are ``features_dir/<feature_prefix><v>.npy``.
+    Video v's features are ``features_dir/<feature_prefix><v>.npy``. ``hashes`` receives each shard's sha256
+    (``write_shards``).
     """
     out: dict[str, list[Path]] = {}
     for subset in annotations.subsets():
@@ -120,5 +122,5 @@ def convert_to_shards(
             for v in vids:
                 yield dataclasses.replace(v, features=load_features(features_dir, v, feature_dim, prefix=feature_prefix))
 
-        out[subset] = write_shards(loaded(), Path(shards_dir) / subset, rows_per_shard, feature_dim)
+        out[subset] = write_shards(loaded(), Path(shards_dir) / subset, rows_per_shard, feature_dim, hashes=hashes)
     return out

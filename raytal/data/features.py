@@ -111,6 +111,23 @@ def read_npy(path: str | Path, video_id: str) -> np.ndarray:
         raise DataError(f"{where(path, video_id, 'features')}: not a readable .npy array ({e})") from e
 
 
+def npy_length(path: str | Path, video_id: str) -> int:
+    """T, the rows of a .npy file, from its header alone (a few hundred bytes, one ranged read on an object
+    store); DataError naming file and video when it is not a 2-D array file."""
+    try:
+        with storage.open_input_file(path) as f:
+            version = np.lib.format.read_magic(f)
+            shape, _, _ = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(f))
+    except FileNotFoundError:
+        raise DataError(f"{where(path, video_id, 'features')}: feature file missing") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{where(path, video_id, 'features')}: not a readable .npy array ({e})") from None
+    if len(shape) != 2:
+        raise DataError(f"{where(path, video_id, 'features')}: expected a 2-D array [T, D], got shape {shape}")
+    return int(shape[0])
+
+
 def load_features(
     features_dir: str | Path,
     video: Video,

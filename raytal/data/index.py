@@ -200,11 +200,19 @@ def build_index(data: DataConfig, with_test: bool = True) -> RunIndex:
             taken = tuple(v for v in file_ids if v in keep)
             if taken:
                 parts[part].append(Source(f, taken, len(taken)))
+    if data.setting == "semi" and not any(len(s) for s, v in zip(sets, ids) if v in members["labeled"]):
+        raise DataError(f"{root}: no labeled video of the training subset '{train_subset}' has an annotated segment "
+                        "(data.labeled_ratio too small, or a subset without annotations): the teacher would learn "
+                        "nothing")
     if with_test:
         test_meta = _metadata(_subset_files(root, info, test_subset), info, set())
         parts["test"] = [Source(f, None, len(file_ids)) for f, file_ids, _ in test_meta if file_ids]
         if not parts["test"]:
             raise DataError(f"{root}: test subset '{test_subset}' has no videos")
+        if not any(len(s) for _, _, file_sets in test_meta for s in file_sets):
+            raise DataError(f"{root}: test subset '{test_subset}' has no annotated segment to evaluate against (an "
+                            "official test subset such as ActivityNet's 'testing' has its labels withheld): set "
+                            "data.test_subset to a subset with annotations")
     if info.unlabeled_shards:
         pool_dir = resolve(root, info.unlabeled_shards)
         parts["pool"] = _whole_files(list_shards(pool_dir))

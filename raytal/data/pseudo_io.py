@@ -55,6 +55,9 @@ PSEUDO_SCHEMA = pa.schema(
 # Ray Data's partitioned write names it), so a training reader joins one shard file with its labels
 # without holding the labels of the whole pool.
 SOURCE_KEY = "shard"
+# A pseudo-label folder as a job's output (raytal.core.outputs): what it holds, and where its files lie.
+PSEUDO_KIND = "pseudo-labels"
+PSEUDO_FILES = (f"{SOURCE_KEY}=*",)
 
 
 @dataclass

@@ -7,11 +7,13 @@ video_labels (list<int32>, weak setting).
 
 Shard files are ``<out_dir>/part-NNNNN.parquet``; Ray Data reads them directly. The converters work on
 whole columns (``videos_to_table`` / ``rows_to_videos``) so the Ray Data pipeline can call them on
-batches. Writing is streaming: ``write_shards`` holds at most one shard of videos.
+batches. Writing is streaming: ``write_shards`` holds at most one shard of videos, and gives the sha256 of
+each file it writes (a run's data fingerprint, ``raytal.selftrain.run_record``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -187,11 +189,14 @@ def shard_name(index: int) -> str:
     return f"{SHARD_PREFIX}{index:05d}.parquet"
 
 
-def _write_table(table: pa.Table, path: str) -> None:
-    """One shard file, atomically (a crash never leaves a truncated file under a shard name)."""
+def _write_table(table: pa.Table, path: str) -> str:
+    """One shard file, atomically (a crash never leaves a truncated file under a shard name); returns the
+    sha256 of its bytes, computed from the buffer it writes (a dataset records it: no second read)."""
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf, compression=_COMPRESSION)
-    storage.write_bytes(path, buf.getvalue().to_pybytes())
+    data = buf.getvalue().to_pybytes()
+    storage.write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_shards(
@@ -200,24 +205,34 @@ def write_shards(
     rows_per_shard: int = 256,
     feature_dim: int | None = None,
     check: bool = True,
+    hashes: dict[str, str] | None = None,
 ) -> list[str]:
     """Stream videos into ``out_dir/part-NNNNN.parquet`` files of ``rows_per_shard`` rows each (local or URI).
 
-    Holds at most one shard of videos in memory (plus the set of ids seen, to refuse duplicates).
-    Idempotent: shard files of the same naming left over from an earlier, larger write are removed.
-    Returns the written paths in order.
+    Holds at most one shard of videos in memory (plus the set of ids seen, to refuse duplicates). ``out_dir``
+    must hold no shard files yet: an earlier write's files would be read with these, and which of them are
+    stale is not this function's to decide (``jobs/make_dataset.py`` writes into a fresh staging folder and
+    replaces its earlier output through its manifest, ``raytal.core.outputs``). ``hashes``, when given,
+    receives each written path's sha256. Returns the written paths in order.
     """
     if rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
     out = storage.resolve(out_dir)
     storage.makedirs(out)
+    earlier = [f for f in storage.list_files(out, suffix=".parquet", recursive=False)
+               if _SHARD_RE.match(storage.name(f))]
+    if earlier:
+        raise DataError(f"{out}: already holds shard files ({storage.name(earlier[0])}, ...): write the shards into a "
+                        "folder without any")
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
     paths: list[str] = []
 
     def flush() -> None:
         path = storage.join(out, shard_name(len(paths)))
-        _write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+        sha = _write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+        if hashes is not None:
+            hashes[path] = sha
         paths.append(path)
         rows.clear()
 
@@ -230,10 +245,6 @@ def write_shards(
             flush()
     if rows:
         flush()
-    written = set(paths)
-    for stale in storage.list_files(out, suffix=".parquet", recursive=False):
-        if _SHARD_RE.match(storage.name(stale)) and stale not in written:
-            storage.delete_file(stale)
     return paths
 
 
@@ -247,6 +258,30 @@ def list_shards(source: str | Path | Iterable[str | Path]) -> list[str]:
             return [storage.resolve(source)]
         raise DataError(f"{source}: shard directory or file not found")
     return [storage.resolve(s) for s in source]
+
+
+def check_unique_videos(files: Iterable[str]) -> None:
+    """Every video id in one place across shard ``files`` (a file named twice counts twice): ``DataError``
+    naming the video and both places, since a job would otherwise give it two rows (two predictions, two
+    pseudo labels) and keep one silently. Reads the ``video_id`` columns only; an unreadable file is skipped
+    (its reader reports it)."""
+    seen: dict[str, tuple[str, int]] = {}
+    given: set[str] = set()
+    for path in files:
+        if path in given:
+            raise DataError(f"{path}: shard file given twice (its videos would each get two rows)")
+        given.add(path)
+        try:
+            ids = open_shard(path).read(columns=["video_id"]).column("video_id").to_pylist()
+        except DataError:
+            continue
+        for row, vid in enumerate(ids):
+            if vid in seen:
+                where_before, row_before = seen[vid]
+                raise DataError(f"{where(path, vid, 'video_id')}: row {row}, and also row {row_before} of "
+                                f"{where_before}: each video must be given once (it would get two rows and one "
+                                "would silently win)")
+            seen[vid] = (path, row)
 
 
 def open_shard(path: str) -> pq.ParquetFile:

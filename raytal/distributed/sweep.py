@@ -26,6 +26,7 @@ selected, at no retraining cost; the YAML reproduces it from scratch.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -40,8 +41,11 @@ from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 
-from raytal.config import Config, ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict
+from raytal.config import (
+    Config, ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict, tune_space,
+)
 from raytal.core import storage
+from raytal.core.outputs import OutputDir
 from raytal.data.dataset import load_dataset_info
 from raytal.data.index import build_index
 from raytal.distributed.backend import RayBackend
@@ -73,7 +77,6 @@ TEACHER_FREE_PREFIXES = (
     "recipe.apl.tau_icd", "recipe.apl.sigma_icd", "recipe.apl.icd", "recipe.apl.tau_neg", "recipe.apl.beta",
     "infer.", "train.student_init", "train.unlabeled_per_batch", "run.rounds",
 )
-_KINDS = ("grid", "uniform", "loguniform", "choice")
 REPORTED_METRICS = ("val_average_mAP", "val_mAP_0.5")  # what a trial reports after every round
 
 
@@ -87,29 +90,9 @@ def teacher_free(key: str) -> bool:
 
 
 def validate_space(cfg: Config) -> dict[str, tuple[str, list]]:
-    """``cfg.tune.space`` as {key: (kind, values)}; every key and value is checked against the schema."""
-    space = cfg.tune.space
-    if not space:
-        raise ConfigError("tune.space is empty: give at least one key, e.g. recipe.npl.n_pos: {grid: [5, 10]}")
-    out: dict[str, tuple[str, list]] = {}
-    for key, spec in space.items():
-        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _KINDS:
-            kinds = " | ".join(k + ": [...]" for k in _KINDS)
-            raise ConfigError(f"tune.space.{key}: expected one of {{{kinds}}}, got {spec!r}")
-        kind, values = next(iter(spec.items()))
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"tune.space.{key}.{kind}: expected a non-empty list, got {values!r}")
-        if kind in ("uniform", "loguniform"):
-            if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                raise ConfigError(f"tune.space.{key}.{kind}: expected [low, high] numbers, got {values!r}")
-            lo, hi = values
-            if not lo < hi or (kind == "loguniform" and lo <= 0):
-                raise ConfigError(
-                    f"tune.space.{key}.{kind}: expected low < high (and 0 < low for loguniform), got {values!r}"
-                )
-        for v in values:  # unknown keys / wrong types fail here, before any trial starts
-            apply_overrides(cfg, {key: v}, source=f"tune.space.{key}")
-        out[key] = (kind, list(values))
+    """``cfg.tune.space`` as {key: (kind, values)}, every key and value checked against the schema
+    (``raytal.config.tune_space``), and the sweep's own settings; before Ray starts."""
+    out = tune_space(cfg)
     if cfg.tune.num_samples < 1 or cfg.tune.max_concurrent < 1 or cfg.tune.grace_period < 1:
         raise ConfigError("tune.num_samples, tune.max_concurrent and tune.grace_period must be >= 1")
     if cfg.tune.metric not in REPORTED_METRICS:
@@ -157,8 +140,7 @@ def _round_metrics(r: int, res: dict) -> dict[str, float]:
 
 def _log_event(sweep_dir: Path, **event: Any) -> None:
     """``<sweep>/trial_log.jsonl``: one line per trial start/finish, the sweep's own history."""
-    with open(sweep_dir / "trial_log.jsonl", "a") as f:
-        f.write(json.dumps({**event, "time": time.time()}) + "\n")
+    storage.append_text(sweep_dir / "trial_log.jsonl", json.dumps({**event, "time": time.time()}) + "\n")
 
 
 def _trial(config: dict, base: dict, sweep_dir: str, teacher: str) -> None:
@@ -221,11 +203,28 @@ def train_shared_teacher(cfg: Config, sweep_dir: Path) -> tuple[str, float]:
     return stages.result("round_0/train"), stages.seconds("round_0/train")
 
 
-def run_sweep(cfg: Config, *, evaluate_test: bool = True) -> SweepResult:
-    """Run (or resume) the sweep of ``cfg``; write the table, plot, best config and its test result."""
+# Where a sweep writes in its directory: with --overwrite, a file raytal did not write is refused there.
+SWEEP_FILES = ("sweep_config.yaml", "trial_log.jsonl", "results.csv", "results.md", "val_map.png", "best_*",
+               "summary.json", f"{EXPERIMENT}/*", "trials/*", "teacher/*")
+
+
+def sweep_output(cfg: Config, overwrite: bool = False) -> OutputDir:
+    """The sweep directory as a job's output (``raytal.core.outputs``): not the dataset's folder, and a folder
+    raytal made (or a new one) unless ``overwrite``."""
+    return OutputDir(run_dir_of(cfg), kind="sweep", flag="run.dir", what="sweep directory", overwrite=overwrite,
+                     inputs=[("data.root", cfg.data.root), ("run.teacher", cfg.run.teacher)], owns=SWEEP_FILES,
+                     legacy=("sweep_config.yaml",), lists_files=False)
+
+
+def run_sweep(cfg: Config, *, evaluate_test: bool = True, overwrite: bool = False) -> SweepResult:
+    """Run (or resume) the sweep of ``cfg``; write the table, plot, best config and its test result.
+    ``overwrite``: a new sweep may write beside files raytal did not write in its directory."""
     space = validate_space(cfg)
-    sweep_dir = Path(run_dir_of(cfg))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with sweep_output(cfg, overwrite) as output:
+        return _sweep(cfg, space, Path(output.path), evaluate_test)
+
+
+def _sweep(cfg: Config, space: dict[str, tuple[str, list]], sweep_dir: Path, evaluate_test: bool) -> SweepResult:
     cfg = _absolute(cfg, sweep_dir)
     saved = sweep_dir / "sweep_config.yaml"
     if saved.exists() and load_config(saved).tune.space != cfg.tune.space:
@@ -293,7 +292,7 @@ def run_sweep(cfg: Config, *, evaluate_test: bool = True) -> SweepResult:
         if evaluate_test:
             test = evaluate_best_on_test(best_cfg, best, sweep_dir)
     summary = {"best": best, "test": test, "timings": timings, "num_trials": len(rows)}
-    (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    storage.write_text(sweep_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     return SweepResult(sweep_dir, rows, best, best_path, test, timings)
 
 
@@ -338,7 +337,7 @@ def evaluate_best_on_test(best_cfg: Config, best: dict, sweep_dir: Path) -> dict
     result = evaluate_checkpoint(best_cfg, checkpoint, index.videos("test"), load_dataset_info(best_cfg.data.root),
                                  predictions=str(sweep_dir / "best_test_predictions.json"))
     result["checkpoint"] = checkpoint
-    out.write_text(json.dumps(result, indent=1))
+    storage.write_text(out, json.dumps(result, indent=1))
     return result
 
 
@@ -349,18 +348,19 @@ def _fmt(v: Any) -> str:
 def write_table(rows: list[dict], keys: list[str], metric: str, sweep_dir: Path) -> str:
     """``<sweep>/results.csv`` and ``results.md`` (metric in %); returns the markdown."""
     cols = ["trial_id", *keys, metric, "rounds_evaluated", "state"]
-    with open(sweep_dir / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for r in rows:
-            w.writerow([r[c] for c in cols])
+    table = io.StringIO(newline="")
+    w = csv.writer(table)
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([r[c] for c in cols])
+    storage.write_text(sweep_dir / "results.csv", table.getvalue())
     lines = ["| " + " | ".join(c if c != metric else f"{metric} (%)" for c in cols) + " |",
              "|" + "---|" * len(cols)]
     for r in rows:
         cells = [f"{100 * r[c]:.2f}" if c == metric else _fmt(r[c]) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"
-    (sweep_dir / "results.md").write_text(md)
+    storage.write_text(sweep_dir / "results.md", md)
     return md
 
 
@@ -393,5 +393,7 @@ def plot_sweep(rows: list[dict], space: dict[str, tuple[str, list]], metric: str
         ax.grid(alpha=0.3)
     fig.suptitle("val mAP per trial (grey: stopped early or failed)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    storage.write_bytes(path, buf.getvalue())

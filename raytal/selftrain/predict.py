@@ -27,7 +27,7 @@ from raytal.core import storage
 from raytal.core.errors import DataError
 from raytal.core.video import Video
 from raytal.data.features import check_features, read_npy
-from raytal.data.pool import VideoInfo
+from raytal.data.pool import VideoInfo, features_span
 from raytal.data.shards import SCHEMA as SHARD_SCHEMA
 from raytal.data.shards import open_shard, video_to_row
 from raytal.selftrain.pseudo_stage import READ_ERROR, UNIT_COLUMNS, InferStage, Unit
@@ -84,7 +84,8 @@ def _feature_row(directory: str, vid: str, grid: Grid, info: dict[str, VideoInfo
     video = Video(vid, "test", 0.0, fps, grid.feat_stride, grid.num_frames, labeled=False)
     video.features = check_features(read_npy(path, vid), video, grid.feature_dim, path)
     T = video.features.shape[0]
-    video.duration = row.duration if row is not None and row.duration else ((T - 1) * grid.feat_stride + grid.num_frames) / fps
+    video.duration = row.duration if row is not None and row.duration else features_span(T, grid.feat_stride,
+                                                                                          grid.num_frames, fps)
     return video_to_row(video, grid.feature_dim, check=False, source=path)
 
 
@@ -132,6 +133,12 @@ def summarize(out_dir: str, start: float) -> PredictSummary:
     return PredictSummary(videos, errors, detections, first, time.perf_counter() - start)
 
 
+# The results JSON starts with this (its first key), so a later job knows it may replace the file
+# (raytal.core.outputs.check_output_file); the format's readers ignore the extra key.
+RESULTS_WRITER = "raytal jobs/predict.py"
+RESULTS_SIGNATURE = b'{"written_by": "raytal'
+
+
 def write_results_json(out_dir: str, classes: list[str], path: str) -> None:
     """The detections of ``out_dir`` in the ActivityNet results format; error rows under ``errors``."""
     results: dict[str, list] = {}
@@ -139,9 +146,12 @@ def write_results_json(out_dir: str, classes: list[str], path: str) -> None:
     for f in storage.list_files(out_dir, suffix=".parquet"):
         t = pq.read_table(storage.open_input_file(f))
         for vid, dets, err in zip(*(t.column(n).to_pylist() for n in DETECTIONS_SCHEMA.names)):
+            if vid in results:  # inputs are checked for repeated videos first; never one silent winner
+                raise DataError(f"{f}: video '{vid}': predicted twice; each video must be given once")
             if err is not None:
                 errors[vid] = err
             results[vid] = [{"label": classes[d["label_id"]] if d["label_id"] < len(classes) else str(d["label_id"]),
                              "segment": [d["start"], d["end"]], "score": d["score"]} for d in dets]
-    storage.write_text(path, json.dumps({"version": "VERSION 1.3", "results": dict(sorted(results.items())),
+    storage.write_text(path, json.dumps({"written_by": RESULTS_WRITER, "version": "VERSION 1.3",
+                                         "results": dict(sorted(results.items())),
                                          "external_data": {"used": False}, "errors": errors}))

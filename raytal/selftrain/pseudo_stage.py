@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -320,9 +321,19 @@ def label_batch(batch: pa.Table, *, label_video: LabelFn, round: int, teacher: s
 
 def clean_output(out_dir: str) -> None:
     """Remove the output of an earlier run of the pass: output files are named per run, so re-running a
-    round would otherwise add a second copy instead of overwriting."""
-    storage.delete_dir(out_dir, missing_ok=True)
+    round would otherwise add a second copy instead of overwriting. Only files of the pass's own layout
+    (``shard=<k>/*.parquet``) are removed; any other file is refused (``DataError``), never deleted. The jobs
+    write each pass into a fresh staging folder of their output (``raytal.core.outputs``), so this removes
+    nothing there."""
     storage.makedirs(out_dir)
+    root = storage.resolve(out_dir).rstrip("/") + "/"
+    files = storage.list_files(out_dir)
+    foreign = [f for f in files if not re.fullmatch(rf"{SOURCE_KEY}=\d+/[^/]+\.parquet", f[len(root):])]
+    if foreign:
+        raise DataError(f"{out_dir}: holds files that are not pseudo labels (e.g. {foreign[0]}): not removed; "
+                        "give the pass a folder of its own")
+    for f in files:
+        storage.delete_file(f)
 
 
 def summarize_output(out_dir: str) -> tuple[int, int, int, list[tuple[str, str]], dict[int, int], int]:

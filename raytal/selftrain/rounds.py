@@ -23,17 +23,20 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from raytal.config import Config, ConfigError
 from raytal.core import storage
 from raytal.core.errors import CheckpointError, DataError, RunStateError
+from raytal.core.outputs import OutputDir
 from raytal.core.segments import SegmentTable
 from raytal.data.dataset import load_dataset_info
 from raytal.data.index import RunIndex, build_index, source_ids, source_videos
-from raytal.data.pseudo_io import apply_pseudo_labels, check_source_rows, read_pseudo_labels, source_dir
+from raytal.data.pseudo_io import (
+    PSEUDO_FILES, PSEUDO_KIND, apply_pseudo_labels, check_source_rows, read_pseudo_labels, source_dir,
+)
 from raytal.eval.quality import pseudo_label_quality
 from raytal.pseudo.delta_labels import regeneration_epochs
 from raytal.recipes.labeling import prepare_labeling
@@ -43,13 +46,14 @@ from raytal.selftrain.evaluate import eval_tious, evaluate_checkpoint
 from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.models import DETECTOR, load_detector, load_weak_base
 from raytal.selftrain.report import percent, write_report
-from raytal.selftrain.run_lock import RunLock
-from raytal.selftrain.run_record import open_record
+from raytal.selftrain.run_lock import LOCK_NAME, RUN_KIND, RUN_RECORDS, RunLock
+from raytal.selftrain.run_record import RECORD_NAME, open_record
 from raytal.selftrain.spec import LabelSpec, TrainSpec, pseudo_sources
 from raytal.selftrain.teacher import Predictor, teacher_kind
 from raytal.selftrain.weak_round import train_weak_stage
 
 log = logging.getLogger("raytal.selftrain")
+T = TypeVar("T")
 
 
 class Backend(Protocol):
@@ -91,25 +95,32 @@ def check_pseudo_labels(label: LabelSpec) -> None:
 class Run:
     """One run's stages over its index, with the back-end that executes them (see the module docstring)."""
 
-    def __init__(self, cfg: Config, backend: Backend, on_round: Callable[[int, dict], None] | None = None):
-        """Takes the run directory's lock and checks the run's record (``raytal.selftrain.run_record``) before
-        anything is written; ``close`` releases the lock."""
+    def __init__(self, cfg: Config, backend: Backend, on_round: Callable[[int, dict], None] | None = None,
+                 overwrite: bool = False):
+        """Claims the run directory (``run_output``; ``overwrite``: beside files raytal did not write), takes
+        its lock and checks the run's record (``raytal.selftrain.run_record``) before anything is written;
+        ``close`` releases them."""
         self.cfg, self.backend, self.on_round = cfg, backend, on_round
         self.dir = run_dir_of(cfg)
         self.info = load_dataset_info(cfg.data.root)
         self._contexts: dict[str, LabelingContext] = {}
-        make_run_dir(self.dir)
-        self.lock = RunLock(self.dir)
-        self.lock.acquire()
+        self.output = run_output(cfg, overwrite).claim()
+        try:
+            self.lock = RunLock(self.dir)
+            self.lock.acquire()
+        except BaseException:
+            self.output.release()
+            raise
         try:
             self.stages = StageLog(self.path("stages.json"), guard=self.lock.check)  # a damaged ledger: before writes
             open_record(cfg, self.dir, self.info)
         except BaseException:
-            self.lock.release()
+            self.close()
             raise
 
     def close(self) -> None:
         self.lock.release()
+        self.output.release()
 
     def path(self, *parts: str) -> str:
         return storage.join(self.dir, *parts)
@@ -206,6 +217,12 @@ class Run:
             self.on_round(r, res)
         return res
 
+    def label(self, label: LabelSpec) -> dict:
+        """The back-end's pass into the pseudo-label folder, replacing its earlier output (``label_into``)."""
+        with pseudo_output(label.out_dir) as out:
+            summary = label_into(out, label, lambda staged: self.backend.pseudolabel(self.cfg, staged))
+        return {**summary, "out_dir": label.out_dir}
+
     def context(self, index: RunIndex, teacher: str) -> LabelingContext:
         """What the recipes prepare for labeling (APL's ICD), once per kind of teacher."""
         kind = teacher_kind(teacher)
@@ -216,7 +233,7 @@ class Run:
     def pseudolabel(self, index: RunIndex, name: str, teacher: str, r: int) -> tuple[LabelSpec, dict]:
         label = LabelSpec(teacher, r, self.path(*name.split("/")), index.num_classes, index.setting,
                           tuple(index.pseudo_sources()), self.context(index, teacher))
-        summary = self.stages.run(name, self.backend.pseudolabel, self.cfg, label)
+        summary = self.stages.run(name, self.label, label)
         quality = self.stages.run(name.replace("pseudo", "quality"), round_quality, index, label)
         log.info("%s: %d videos, %d error rows, %d with labels; class acc %s %%, positive acc %s %%", name,
                  summary["videos_in"], summary["num_errors"], summary["usable"], percent(quality["class_accuracy"]),
@@ -308,26 +325,47 @@ class Run:
         return out
 
 
-def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict], None] | None = None) -> dict:
+def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict], None] | None = None,
+                  overwrite: bool = False) -> dict:
     """Run (or resume) every round of ``cfg``; returns the run's metrics (also in ``metrics.json``).
 
-    ``on_round(r, eval_result)`` is called after each round's evaluation (Tune reports it per round).
+    ``on_round(r, eval_result)`` is called after each round's evaluation (Tune reports it per round);
+    ``overwrite`` lets a new run write beside files raytal did not write in its directory (``run_output``).
     """
-    run = Run(cfg, backend, on_round)
+    run = Run(cfg, backend, on_round, overwrite)
     try:
         return run.run()
     finally:
         run.close()
 
 
-def make_run_dir(path: str) -> None:
-    """Create the run directory (and its parents); ``RunStateError`` naming ``run.dir`` when it cannot be one."""
-    if storage.is_file(path):
-        raise RunStateError(f"run.dir={path}: is a regular file, expected a run directory (or a path to create one)")
-    try:
-        storage.makedirs(path)
-    except OSError as e:
-        raise RunStateError(f"run.dir={path}: cannot create the run directory: {e.strerror or e}") from None
+# Where a run writes in its directory: with --overwrite, a file raytal did not write is refused there.
+RUN_FILES = ("config.yaml", RECORD_NAME, LOCK_NAME, "index.json", "stages.json", "metrics.json", "report.md",
+             "plots/*", "round_*")
+
+
+def run_output(cfg: Config, overwrite: bool = False) -> OutputDir:
+    """The run directory as a job's output (``raytal.core.outputs``): not the dataset's folder or inside it, not
+    holding the shared teacher, and a folder raytal made (or a new one) unless ``overwrite``."""
+    return OutputDir(run_dir_of(cfg), kind=RUN_KIND, flag="run.dir", what="run directory", overwrite=overwrite,
+                     inputs=[("data.root", cfg.data.root), ("run.teacher", cfg.run.teacher)], owns=RUN_FILES,
+                     legacy=(*RUN_RECORDS, LOCK_NAME), lists_files=False)
+
+
+def label_into(output: OutputDir, label: LabelSpec, run: Callable[[LabelSpec], T]) -> T:
+    """A pseudo-label pass into ``output`` (its folder is ``label.out_dir``), replacing its earlier output
+    (``raytal.core.outputs``): ``run(spec)`` writes into a staging folder, whose files then replace the previous
+    pass's; a pass that fails or is interrupted leaves the previous labels as they were. Returns ``run``'s
+    result (whose ``out_dir`` names the staging folder)."""
+    with output.staged() as staged:
+        result = run(dataclasses.replace(label, out_dir=staged))
+        output.commit(staged)
+    return result
+
+
+def pseudo_output(out_dir: str, inputs: list[tuple[str, str]] = (), overwrite: bool = False) -> OutputDir:
+    """A pseudo-label folder as a job's output: it holds ``shard=<k>/`` folders of Parquet files."""
+    return OutputDir(out_dir, kind=PSEUDO_KIND, inputs=inputs, overwrite=overwrite, owns=PSEUDO_FILES)
 
 
 def regeneration_schedule(cfg: Config) -> list[int]:

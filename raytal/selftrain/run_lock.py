@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ import psutil
 
 from raytal.core import storage
 from raytal.core.errors import RunStateError
+from raytal.core.outputs import read_manifest
 
 log = logging.getLogger("raytal.selftrain")
 
@@ -133,10 +135,25 @@ class RunLock:
 
     # ------------------------------------------------------------------- local: flock
 
+    def _open_lock_file(self) -> int:
+        """The lock file, created if missing, never through a link (a ``run.lock`` planted as a link to
+        another file would have that file truncated and rewritten) and only if it is a regular file."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise RunStateError(f"{self.path}: the run's lock file is a symbolic link: refused (raytal never "
+                                    "follows a link it did not make); remove it") from None
+            raise RunStateError(f"{self.path}: cannot create the run's lock file: {e.strerror or e}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunStateError(f"{self.path}: the run's lock file is not a regular file; remove it")
+        return fd
+
     def _acquire_flock(self) -> bool:
         """True when held; False when this file system has no ``flock`` (the object protocol is used)."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = self._open_lock_file()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -236,3 +253,37 @@ class RunLock:
             self._beat = None
             if self._lost is None and (current := self._read()) is not None and current.owner == self.holder.owner:
                 storage.delete_file(self.path, missing_ok=True)
+
+
+RUN_KIND = "run"  # the kind of a run directory's output manifest (raytal.core.outputs)
+RUN_RECORDS = ("run.json", "stages.json")  # a run directory made before manifests has one of these
+
+
+def is_run_dir(path: str) -> bool:
+    """Whether ``path`` is a run directory: it has a run's record, or raytal's manifest of a run."""
+    if not storage.is_dir(path):
+        return False
+    if any(storage.exists(storage.join(path, name)) for name in RUN_RECORDS):
+        return True
+    manifest = read_manifest(path)
+    return manifest is not None and manifest.kind == RUN_KIND
+
+
+def enclosing_run(path: str) -> str | None:
+    """The run directory that holds ``path`` (or is ``path``), if any."""
+    current = storage.resolve(path)
+    while True:
+        if is_run_dir(current):
+            return current
+        up = storage.parent(current)
+        if up == current:
+            return None
+        current = up
+
+
+def lock_enclosing_run(path: str) -> contextlib.AbstractContextManager:
+    """The lock of the run directory a job's output ``path`` lies in (``RunLock``), or nothing to hold when it
+    lies in none: a job writing into a run directory (``pseudolabel.py --out <run>/round_1/pseudo``) waits
+    for no one and is refused while another job works there, as the run's own jobs are."""
+    run = enclosing_run(path)
+    return RunLock(run) if run is not None else contextlib.nullcontext()

@@ -2,9 +2,17 @@
 stage and checked every time it resumes.
 
 Record: ``<run>/config.yaml`` (the config) and ``<run>/run.json`` (a fingerprint of the dataset the run is
-split from: the sha256 of ``data.root/dataset.yaml`` and the size of every shard file of the subsets it
-reads, its training and test subsets and the pool; listed, never opened). A run directory holds one run:
-re-running in a directory that has a record compares, before anything is written,
+split from: the sha256 of ``data.root/dataset.yaml`` and, for every shard file of the subsets it reads (its
+training and test subsets and the pool), its size, modification time and the sha256 of its bytes). The
+content hash comes from the dataset's manifest (``jobs/make_dataset.py`` computes it while writing each
+shard, so it costs nothing; ``raytal.core.outputs``), and is computed by reading the file only for a shard
+the manifest does not list (a dataset made another way). On resume a shard whose size and modification time
+are the recorded ones is taken as unchanged without being read: every write of a file sets its
+modification time, so changed bytes with an unchanged time take a deliberate reset of the clock. A shard
+whose time differs is read and hashed again (a re-converted dataset is read once, and refused when any
+byte differs, even with every shard the same size); a shard whose time alone changed (a copy, a
+``touch``) is accepted and its new time recorded. A run directory holds one run: re-running in a
+directory that has a record compares, before anything is written,
 
 - the config: every key must be the recorded value except ``RESUMABLE_KEYS``, which say how or where the
   run goes on but not what it computes: ``run.rounds`` (raising it continues the run with more rounds;
@@ -34,6 +42,7 @@ from raytal.config import Config, ConfigError, DataConfig, from_dict, leaves, re
 from raytal.core import storage
 from raytal.core.errors import RunStateError, clip
 from raytal.core.jsonfile import read_json
+from raytal.core.outputs import read_manifest
 from raytal.data.dataset import DatasetInfo, resolve
 
 log = logging.getLogger("raytal.selftrain")
@@ -56,26 +65,50 @@ def config_changes(recorded: Config, now: Config) -> list[str]:
             for k, v, _ in leaves(now) if not resumable(k) and old[k] != v]
 
 
-def data_fingerprint(data: DataConfig, info: DatasetInfo) -> dict:
-    """What the run's split depends on (module docstring): cheap, no feature is read."""
+def data_fingerprint(data: DataConfig, info: DatasetInfo, recorded: dict | None = None) -> dict:
+    """What the run's split depends on (module docstring). A shard whose size and modification time are those
+    of ``recorded`` (the run's record) keeps its recorded hash; any other is hashed (from the dataset's
+    manifest when it lists the file at this size, else by reading it)."""
     root = storage.resolve(data.root)
     shards = resolve(root, info.shards_dir)
     dirs = [storage.join(shards, data.train_subset or info.train_subset),
             storage.join(shards, data.test_subset or info.test_subset)]
     if info.unlabeled_shards:
         dirs.append(resolve(root, info.unlabeled_shards))
-    files: dict[str, int] = {}
+    files: dict[str, tuple[int, int]] = {}
     for d in dirs:
         if storage.is_dir(d):
-            files.update(storage.list_file_sizes(d, suffix=".parquet"))
+            files.update(storage.list_file_infos(d, suffix=".parquet"))
     inside = root.rstrip("/") + "/"
+    before = (recorded or {}).get("shards", {})
+    written = None
+    out: dict[str, dict] = {}
+    for f, (size, mtime) in files.items():
+        rel = f[len(inside):] if f.startswith(inside) else f
+        old = before.get(rel)
+        old = old if isinstance(old, dict) else {"bytes": old}  # a record of sizes only, from before hashes
+        if recorded is not None and old["bytes"] == size and old.get("mtime_us") == mtime and old.get("sha256"):
+            sha = old["sha256"]
+        elif recorded is not None and old["bytes"] != size:
+            sha = None  # new, or changed whatever its bytes are: not worth reading
+        elif recorded is not None:
+            sha = storage.sha256_file(f)  # rewritten since the record (or recorded without a hash): read it
+        else:
+            if written is None:
+                manifest = read_manifest(root)
+                written = manifest.files if manifest is not None else {}
+            listed = written.get(rel) or {}
+            sha = listed.get("sha256") if listed.get("bytes") == size and listed.get("sha256") else None
+            sha = sha or storage.sha256_file(f)
+        out[rel] = {"bytes": size, "mtime_us": mtime, "sha256": sha}
     return {"root": root,
             "dataset_yaml_sha256": hashlib.sha256(storage.read_bytes(storage.join(root, "dataset.yaml"))).hexdigest(),
-            "shards": {f[len(inside):] if f.startswith(inside) else f: n for f, n in files.items()}}
+            "shards": out}
 
 
 def data_changes(recorded: dict, now: dict) -> list[str]:
-    """What differs between two fingerprints, for a message."""
+    """What differs between two fingerprints, for a message (a record of sizes only, from before hashes were
+    recorded, is compared by size)."""
     out = []
     if recorded.get("dataset_yaml_sha256") != now["dataset_yaml_sha256"]:
         out.append("dataset.yaml changed")
@@ -83,10 +116,16 @@ def data_changes(recorded: dict, now: dict) -> list[str]:
     for f in sorted(set(old) | set(new)):
         if f not in new:
             out.append(f"{f} is gone")
-        elif f not in old:
+            continue
+        if f not in old:
             out.append(f"{f} is new")
-        elif old[f] != new[f]:
-            out.append(f"{f} has {new[f]} bytes, had {old[f]}")
+            continue
+        was, now = (e if isinstance(e, dict) else {"bytes": e} for e in (old[f], new[f]))
+        if was.get("bytes") != now.get("bytes"):
+            out.append(f"{f} has {now.get('bytes')} bytes, had {was.get('bytes')}")
+        elif was.get("sha256") and now.get("sha256") and was["sha256"] != now["sha256"]:
+            out.append(f"{f}: its bytes changed (sha256 {now['sha256'][:12]}…, recorded {was['sha256'][:12]}…; "
+                       "same size)")
     return out
 
 
@@ -105,7 +144,8 @@ def _recorded_config(path: str, run_dir: str) -> Config:
                             "it, or give the new run another run.dir)") from None
 
 
-def _recorded_data(path: str) -> dict:
+def recorded_data(path: str) -> dict:
+    """The data fingerprint a run recorded (``run.json``); ``RunStateError`` naming the file when it is not one."""
     def error(message: str) -> RunStateError:
         return RunStateError(f"{message} (the fingerprint of the data the run was split from: restore it, or give "
                              "the new run another run.dir)")
@@ -115,6 +155,12 @@ def _recorded_data(path: str) -> dict:
     if not (isinstance(data, dict) and isinstance(data.get("shards"), dict)
             and isinstance(data.get("dataset_yaml_sha256"), str)):
         raise error(f"{path}: not a run record (expected {{\"data\": {{\"dataset_yaml_sha256\", \"shards\"}}}})")
+    for f, entry in data["shards"].items():
+        fine = (type(entry) is int if not isinstance(entry, dict) else
+                type(entry.get("bytes")) is int and isinstance(entry.get("sha256"), (str, type(None)))
+                and type(entry.get("mtime_us", 0)) is int)
+        if not fine:
+            raise error(f"{path}: shard '{clip(f)}': expected {{bytes, mtime_us, sha256}}, got {clip(repr(entry))}")
     return data
 
 
@@ -124,13 +170,13 @@ def open_record(cfg: Config, run_dir: str, info: DatasetInfo) -> None:
     ``RunStateError`` naming what differs or which state file cannot be read; nothing is written then."""
     config_path = storage.join(run_dir, "config.yaml")
     record_path = storage.join(run_dir, RECORD_NAME)
-    fingerprint = data_fingerprint(cfg.data, info)
     if not storage.exists(config_path):
         if storage.exists(storage.join(run_dir, "stages.json")):
             raise RunStateError(f"{config_path}: missing, but {run_dir}/stages.json records finished stages: the "
                                 "run cannot tell which config made them; restore config.yaml, or give this run "
                                 "another run.dir")
-        storage.write_text(record_path, json.dumps({"created": time.time(), "data": fingerprint}, indent=1))
+        storage.write_text(record_path, json.dumps({"created": time.time(), "data": data_fingerprint(cfg.data, info)},
+                                                   indent=1))
         save_config(cfg, config_path)
         return
     recorded = _recorded_config(config_path, run_dir)
@@ -144,14 +190,20 @@ def open_record(cfg: Config, run_dir: str, info: DatasetInfo) -> None:
             f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE_KEYS)} may change when a run "
             f"resumes; give this config another run.dir (config.yaml is left as it was){share}")
     if storage.exists(record_path):
-        changed = data_changes(_recorded_data(record_path), fingerprint)
+        data = recorded_data(record_path)
+        fingerprint = data_fingerprint(cfg.data, info, recorded=data)
+        changed = data_changes(data, fingerprint)
         if changed:
             raise RunStateError(
                 f"{run_dir}: the dataset under data.root={fingerprint['root']} changed since this run was split "
                 f"(recorded in {record_path}): {_listing(changed)}. Restore the dataset, or start a new run with "
                 "another run.dir")
+        if fingerprint != data:  # the same bytes with new times (or hashes a record from before them lacked)
+            record = read_json(record_path, RunStateError, max_bytes=MAX_RECORD_BYTES)
+            storage.write_text(record_path, json.dumps({**record, "data": fingerprint}, indent=1))
     else:  # a run made before runs recorded their data (or killed between the two writes of a new run)
         log.warning("%s: no record of the data this run was split from; recording the dataset as it is now", run_dir)
-        storage.write_text(record_path, json.dumps({"created": time.time(), "data": fingerprint}, indent=1))
+        storage.write_text(record_path, json.dumps({"created": time.time(), "data": data_fingerprint(cfg.data, info)},
+                                                   indent=1))
     if to_dict(recorded) != to_dict(cfg):
         save_config(cfg, config_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -140,6 +141,8 @@ class EpochScalars:
         exits, and a stage on object storage never gets them."""
         self.writer.close()
         self._copy()
+        if self.remote:  # the local copy of a stage on object storage: a temporary folder, removed
+            shutil.rmtree(self.local, ignore_errors=True)
 
     def _copy(self) -> None:
         if self.remote:
