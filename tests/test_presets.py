@@ -27,7 +27,7 @@ def test_preset_model_runs_on_a_short_input(name):
     dim, classes, embed = PRESETS[name]
     assert cfg.model.input_dim == dim and cfg.ray.use_gpu
     torch.manual_seed(0)
-    model = Detector(cfg.model, classes, cfg.model.input_dim).eval()
+    model = Detector(cfg.model, classes, cfg.model.input_dim, max_seq_len=cfg.data.max_seq_len).eval()
     # 6 levels: T must be a multiple of 2**5 = 32. Two videos, 64 and 40 real snippets, padded to 64.
     assert model.pad_multiple == 32
     T, lengths = 64, (64, 40)
