@@ -40,7 +40,8 @@ class MaskedConv1d(nn.Module):
         """x [B, C, T]; mask [B, T] real snippets; seq [B, T] snippets inside the sequence (None = all)."""
         if seq is not None:  # the outside of a video's sequence reads as the conv's zero padding
             x = x * seq[:, None, :].to(x.dtype)
-        return self.conv(x) * mask[:, None, :].to(x.dtype)
+        y = self.conv(x)
+        return y * mask[:, None, :].to(y.dtype)  # in the conv's dtype (autocast: half precision stays half)
 
 
 class ChannelNorm(nn.Module):
@@ -129,10 +130,11 @@ class ConvAttention(nn.Module):
         """h [B, T, E] (normalised, outside of the sequence zeroed); out_mask [B, T / stride]."""
         b = h.shape[0]
         hc = h.transpose(1, 2)
-        m = out_mask[..., None].to(h.dtype)
+        m = out_mask[..., None]
 
         def project(conv: Tensor, norm: nn.LayerNorm, lin: nn.Linear) -> Tensor:
-            x = F.conv1d(hc, conv, stride=self.stride, padding=1, groups=conv.shape[0]).transpose(1, 2) * m
+            x = F.conv1d(hc, conv, stride=self.stride, padding=1, groups=conv.shape[0]).transpose(1, 2)
+            x = x * m.to(x.dtype)
             return lin(norm(x)).view(b, -1, self.heads, x.shape[-1] // self.heads).transpose(1, 2)
 
         q = project(self.q_conv, self.q_norm, self.q)
@@ -141,8 +143,8 @@ class ConvAttention(nn.Module):
         t = q.shape[2]
         half = self.window // 2 if self.window else t
         out = banded_attention(q * (1.0 / math.sqrt(q.shape[-1])), k, v, out_mask, half)
-        out = out.transpose(1, 2).reshape(b, t, -1)
-        return self.drop(self.proj(out)) * m
+        out = self.drop(self.proj(out.transpose(1, 2).reshape(b, t, -1)))
+        return out * m.to(out.dtype)
 
 
 class TransformerBlock(nn.Module):
@@ -177,9 +179,9 @@ class TransformerBlock(nn.Module):
             skip = F.max_pool1d(skip.transpose(1, 2), 3, 2, 1).transpose(1, 2)
         else:
             out_mask, out_seq, skip = mask, seq, x
-        m = out_mask[..., None].to(x.dtype)
         y = skip.masked_fill(~out_mask[..., None], 0.0) + self.path_attn(self.attn(h, out_mask))
-        return y + self.path_mlp(self.mlp(self.ln2(y)) * m), out_mask, out_seq
+        z = self.mlp(self.ln2(y))
+        return y + self.path_mlp(z * out_mask[..., None].to(z.dtype)), out_mask, out_seq
 
 
 def sinusoid_table(length: int, dim: int) -> Tensor:
