@@ -77,6 +77,27 @@ class ScaledDropPath(nn.Module):
         return drop_path(self.scale * x, self.rate, self.training)
 
 
+def _channels_last(x: Tensor) -> Tensor:
+    """[B, T, C] as a [B, C, 1, T] view in channels-last memory: 2-D kernels read it without a copy."""
+    return x.unsqueeze(1).permute(0, 3, 1, 2)
+
+
+def _from_channels_last(y: Tensor) -> Tensor:
+    return y.permute(0, 2, 3, 1).squeeze(1)
+
+
+def depthwise_conv(x: Tensor, weight: Tensor, stride: int) -> Tensor:
+    """Depthwise conv (kernel 3, zero padding 1) over the time of a [B, T, C] tensor -> [B, T / stride, C].
+    Run as a channels-last 2-D conv: no transposed copies of the input or the output."""
+    return _from_channels_last(F.conv2d(_channels_last(x), weight.unsqueeze(2), stride=(1, stride), padding=(0, 1),
+                                        groups=weight.shape[0]))
+
+
+def max_pool_time(x: Tensor) -> Tensor:
+    """Max-pool by 2 (kernel 3, padding 1, which never wins) over the time of a [B, T, C] tensor."""
+    return _from_channels_last(F.max_pool2d(_channels_last(x), (1, 3), (1, 2), (0, 1)))
+
+
 def banded_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, half: int, chunk: int = 16) -> Tensor:
     """Softmax attention of each query over the keys within ``half`` snippets of it (|i − j| <= half).
 
@@ -129,11 +150,10 @@ class ConvAttention(nn.Module):
     def forward(self, h: Tensor, out_mask: Tensor) -> Tensor:
         """h [B, T, E] (normalised, outside of the sequence zeroed); out_mask [B, T / stride]."""
         b = h.shape[0]
-        hc = h.transpose(1, 2)
         m = out_mask[..., None]
 
         def project(conv: Tensor, norm: nn.LayerNorm, lin: nn.Linear) -> Tensor:
-            x = F.conv1d(hc, conv, stride=self.stride, padding=1, groups=conv.shape[0]).transpose(1, 2)
+            x = depthwise_conv(h, conv, self.stride)
             x = x * m.to(x.dtype)
             return lin(norm(x)).view(b, -1, self.heads, x.shape[-1] // self.heads).transpose(1, 2)
 
@@ -175,8 +195,7 @@ class TransformerBlock(nn.Module):
         if self.stride > 1:
             # A level's snippet j sits at input snippet 2j (ActionFormer downsamples masks by nearest).
             out_mask, out_seq = mask[:, ::2], (seq[:, ::2] if seq is not None else None)
-            skip = x if seq is None else x.masked_fill(~seq[..., None], float("-inf"))
-            skip = F.max_pool1d(skip.transpose(1, 2), 3, 2, 1).transpose(1, 2)
+            skip = max_pool_time(x if seq is None else x.masked_fill(~seq[..., None], float("-inf")))
         else:
             out_mask, out_seq, skip = mask, seq, x
         y = skip.masked_fill(~out_mask[..., None], 0.0) + self.path_attn(self.attn(h, out_mask))
