@@ -10,7 +10,8 @@ the streams; the torch RNG (dropout) is reseeded per epoch and rank from ``train
 
 Device and precision: the model and every batch live on ``device``; on a GPU each batch is copied from
 pinned host memory without blocking, so the copy overlaps the previous step's work. ``train.precision``
-runs the forward pass under autocast (``raytal.core.precision``); losses and optimizer state stay fp32.
+runs the model's forward pass under autocast (``raytal.core.precision``); the objective runs outside it, so
+the losses (and a recipe's own forward passes, e.g. NoCo's EMA teacher) are fp32, as is optimizer state.
 The loss normalisers (ActionFormer's moving average of positives, ``raytal.losses.normalizer``) are the
 loop's state, saved with it.
 """
@@ -29,9 +30,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from raytal.config import TrainConfig
+from raytal.core.precision import autocast, grad_scaler, set_tf32
 from raytal.engine.checkpoint import numpy_rng_state, set_numpy_rng_state
 from raytal.engine.ema import ModelEMA
-from raytal.core.precision import autocast, grad_scaler, set_tf32
 from raytal.engine.schedule import warmup_cosine_scheduler
 from raytal.losses.normalizer import LossNormalizers
 from raytal.model.batch import Batch
