@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from raytal.model.recompute import gelu_linear, norm_linear
+
 
 class MaskedConv1d(nn.Module):
     """Conv1d over [B, C, T] whose output is zeroed on padded snippets (ActionFormer's MaskedConv1D)."""
@@ -108,6 +110,8 @@ def banded_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, half: in
     """
     b, h, t, d = q.shape
     c = min(max(chunk, 2 * half + 1), t)
+    # a chunk size that divides t, when one is near, spares a padded copy of q (kept for the backward pass)
+    c = next((k for k in range(c, 2 * c) if t % k == 0), c)
     n = -(-t // c)
     extra = n * c - t
     span = c + 2 * half
@@ -155,7 +159,7 @@ class ConvAttention(nn.Module):
         def project(conv: Tensor, norm: nn.LayerNorm, lin: nn.Linear) -> Tensor:
             x = depthwise_conv(h, conv, self.stride)
             x = x * m.to(x.dtype)
-            return lin(norm(x)).view(b, -1, self.heads, x.shape[-1] // self.heads).transpose(1, 2)
+            return norm_linear(x, norm, lin).view(b, -1, self.heads, x.shape[-1] // self.heads).transpose(1, 2)
 
         q = project(self.q_conv, self.q_norm, self.q)
         k = project(self.k_conv, self.k_norm, self.k)
@@ -180,6 +184,7 @@ class TransformerBlock(nn.Module):
         self.stride = stride
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = ConvAttention(dim, num_heads, window, stride, dropout)
+        self.dropout = dropout
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(mlp_ratio * dim, dim), nn.Dropout(dropout))
         for lin in (self.mlp[0], self.mlp[3]):
@@ -199,7 +204,10 @@ class TransformerBlock(nn.Module):
         else:
             out_mask, out_seq, skip = mask, seq, x
         y = skip.masked_fill(~out_mask[..., None], 0.0) + self.path_attn(self.attn(h, out_mask))
-        z = self.mlp(self.ln2(y))
+        if self.dropout == 0:  # the same layers, keeping less for the backward pass (raytal.model.recompute)
+            z = gelu_linear(norm_linear(y, self.ln2, self.mlp[0]), self.mlp[3])
+        else:
+            z = self.mlp(self.ln2(y))
         return y + self.path_mlp(z * out_mask[..., None].to(z.dtype)), out_mask, out_seq
 
 
