@@ -146,8 +146,8 @@ def run_raytal(what: str, steps: int, config: str, T: int) -> list[float]:
     model.train()
 
     def step():
+        opt.zero_grad(set_to_none=True)  # before the forward pass, as the Trainer and ActionFormer do
         losses = detection_loss(model(batch.feats, batch.mask), batch, **kwargs)
-        opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
         opt.step()
