@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from raytal.config import ModelConfig
-from raytal.model.backbone import banded_attention
+from raytal.model.backbone import banded_attention, sinusoid_table
 from raytal.model.detector import Detector
 
 torch.set_num_threads(1)
@@ -140,3 +140,11 @@ def test_bad_input_and_config():
         tiny(tiny_cfg(window=4))
     with pytest.raises(ValueError, match="max_seq_len must be a positive multiple of 16"):
         Detector(tiny_cfg(), 3, 6, max_seq_len=24)
+
+
+def test_sinusoid_position_table():
+    # ActionFormer's table: channel 2i of position p is sin(p / 10000^(2i/E)), channel 2i+1 its cosine
+    table = sinusoid_table(3, 4)  # [1, E = 4, T = 3]
+    p = torch.tensor([0.0, 1.0, 2.0])
+    expected = torch.stack([torch.sin(p), torch.cos(p), torch.sin(p / 100.0), torch.cos(p / 100.0)])
+    assert table.shape == (1, 4, 3) and torch.allclose(table[0], expected, atol=1e-7)
