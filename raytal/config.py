@@ -59,12 +59,21 @@ class ModelConfig:
     embed_kernel: int = 3
     stem_blocks: int = 2  # transformer blocks at full resolution
     num_heads: int = 4
-    window: int = 9  # local attention window (odd), in snippets of the current level
+    # Attention window in snippets of each level (odd): one for every level, or a list with one per level;
+    # 0 = the whole level (global attention: ActionFormer's -1).
+    window: int | list[int] = 9
     fpn_levels: int = 6
     head_dim: int = 128
     head_layers: int = 3
     head_kernel: int = 3
+    # Dropout on each transformer block's attention output projection and MLP (ActionFormer's
+    # train_cfg.dropout; its attention map has none).
     dropout: float = 0.0
+    # Stochastic depth of each block's two residual branches (ActionFormer's train_cfg.droppath); > 0 also
+    # gives every branch a learnable per-channel scale initialised at 1e-4 (AffineDropPath); 0 = plain residuals.
+    drop_path: float = 0.1
+    # Sinusoidal absolute position embedding added after the conv embedding (ActionFormer's use_abs_pe).
+    abs_pos_embedding: bool = False
     quality_heads: bool = False  # APL ALQA tIoU + tND heads
     center_sample_radius: float = 1.5
     # Per-level regression ranges in snippets of the input grid (ActionFormer's THUMOS defaults).
@@ -86,6 +95,19 @@ class TrainConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     reg_weight: float = 1.0
+    # The loss is divided by an exponential moving average of the number of positive points per step,
+    # starting here and moving by this momentum (ActionFormer's init_loss_norm; its momentum is 0.9).
+    init_loss_norm: float = 100.0
+    loss_norm_momentum: float = 0.9
+    label_smoothing: float = 0.0  # classification targets y(1 − ε) + ε/(C + 1) (ActionFormer's, anet: 0.1)
+    # EMA momentum min(m, (1 + n)/(10 + n)) after n updates, so a short run's average is not the random
+    # initial weights; ActionFormer's EMA has no warm-up (false).
+    ema_warmup: bool = True
+    # fp32 | bf16 | fp16: the forward pass (training and inference) under torch.autocast in this precision;
+    # weights, losses and optimizer state stay fp32; fp16 scales the loss (GradScaler). On CPU bf16/fp16
+    # are for testing (no native support on most CPUs: much slower); on a GPU bf16 needs compute capability 8+.
+    precision: str = "fp32"
+    tf32: bool = True  # CUDA only: TF32 tensor cores for fp32 matmuls and convolutions
     seed: int = 0
     torch_threads: int = 0  # 0 = all cores of the process (Ray sets OMP_NUM_THREADS=1 in workers)
     student_init: str = "scratch"  # scratch | teacher
@@ -106,10 +128,16 @@ class InferConfig:
     pre_nms_thresh: float = 0.001
     pre_nms_topk: int = 2000
     nms: str = "soft"  # soft | hard | fusion (GauFuse Gaussian weighted fusion)
-    iou_threshold: float = 0.1  # hard NMS / soft-NMS neighbourhood
+    iou_threshold: float = 0.1  # hard NMS (Gaussian Soft-NMS decays every overlap, as ActionFormer)
     nms_sigma: float = 0.5
     min_score: float = 0.001
     max_segments: int = 200
+    duration_thresh: float = 0.05  # candidates of this length or shorter (snippets) are dropped before NMS
+    # Soft-NMS / NMS per class (ActionFormer's multiclass_nms); false: one pass over all classes, then each
+    # kept segment's boundaries become the score-weighted mean of the candidates overlapping it by
+    # >= voting_thresh (0 = no voting; ActionFormer votes only without multiclass_nms).
+    multiclass_nms: bool = True
+    voting_thresh: float = 0.75
     fusion_temperature: float = 0.03  # GauFuse T at test time
     fusion_iou: float = 0.25
 
@@ -276,6 +304,7 @@ class Config:
 # ------------------------------------------------------------------------------------- validation
 
 NMS_METHODS = ("soft", "hard", "none", "fusion")  # infer.nms: what raytal.model.inference.detect implements
+PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision: torch.autocast dtypes (raytal.core.precision)
 TUNE_METRICS = ("val_average_mAP", "val_mAP_0.5")  # what a Tune trial reports after every round
 
 
@@ -341,6 +370,20 @@ POSITIVE, NON_NEGATIVE, AT_LEAST_1 = Range(0, lo_open=True), Range(0), Range(1)
 PROBABILITY, BELOW_1, OPEN_01 = Range(0, 1), Range(0, 1, hi_open=True), Range(0, 1, True, True)
 ODD = Range(1, odd=True)  # conv kernels / attention windows centred on their snippet
 
+
+@dataclass(frozen=True)
+class OddOrZero(Range):
+    """An attention window: odd and >= 1, or 0 for the whole level."""
+
+    def accepts(self, v: float) -> bool:
+        return v == 0 or super().accepts(v)
+
+    def describe(self, integer: bool) -> str:
+        return "an odd integer >= 1 or 0 (global attention)"
+
+
+ODD_OR_GLOBAL = OddOrZero(1, odd=True)
+
 # One rule per key, read off the code that consumes it. A new Config field needs an entry here
 # (tests/test_config_validation.py checks that every field has one and every number a Range).
 RULES: dict[str, Range | OneOf | Location | None] = {
@@ -355,9 +398,10 @@ RULES: dict[str, Range | OneOf | Location | None] = {
     "model.embed_dim": AT_LEAST_1, "model.embed_layers": AT_LEAST_1, "model.embed_kernel": ODD,
     "model.stem_blocks": NON_NEGATIVE,
     "model.num_heads": AT_LEAST_1,  # and divides embed_dim (below)
-    "model.window": ODD, "model.fpn_levels": AT_LEAST_1,
+    "model.window": ODD_OR_GLOBAL, "model.fpn_levels": AT_LEAST_1,
     "model.head_dim": AT_LEAST_1, "model.head_layers": AT_LEAST_1, "model.head_kernel": ODD,
-    "model.dropout": BELOW_1, "model.quality_heads": ANY,
+    "model.dropout": BELOW_1, "model.drop_path": BELOW_1, "model.abs_pos_embedding": ANY,
+    "model.quality_heads": ANY,
     "model.center_sample_radius": POSITIVE,  # 0 leaves no point inside any centre region
     "model.regression_ranges": ANY,  # below: one per level, contiguous
     "model.prior_prob": OPEN_01,
@@ -367,6 +411,8 @@ RULES: dict[str, Range | OneOf | Location | None] = {
     "train.ema_momentum": BELOW_1,
     "train.focal_alpha": Range(hi=1),  # < 0 switches the class weighting off (torchvision's convention)
     "train.focal_gamma": NON_NEGATIVE, "train.reg_weight": NON_NEGATIVE,
+    "train.init_loss_norm": POSITIVE, "train.loss_norm_momentum": BELOW_1, "train.label_smoothing": BELOW_1,
+    "train.ema_warmup": ANY, "train.precision": OneOf(PRECISIONS), "train.tf32": ANY,
     "train.seed": NON_NEGATIVE, "train.torch_threads": NON_NEGATIVE,
     "train.student_init": OneOf(("scratch", "teacher")),
     "train.unlabeled_per_batch": PROBABILITY,
@@ -375,7 +421,8 @@ RULES: dict[str, Range | OneOf | Location | None] = {
     "infer.pre_nms_thresh": PROBABILITY, "infer.pre_nms_topk": AT_LEAST_1,
     "infer.nms": OneOf(NMS_METHODS),  # 'fusion' only with GauFuse (below)
     "infer.iou_threshold": PROBABILITY, "infer.nms_sigma": POSITIVE, "infer.min_score": PROBABILITY,
-    "infer.max_segments": AT_LEAST_1, "infer.fusion_temperature": POSITIVE, "infer.fusion_iou": BELOW_1,
+    "infer.max_segments": AT_LEAST_1, "infer.duration_thresh": NON_NEGATIVE, "infer.multiclass_nms": ANY,
+    "infer.voting_thresh": PROBABILITY, "infer.fusion_temperature": POSITIVE, "infer.fusion_iou": BELOW_1,
     "recipe.npl.enabled": ANY, "recipe.npl.n_adjacent": NON_NEGATIVE,
     "recipe.npl.n_pos": POSITIVE,  # 0 would select nothing
     "recipe.npl.alpha": NON_NEGATIVE, "recipe.npl.consistency_weight": NON_NEGATIVE,
@@ -444,11 +491,29 @@ def _bad(key: str, expected: str, got: Any) -> ConfigError:
     return ConfigError(f"config key '{key}': expected {expected}, got {_show(got)}")
 
 
+def level_windows(m: ModelConfig) -> list[int]:
+    """``model.window`` as one attention window per pyramid level."""
+    return list(m.window) if isinstance(m.window, list) else [m.window] * m.fpn_levels
+
+
+def divisibility(m: ModelConfig) -> int:
+    """ActionFormer's ``max_div_factor``: the largest over levels of stride x (window - 1), or of the stride for a
+    global level. Its inputs are padded to multiples of it (its chunked attention needs whole chunks), and
+    ``data.max_seq_len`` must be one."""
+    return max((2**level) * (w // 2) * 2 if w > 1 else 2**level for level, w in enumerate(level_windows(m)))
+
+
 def _cross_field_error(cfg: Config) -> ConfigError | None:
     """The first broken rule that involves more than one key, or None."""
     m, t, r = cfg.model, cfg.train, cfg.recipe
     if m.embed_dim % m.num_heads:
         return _bad("model.num_heads", f"a divisor of model.embed_dim = {m.embed_dim}", m.num_heads)
+    if isinstance(m.window, list) and len(m.window) != m.fpn_levels:
+        return _bad("model.window", f"one window or a list of {m.fpn_levels} (one per level: model.fpn_levels = "
+                    f"{m.fpn_levels})", m.window)
+    if cfg.data.max_seq_len % divisibility(m):
+        return _bad("data.max_seq_len", f"a multiple of {divisibility(m)} (each level's stride x its attention "
+                    "window - 1, as ActionFormer pads)", cfg.data.max_seq_len)
     ranges = m.regression_ranges
     if len(ranges) != m.fpn_levels:
         return _bad("model.regression_ranges", f"{m.fpn_levels} [lo, hi] ranges (one per level: model.fpn_levels = "

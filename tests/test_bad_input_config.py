@@ -112,7 +112,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("alias bomb", _bomb_config, "bomb.yaml: refused: more than 100000 values with its aliases expanded"),
     ("binary _base_", _binary_base, "weights.pt: not a text YAML file (not UTF-8 at byte "),
     ("train: even window", _train("--set", "model.window=4"),
-     "error: config key 'model.window': expected an odd integer >= 1, got 4"),
+     "error: config key 'model.window': expected an odd integer >= 1 or 0 (global attention), got 4"),
     ("train: 3 workers for a batch of 4", _train("--workers", "3"),
      "error: config key 'train.batch_size': expected a multiple of ray.num_workers = 3"),
     ("tune: test metric", _tune("tune.metric=test_average_mAP"),

@@ -61,8 +61,18 @@ REFUSED = [
     ("train.batch_size=0", "config key 'train.batch_size': expected an integer >= 1, got 0"),
     ("train.seed=-1", "config key 'train.seed': expected an integer >= 0, got -1"),
     ("model.fpn_levels=0", "config key 'model.fpn_levels': expected an integer >= 1, got 0"),
-    ("model.window=8", "config key 'model.window': expected an odd integer >= 1, got 8"),
-    ("model.window=-1", "config key 'model.window': expected an odd integer >= 1, got -1"),
+    ("model.window=8", "config key 'model.window': expected an odd integer >= 1 or 0 (global attention), got 8"),
+    ("model.window=-1", "config key 'model.window': expected an odd integer >= 1 or 0 (global attention), got -1"),
+    ("model.window=[9, 9, 9, 9, 9, 4]",
+     "config key 'model.window': expected every element to be an odd integer >= 1 or 0 (global attention), "
+     "got [9, 9, 9, 9, 9, 4]"),
+    ("model.drop_path=1", "config key 'model.drop_path': expected a finite number in [0, 1), got 1.0"),
+    ("train.init_loss_norm=0", "config key 'train.init_loss_norm': expected a finite number > 0, got 0.0"),
+    ("train.loss_norm_momentum=1", "config key 'train.loss_norm_momentum': expected a finite number in [0, 1), got 1.0"),
+    ("train.label_smoothing=1", "config key 'train.label_smoothing': expected a finite number in [0, 1), got 1.0"),
+    ("infer.voting_thresh=1.5", "config key 'infer.voting_thresh': expected a finite number in [0, 1], got 1.5"),
+    ("infer.duration_thresh=-1", "config key 'infer.duration_thresh': expected a finite number >= 0, got -1.0"),
+    ("train.precision=fp64", "config key 'train.precision': expected one of 'fp32', 'bf16', 'fp16', got 'fp64'"),
     ("model.embed_kernel=2", "config key 'model.embed_kernel': expected an odd integer >= 1, got 2"),
     ("model.dropout=1", "config key 'model.dropout': expected a finite number in [0, 1), got 1.0"),
     ("model.prior_prob=1", "config key 'model.prior_prob': expected a finite number in (0, 1), got 1.0"),
@@ -95,11 +105,13 @@ def test_a_value_outside_its_rule_names_key_expectation_and_value(override, mess
 
 
 ACCEPTED = [
-    "train.lr=1.0e-9", "data.labeled_ratio=1", "data.labeled_ratio=0.01", "data.val_ratio=0", "data.max_seq_len=1",
+    "train.lr=1.0e-9", "data.labeled_ratio=1", "data.labeled_ratio=0.01", "data.val_ratio=0", "data.max_seq_len=256",
     "train.epochs=1", "train.seed=0", "model.window=1", "model.dropout=0.99", "train.focal_alpha=-1",
     "train.focal_alpha=1", "train.ema_momentum=0", "recipe.ntc.lam=1", "ray.max_failures=-1",
     "weak.pseudo_min_score=-5", "weak.thresholds=[0, 1]", "data.setting=weak", "infer.nms=none",
     "train.student_init=teacher", "run.eval_subset=val", "model.stem_blocks=0", "model.input_dim=0",
+    "model.window=0", "model.window=[9, 9, 9, 9, 9, 0]", "model.drop_path=0", "train.init_loss_norm=1.0e-3",
+    "train.loss_norm_momentum=0", "infer.voting_thresh=0", "train.precision=fp16", "train.precision=bf16",
 ]
 
 
@@ -112,6 +124,14 @@ def test_values_at_the_edge_of_their_rule_are_accepted(override):
 
 CROSS = [
     (["model.num_heads=3"], "config key 'model.num_heads': expected a divisor of model.embed_dim = 128, got 3"),
+    (["model.window=[9, 9]"], "config key 'model.window': expected one window or a list of 6 (one per level: "
+                              "model.fpn_levels = 6), got [9, 9]"),
+    # 6 levels, window 9: the last level has stride 32, x (9 - 1) = 256; with global attention there: 16 x 8
+    (["data.max_seq_len=128"], "config key 'data.max_seq_len': expected a multiple of 256 (each level's stride x "
+                               "its attention window - 1, as ActionFormer pads), got 128"),
+    (["data.max_seq_len=200", "model.window=[9, 9, 9, 9, 9, 0]"],
+     "config key 'data.max_seq_len': expected a multiple of 128 (each level's stride x its attention window - 1, "
+     "as ActionFormer pads), got 200"),
     (["model.fpn_levels=4"], "config key 'model.regression_ranges': expected 4 [lo, hi] ranges (one per level: "
                              "model.fpn_levels = 4), got [[0, 4], [4, 8], [8, 16], [16, 32], [32, 64], [64, 10000]]"),
     (["model.fpn_levels=2", "model.regression_ranges=[[0, 4], [5, 100]]"],
@@ -174,7 +194,8 @@ def test_files_dicts_and_tune_overrides_are_all_validated(tmp_path):
         load_config(bad)
     data = to_dict(Config())
     data["model"]["window"] = 4
-    with pytest.raises(ConfigError, match=r"^config key 'model\.window': expected an odd integer >= 1, got 4$"):
+    message = r"^config key 'model\.window': expected an odd integer >= 1 or 0 \(global attention\), got 4$"
+    with pytest.raises(ConfigError, match=message):
         from_dict(data)
     base = Config()
     with pytest.raises(ConfigError, match=r"^tune trial: config key 'train\.epochs': expected an integer >= 1, got 0$"):

@@ -26,7 +26,7 @@ import pytest
 
 from raytal.config import load_config
 from raytal.data.index import build_index
-from raytal.distributed.process_group import interface_of
+from raytal.distributed.process_group import collective_backend, interface_of
 from raytal.distributed.ray_train import train_ray
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import Run
@@ -107,6 +107,14 @@ def test_loopback_interface_is_found():
     # interface holds (TEST-NET-3, RFC 5737) has none.
     assert interface_of("127.0.0.1") == "lo"
     assert interface_of("203.0.113.77") is None
+
+
+def test_gpu_workers_get_nccl_and_cpu_workers_gloo():
+    # Ray's rule for TorchConfig(backend=None), kept by the node-bound start-up; a backend set explicitly wins.
+    assert collective_backend(None, {"CPU": 0.5}) == "gloo"
+    assert collective_backend(None, {"CPU": 4.0, "GPU": 1.0}) == "nccl"
+    assert collective_backend(None, {"GPU": 0.5}) == "nccl"
+    assert collective_backend("gloo", {"GPU": 1.0}) == "gloo"
 
 
 @pytest.mark.ray

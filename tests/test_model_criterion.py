@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from raytal.losses.normalizer import LossNormalizer
 from raytal.model.batch import Batch
 from raytal.model.criterion import detection_loss
 from raytal.model.detector import DetectorOutput
@@ -89,3 +90,27 @@ def test_cls_target_fn_replaces_targets():
     assert res["cls"].item() == pytest.approx(2 * LN2, rel=1e-5)
     with pytest.raises(ValueError, match="cls_target_fn returned"):
         detection_loss(out, batch, cls_target_fn=lambda o, t, s: torch.zeros(3, 4, 2))
+
+
+def test_moving_average_normaliser_and_label_smoothing():
+    out, batch = setup()
+    select = torch.tensor([True, False])
+    norm = LossNormalizer(init=10.0, momentum=0.9)
+    res = detection_loss(out, batch, select=select, center_sample_radius=10.0, normalizer=norm)
+    # 2 positives: the normaliser becomes 0.9 x 10 + 0.1 x 2 = 9.2, and both terms are divided by it
+    assert float(norm.value) == pytest.approx(9.2)
+    assert res["cls"].item() == pytest.approx((2 * 0.5 * (POS + NEG) + 2 * NEG) / 9.2, rel=1e-5)
+    assert res["reg"].item() == pytest.approx(0.5 * (7 / 9) / 9.2, rel=1e-5)
+    # the pseudo video has no positive: it counts as 1 (ActionFormer's max(num_pos, 1)) -> 0.9 x 9.2 + 0.1
+    detection_loss(out, batch, select=~select, center_sample_radius=10.0, normalizer=norm)
+    assert float(norm.value) == pytest.approx(8.38)
+    assert norm.state_dict() == pytest.approx({"value": 8.38, "momentum": 0.9})
+
+    # Smoothing 0.3 over C = 2 classes: targets 1 -> 0.7 + 0.1 = 0.8, 0 -> 0.1. At logit 0 (p = .5) every
+    # element's focal term is alpha_t (1 - p_t)^2 BCE = (.25 y + .75 (1 - y)) x .25 x ln 2.
+    def focal(y: float) -> float:
+        return (0.25 * y + 0.75 * (1 - y)) * 0.25 * LN2
+
+    smooth = detection_loss(out, batch, select=select, center_sample_radius=10.0, label_smoothing=0.3)
+    rows = 2 * 0.5 * (focal(0.8) + focal(0.1)) + 2 * focal(0.1)  # t = 1, 2 (weight .5), t = 0 (negative)
+    assert smooth["cls"].item() == pytest.approx(rows / 2, rel=1e-5)

@@ -6,7 +6,7 @@ import torch
 
 from raytal.model.batch import Batch
 from raytal.model.detector import DetectorOutput
-from raytal.model.inference import dense_predictions, detect
+from raytal.model.inference import candidates, dense_predictions, detect
 from raytal.model.points import make_points
 
 
@@ -20,7 +20,7 @@ def hand_output(quality=False):
     logits[0, 7, 0] = math.log(99.0)
     offsets = torch.zeros(1, 8, 2)
     offsets[0, 2] = torch.tensor([1.0, 2.0])  # [1, 4]
-    offsets[0, 5] = torch.tensor([10.0, 1.0])  # [-5, 6] -> clipped [0, 6]
+    offsets[0, 5] = torch.tensor([10.0, 1.0])  # [-5, 6]: seconds [-4.5, 6.5], clipped to [0, 6.5] after NMS
     mask = torch.tensor([[True] * 7 + [False]])
     q = torch.zeros(1, 8, 2) if quality else None
     out = DetectorOutput(logits, offsets, q, points, levels, mask, [])
@@ -33,8 +33,11 @@ def hand_output(quality=False):
 
 def test_detect_decodes_clips_and_converts_to_seconds():
     out, batch = hand_output()
+    cand = candidates(out, batch, 0, 0.1, 10, 0.0)  # before NMS: not clipped
+    np.testing.assert_allclose(cand["segments"], [[-4.5, 6.5], [1.5, 4.5]])
+    np.testing.assert_allclose(cand["scores"], [0.75, 0.5], rtol=1e-6)
     (res,) = detect(out, batch, pre_nms_thresh=0.1, pre_nms_topk=10, nms="none")
-    np.testing.assert_allclose(res["segments"], [[0.5, 6.5], [1.5, 4.5]])
+    np.testing.assert_allclose(res["segments"], [[0.0, 6.5], [1.5, 4.5]])
     np.testing.assert_allclose(res["scores"], [0.75, 0.5], rtol=1e-6)
     assert res["labels"].tolist() == [0, 1] and res["labels"].dtype == np.int64
     assert "quality" not in res
@@ -44,7 +47,26 @@ def test_detect_decodes_clips_and_converts_to_seconds():
     (soft,) = detect(out, batch, pre_nms_thresh=0.1, pre_nms_topk=10, nms="soft")
     np.testing.assert_allclose(soft["scores"], [0.75, 0.5], rtol=1e-6)
     (one,) = detect(out, batch, pre_nms_thresh=0.1, pre_nms_topk=10, nms="hard", max_segments=1)
-    np.testing.assert_allclose(one["segments"], [[0.5, 6.5]])
+    np.testing.assert_allclose(one["segments"], [[0.0, 6.5]])
+    # candidates of 3 snippets or less are dropped: [1, 4] is exactly 3 long
+    (long,) = detect(out, batch, pre_nms_thresh=0.1, pre_nms_topk=10, nms="none", duration_thresh=3.0)
+    assert long["labels"].tolist() == [0]
+
+
+def test_class_agnostic_soft_nms_and_voting():
+    out, batch = hand_output()
+    # Seconds [-4.5, 6.5] (.75, class 0) and [1.5, 4.5] (.5, class 1): IoU 3/11. Per class nothing decays;
+    # over all classes the second one decays by exp(-(3/11)^2 / .5).
+    (per_class,) = detect(out, batch, pre_nms_thresh=0.1, pre_nms_topk=10, nms="soft", sigma=0.5)
+    np.testing.assert_allclose(per_class["scores"], [0.75, 0.5], rtol=1e-6)
+    (agnostic,) = detect(out, batch, pre_nms_thresh=0.1, pre_nms_topk=10, nms="soft", sigma=0.5, multiclass=False)
+    np.testing.assert_allclose(agnostic["scores"], [0.75, 0.5 * math.exp(-((3 / 11) ** 2) / 0.5)], rtol=1e-6)
+    assert agnostic["labels"].tolist() == [0, 1]
+    # voting at .25: each kept segment averages both candidates (IoU 3/11 >= .25), weights .75 and .5, then
+    # the clip: start (.75 * -4.5 + .5 * 1.5) / 1.25 = -2.1 -> 0, end (.75 * 6.5 + .5 * 4.5) / 1.25 = 5.7
+    (voted,) = detect(out, batch, pre_nms_thresh=0.1, pre_nms_topk=10, nms="soft", multiclass=False,
+                      voting_thresh=0.25)
+    np.testing.assert_allclose(voted["segments"], [[0.0, 5.7], [0.0, 5.7]], rtol=1e-6)
 
 
 def test_detect_quality_and_fusion_hook():
@@ -59,7 +81,7 @@ def test_detect_quality_and_fusion_hook():
 
     (fused,) = detect(out, batch, pre_nms_thresh=0.1, pre_nms_topk=10, nms="fusion", fusion_fn=fuse)
     assert len(calls) == 1 and calls[0].shape == (2, 2)  # candidates in seconds
-    np.testing.assert_allclose(fused["segments"], calls[0][:1] + 1.0)
+    np.testing.assert_allclose(fused["segments"], np.clip(calls[0][:1] + 1.0, 0.0, 8.0))  # clipped after fusion
     with pytest.raises(ValueError, match="fusion_fn"):
         detect(out, batch, pre_nms_thresh=0.1, pre_nms_topk=10, nms="fusion")
     with pytest.raises(ValueError, match="nms must be one of"):

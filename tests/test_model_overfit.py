@@ -39,7 +39,7 @@ def test_tiny_model_overfits_and_recovers_segments():
     ]
     cfg = ModelConfig(embed_dim=32, head_dim=32, num_heads=4, stem_blocks=1, fpn_levels=4,
                       regression_ranges=[[0, 4], [4, 8], [8, 16], [16, 10000]])
-    model = Detector(cfg, C, D)
+    model = Detector(cfg, C, D, max_seq_len=128)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     batch = collate(videos, pad_multiple=model.pad_multiple)
     losses = []
@@ -59,7 +59,7 @@ def test_tiny_model_overfits_and_recovers_segments():
             assert same.any() and pairwise_iou(seg[None], p["segments"][best][None])[0, 0] > 0.5
 
     # state_dict round trip: a fresh model with the loaded weights predicts the same
-    clone = Detector(cfg, C, D)
+    clone = Detector(cfg, C, D, max_seq_len=128)
     clone.load_state_dict(model.state_dict())
     again = predict_videos(clone, videos, InferConfig(), batch_size=3, dense=True)
     # dense view of video a (T = 64, 4 levels): 64 + 32 + 16 + 8 real points, C class scores each

@@ -27,7 +27,7 @@ def test_preset_model_runs_on_a_short_input(name):
     dim, classes, embed = PRESETS[name]
     assert cfg.model.input_dim == dim and cfg.ray.use_gpu
     torch.manual_seed(0)
-    model = Detector(cfg.model, classes, cfg.model.input_dim).eval()
+    model = Detector(cfg.model, classes, cfg.model.input_dim, max_seq_len=cfg.data.max_seq_len).eval()
     # 6 levels: T must be a multiple of 2**5 = 32. Two videos, 64 and 40 real snippets, padded to 64.
     assert model.pad_multiple == 32
     T, lengths = 64, (64, 40)
@@ -49,3 +49,28 @@ def test_preset_model_runs_on_a_short_input(name):
     assert bool(torch.isfinite(out.cls_logits).all())
     # padded points carry no prediction: the masked output convs zero them, bias included
     assert not out.cls_logits[1][~out.mask[1]].any() and not out.offsets[1][~out.mask[1]].any()
+
+
+def test_thumos14_i3d_preset_is_actionformers_model():
+    # ActionFormer's configs/thumos_i3d.yaml model has 29,251,612 parameters (its code, counted:
+    # benchmarks/bench_model_size.py). Built on the meta device: shapes without 117 MB of weights.
+    cfg = load_config(CONFIGS / "thumos14_i3d_supervised.yaml")
+    with torch.device("meta"):
+        model = Detector(cfg.model, 20, cfg.model.input_dim, max_seq_len=cfg.data.max_seq_len)
+    assert sum(p.numel() for p in model.parameters()) == 29_251_612
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # embedding: conv 2048 -> 512, kernel 3, no bias (a LayerNorm follows)
+    assert shapes["backbone.embed.0.conv.weight"] == (512, 2048, 3) and "backbone.embed.0.conv.bias" not in shapes
+    # 2 stem + 5 branch blocks: depthwise q/k/v convs (512, 1, 3), each with a LayerNorm, 512x512 projections,
+    # an MLP 512 -> 2048 -> 512 and two drop-path scales
+    for block in [f"stem.{i}" for i in range(2)] + [f"branch.{i}" for i in range(5)]:
+        assert shapes[f"backbone.{block}.attn.v_conv"] == (512, 1, 3)
+        assert shapes[f"backbone.{block}.attn.q_norm.weight"] == (512,)
+        assert shapes[f"backbone.{block}.attn.proj.weight"] == (512, 512)
+        assert shapes[f"backbone.{block}.mlp.0.weight"] == (2048, 512)
+        assert shapes[f"backbone.{block}.path_mlp.scale"] == (512,)
+    assert "backbone.branch.5.ln1.weight" not in shapes and "backbone.neck.5.weight" in shapes
+    # heads: two conv 512 -> 512 (k 3) + LayerNorm towers, 20 class logits, 2 offsets, one scale per level
+    assert shapes["heads.cls_tower.convs.1.conv.weight"] == (512, 512, 3)
+    assert shapes["heads.cls_out.conv.weight"] == (20, 512, 3) and shapes["heads.reg_out.conv.weight"] == (2, 512, 3)
+    assert [shapes[f"heads.scales.{level}"] for level in range(6)] == [()] * 6

@@ -45,7 +45,7 @@ def test_tiny_model_overfits_four_videos():
     ])
     videos = [_video(i) for i in range(4)]
     torch.manual_seed(0)
-    model = Detector(cfg.model, C, D)
+    model = Detector(cfg.model, C, D, max_seq_len=cfg.data.max_seq_len)
     trainer = Trainer(cfg.train, model, make_objective(cfg), steps_per_epoch=1, ema_momentum=cfg.train.ema_momentum)
     # every step is the same 4 videos (whole: 32 snippets = max_seq_len, so no crop)
     batches = rank_batches(itertools.cycle(videos), iter(()), n_l=4, n_u=0, rank=0, world=1, seed=0, start_epoch=0,

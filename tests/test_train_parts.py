@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import pytest
@@ -20,10 +21,13 @@ from raytal.engine.schedule import WarmupCosine, warmup_cosine_scheduler
 
 def test_warmup_cosine_values():
     f = WarmupCosine(warmup_steps=2, total_steps=6)
-    # warm-up: (step+1)/2 -> 0.5, 1.0; cosine over the 4 remaining steps: 0.5(1+cos(pi*k/4)), k=0..4
-    # k=1: 0.5(1+0.70711)=0.85355, k=2: 0.5, k=3: 0.5(1-0.70711)=0.14645, k=4: 0
-    expected = [0.5, 1.0, 1.0, 0.853553, 0.5, 0.146447, 0.0, 0.0]
+    # ActionFormer's warm-up: step/(warmup - 1) -> 0, 1.0; cosine over the 4 remaining steps:
+    # 0.5(1+cos(pi*k/4)), k=0..4: k=1: 0.5(1+0.70711)=0.85355, k=2: 0.5, k=3: 0.5(1-0.70711)=0.14645, k=4: 0
+    expected = [0.0, 1.0, 1.0, 0.853553, 0.5, 0.146447, 0.0, 0.0]
     assert [f(s) for s in range(8)] == pytest.approx(expected, abs=1e-6)
+    # a floor of 0.1: the cosine falls to 0.1 instead: k=2 gives 0.1 + 0.9 x 0.5
+    assert WarmupCosine(2, 6, floor=0.1)(4) == pytest.approx(0.55)
+    assert WarmupCosine(0, 4)(0) == 1.0  # without warm-up the cosine starts at once
 
 
 def test_scheduler_steps_per_iteration():
@@ -35,8 +39,10 @@ def test_scheduler_steps_per_iteration():
         opt.step()
         sched.step()
         lrs.append(opt.param_groups[0]["lr"])
-    # total 6 steps, warm-up 2: lr = 0.1 × [0.5, 1, 1, 0.85355, 0.5, 0.14645, 0]
-    assert lrs == pytest.approx([0.05, 0.1, 0.1, 0.0853553, 0.05, 0.0146447, 0.0], abs=1e-7)
+    # total 6 steps, warm-up 2: lr = 0.1 × [0, 1], then the cosine from 0.1 down to ActionFormer's floor 1e-8:
+    # 1e-8 + (0.1 - 1e-8) x 0.5(1 + cos(pi k/4)), k = 0..4
+    cosine = [1e-8 + (0.1 - 1e-8) * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]
+    assert lrs == pytest.approx([0.0, 0.1] + cosine, rel=1e-9, abs=1e-15)
 
 
 def test_schedule_rejects_bad_sizes():

@@ -69,14 +69,22 @@ def _join_group(backend: str, rank: int, world_size: int, addr: str, port: int, 
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
 
 
+def collective_backend(configured: str | None, resources_per_worker: dict) -> str:
+    """The backend ``TorchConfig.backend`` means: as configured, else NCCL for workers holding a GPU and gloo
+    otherwise (Ray's own rule for None, which ``_TorchBackend.on_start`` applies and this backend replaces)."""
+    if configured is not None:
+        return configured
+    return "nccl" if resources_per_worker.get("GPU", 0) > 0 else "gloo"
+
+
 class _NodeBoundTorchBackend(_TorchBackend):
     def on_start(self, worker_group, backend_config: TorchConfig) -> None:
+        backend = collective_backend(backend_config.backend, worker_group.get_resources_per_worker())
         addr, port = worker_group.execute_single(0, _host_store, backend_config.timeout_s)
         worker_group.execute(_set_torch_distributed_env_vars)
         ray.get([
             worker_group.execute_single_async(
-                rank, _join_group, backend_config.backend, rank, len(worker_group), addr, port,
-                backend_config.timeout_s,
+                rank, _join_group, backend, rank, len(worker_group), addr, port, backend_config.timeout_s,
             )
             for rank in range(len(worker_group))
         ])
@@ -85,8 +93,9 @@ class _NodeBoundTorchBackend(_TorchBackend):
 class NodeBoundTorchConfig(TorchConfig):
     """``TorchConfig`` whose process group listens on the workers' Ray node address only.
 
-    ``backend`` None = gloo on CPU, nccl on GPU (``TorchTrainer`` fills it in); ``init_method`` is not
-    used (the group always starts from rank 0's store); ``timeout_s`` as in ``TorchConfig``.
+    ``backend`` None = gloo on CPU workers, NCCL on GPU workers (``collective_backend``), both pinned to the
+    node's interface; ``init_method`` is not used (the group always starts from rank 0's store);
+    ``timeout_s`` as in ``TorchConfig``.
     """
 
     @property

@@ -7,6 +7,13 @@ wraps it (``wrap_model`` = DDP, a rank of its own), never copies it.
 
 Determinism: the batches come from the caller (``raytal.engine.batches``), a pure function of the seed and
 the streams; the torch RNG (dropout) is reseeded per epoch and rank from ``train.seed``.
+
+Device and precision: the model and every batch live on ``device``; on a GPU each batch is copied from
+pinned host memory without blocking, so the copy overlaps the previous step's work. ``train.precision``
+runs the model's forward pass under autocast (``raytal.core.precision``); the objective runs outside it, so
+the losses (and a recipe's own forward passes, e.g. NoCo's EMA teacher) are fp32, as is optimizer state.
+The loss normalisers (ActionFormer's moving average of positives, ``raytal.losses.normalizer``) are the
+loop's state, saved with it.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from raytal.config import TrainConfig
+from raytal.core.precision import autocast, grad_scaler, set_tf32
 from raytal.engine.checkpoint import numpy_rng_state, set_numpy_rng_state
 from raytal.engine.ema import ModelEMA
 from raytal.engine.schedule import warmup_cosine_scheduler
+from raytal.losses.normalizer import LossNormalizers
 from raytal.model.batch import Batch
 
 _TORCH_STREAM = 14
@@ -35,14 +44,16 @@ TIMING_KEYS = ("step_s", "data_wait_s")
 
 @dataclass
 class StepContext:
-    """What an objective may know besides the batch and the model output: where training is, and the
-    EMA of the model (NoCo's teacher). ``rng`` draws for the step (ACP's frame sampling) are seeded by
+    """What an objective may know besides the batch and the model output: where training is, the EMA of
+    the model (NoCo's teacher) and the loss normalisers (one per named part of the loss; None: each step
+    normalises by its own positives). ``rng`` draws for the step (ACP's frame sampling) are seeded by
     (seed, epoch, step), so a resumed run draws what an uninterrupted one would."""
 
     epoch: int
     step: int
     seed: int
     ema: nn.Module
+    loss_norm: LossNormalizers | None = None
 
     def generator(self, stream: int) -> torch.Generator:
         entropy = np.random.default_rng([self.seed, self.epoch, self.step, stream]).integers(2**62)
@@ -75,13 +86,14 @@ class Trainer:
         self.train = train
         self.rank = rank
         self.device = torch.device(device)
-        # Mixed precision on GPU only (CPU autocast to bfloat16 is slower for these small convolutions).
-        self.amp = self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        if self.device.type == "cuda":
+            set_tf32(train.tf32)
+        self.scaler = grad_scaler(self.device, train.precision)
+        self.loss_norm = LossNormalizers(train.init_loss_norm, train.loss_norm_momentum)
         self.objective = objective
         self.model = model.to(self.device)
         self.net = wrap_model(self.model) if wrap_model is not None else self.model
-        self.ema = ModelEMA(self.model, ema_momentum)
+        self.ema = ModelEMA(self.model, ema_momentum, warmup=train.ema_warmup)
         self.optimizer = torch.optim.AdamW(self._param_groups(train.weight_decay), lr=train.lr)
         self.steps_per_epoch = steps_per_epoch
         self.scheduler = warmup_cosine_scheduler(self.optimizer, steps_per_epoch, train.epochs, train.warmup_epochs)
@@ -111,17 +123,22 @@ class Trainer:
             wait += time.perf_counter() - t
             if batch is None:
                 raise RuntimeError(f"epoch {epoch}: the batch stream ended after {step} of {self.steps_per_epoch} steps")
-            batch = batch.to(self.device)
-            ctx = StepContext(epoch, step, self.train.seed, self.ema.module)
-            with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            if self.device.type == "cuda":
+                batch = batch.pin_memory().to(self.device, non_blocking=True)
+            else:
+                batch = batch.to(self.device)
+            ctx = StepContext(epoch, step, self.train.seed, self.ema.module, self.loss_norm)
+            # Last step's gradients go before the forward pass, not after it: they would otherwise sit in memory
+            # beside this step's activations (117 MB at ActionFormer's size).
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device, self.train.precision):
                 out = self.net(batch.feats, batch.mask)
-                losses = self.objective(self.net, batch, out, ctx)
+            losses = self.objective(self.net, batch, out, ctx)  # fp32: outside autocast
             if "loss" not in losses:
                 raise ValueError(f"the objective must return a dict with 'loss'; got keys {sorted(losses)}")
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch}, step {step}: loss is {loss.item()}")
-            self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.train.clip_grad > 0:
                 self.scaler.unscale_(self.optimizer)
@@ -130,13 +147,14 @@ class Trainer:
             self.scaler.update()
             self.scheduler.step()
             self.ema.update(self.model)
-            for k, v in losses.items():
+            for k, v in losses.items():  # summed where they are (no host sync per term and step)
                 if isinstance(v, Tensor) and v.numel() == 1:
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    sums[k] = sums.get(k, 0.0) + v.detach().float().reshape(())
                 elif isinstance(v, (int, float)):
                     sums[k] = sums.get(k, 0.0) + float(v)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        stats = {k: v / self.steps_per_epoch for k, v in sums.items()}
+            if bar.disable is False:
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        stats = {k: float(v) / self.steps_per_epoch for k, v in sums.items()}
         stats["lr"] = float(self.scheduler.get_last_lr()[0])
         stats["step_s"] = (time.perf_counter() - start) / self.steps_per_epoch
         stats["data_wait_s"] = wait / self.steps_per_epoch
@@ -151,6 +169,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state()},
+            "loss_norm": self.loss_norm.state_dict(),
+            "scaler": self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -165,6 +185,9 @@ class Trainer:
         for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
             group["lr"] = base * fn(step)
         self.epoch = int(state["epoch"])
+        self.loss_norm.load_state_dict(state.get("loss_norm", {}))
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         set_numpy_rng_state(state["rng"]["numpy"])
 

@@ -31,21 +31,28 @@ class Batch:
     teacher_scores: torch.Tensor | None  # [B, T, C] or None (NaN for videos without scores)
     meta: list[dict]  # video_id, fps, feat_stride, num_frames, duration, offset, length
 
-    def to(self, device: str | torch.device) -> "Batch":
-        """The same batch with every tensor on ``device`` (meta stays on the host)."""
+    def to(self, device: str | torch.device, non_blocking: bool = False) -> "Batch":
+        """The same batch with every tensor on ``device`` (meta stays on the host); ``non_blocking`` copies
+        from pinned memory return at once (the copy overlaps what the device is doing)."""
+        return self._map(lambda x: x.to(device, non_blocking=non_blocking))
 
-        def mv(x: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None else x.to(device)
+    def pin_memory(self) -> "Batch":
+        """The same batch in page-locked host memory, which a GPU can copy from asynchronously."""
+        return self._map(lambda x: x.pin_memory())
+
+    def _map(self, fn) -> "Batch":
+        def opt(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else fn(x)
 
         return Batch(
-            feats=self.feats.to(device),
-            mask=self.mask.to(device),
-            segments=[s.to(device) for s in self.segments],
-            labels=[x.to(device) for x in self.labels],
-            weights=[w.to(device) for w in self.weights],
-            labeled=self.labeled.to(device),
-            targets=mv(self.targets),
-            teacher_scores=mv(self.teacher_scores),
+            feats=fn(self.feats),
+            mask=fn(self.mask),
+            segments=[fn(s) for s in self.segments],
+            labels=[fn(x) for x in self.labels],
+            weights=[fn(w) for w in self.weights],
+            labeled=fn(self.labeled),
+            targets=opt(self.targets),
+            teacher_scores=opt(self.teacher_scores),
             meta=self.meta,
         )
 

@@ -8,6 +8,7 @@ import torch
 
 from raytal.losses.diou import diou_loss
 from raytal.losses.focal import sigmoid_focal_loss
+from raytal.losses.normalizer import LossNormalizer
 from raytal.model.assign import Targets, assign_targets
 from raytal.model.batch import Batch
 from raytal.model.detector import DetectorOutput
@@ -25,15 +26,21 @@ def detection_loss(
     reg_weight: float = 1.0,
     center_sample_radius: float = 1.5,
     cls_target_fn: ClsTargetFn | None = None,
+    normalizer: LossNormalizer | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict:
     """Loss over the videos in ``select`` (all when None): {"cls", "reg", "loss", "num_pos", "targets"}.
 
-    Both terms are sums over real points divided by the number of positive points (at least 1), so
-    a batch with few actions is not drowned by background. A positive point's whole classification
-    row and its DIoU term are multiplied by the weight of the instance it is assigned to (1 for ground
-    truth; pseudo-label / HPM weights otherwise), so an uncertain instance pulls the model less.
-    ``cls_target_fn(out, targets, select)`` may replace the hard one-hot targets with soft ones; it
-    returns [B, P, C] for the whole batch or [n_selected, P, C].
+    Both terms are sums over real points divided by ``normalizer`` updated with this step's number of
+    positive points (ActionFormer's moving average; None: this step's count, at least 1), so a batch
+    with few actions is not drowned by background. The DIoU term compares offsets in units of each
+    point's stride, as ActionFormer regresses them (DIoU does not change when both segments scale alike,
+    so this is only its arithmetic). A positive point's whole classification row and its DIoU term are
+    multiplied by the weight of the instance it is assigned to (1 for ground truth; pseudo-label / HPM
+    weights otherwise), so an uncertain instance pulls the model less. ``cls_target_fn(out, targets,
+    select)`` may replace the hard one-hot targets with soft ones; it returns [B, P, C] for the whole batch
+    or [n_selected, P, C]. ``label_smoothing`` ε maps targets y to y(1 − ε) + ε/(C + 1). The losses are
+    computed in float32 whatever the precision of the model's outputs.
     """
     b = out.cls_logits.shape[0]
     if select is None:
@@ -50,7 +57,7 @@ def detection_loss(
     if not idx:
         return {"cls": zero, "reg": zero, "loss": zero, "num_pos": zero.detach(), "targets": targets}
 
-    logits = out.cls_logits[select]  # [S, P, C]
+    logits = out.cls_logits[select].float()  # [S, P, C]
     valid = out.mask[select]  # [S, P]
     pos = torch.stack([t.pos for t in targets]) & valid
     if cls_target_fn is not None:
@@ -69,19 +76,25 @@ def detection_loss(
         w = batch.weights[i].to(logits)
         if len(w):
             point_w[row] = torch.where(t.pos, w[t.gt_index.clamp(min=0)], point_w[row])
-    num_pos = pos.sum().to(logits.dtype).clamp(min=1.0)
+    count = pos.sum().to(logits.dtype)
+    num_pos = normalizer.update(count) if normalizer is not None else count.clamp(min=1.0)
 
-    focal = sigmoid_focal_loss(logits, cls_t.to(logits), focal_alpha, focal_gamma).sum(-1)  # [S, P]
+    cls_t = cls_t.to(logits)
+    if label_smoothing:
+        cls_t = cls_t * (1.0 - label_smoothing) + label_smoothing / (num_classes + 1)
+    focal = sigmoid_focal_loss(logits, cls_t, focal_alpha, focal_gamma).sum(-1)  # [S, P]
     cls_loss = (focal * point_w)[valid].sum() / num_pos
     if pos.any():
         reg_t = torch.stack([t.reg for t in targets])
-        reg_loss = (diou_loss(out.offsets[select][pos], reg_t[pos]) * point_w[pos]).sum() / num_pos
+        stride = out.points[:, 3].to(logits)[None, :, None].expand_as(reg_t)[pos]
+        pred = out.offsets[select].float()[pos] / stride
+        reg_loss = (diou_loss(pred, reg_t[pos] / stride) * point_w[pos]).sum() / num_pos
     else:
         reg_loss = zero
     return {
         "cls": cls_loss,
         "reg": reg_loss,
         "loss": cls_loss + reg_weight * reg_loss,
-        "num_pos": pos.sum().to(logits.dtype).detach(),
+        "num_pos": count.detach(),
         "targets": targets,
     }

@@ -1,7 +1,8 @@
 """Detection heads shared over pyramid levels: classification, regression and optional quality.
 
-Sharing the weights across levels is what makes one head detect actions of every scale; a learnable
-per-level scale on the regression output lets each level keep its own range of offsets.
+Sharing the weights across levels is what makes one head detect actions of every scale. As in
+ActionFormer, the regression head predicts each offset in units of its level's stride, times a learnable
+per-level scale (``scales[l]``); ``Heads`` returns them multiplied by the stride, on the input grid.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from raytal.model.backbone import ChannelNorm, MaskedConv1d
 
@@ -25,10 +26,9 @@ class Tower(nn.Module):
         )
         self.norms = nn.ModuleList(ChannelNorm(dim) for _ in range(layers))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask[:, None, :].to(x.dtype)
+    def forward(self, x: Tensor, mask: Tensor, seq: Tensor | None) -> Tensor:
         for conv, norm in zip(self.convs, self.norms):
-            x = F.relu(norm(conv(x, mask))) * m
+            x = F.relu(norm(conv(x, mask, seq)))
         return x
 
 
@@ -49,22 +49,22 @@ class Heads(nn.Module):
         self.reg_out = MaskedConv1d(tower_dim, 2, kernel)
         # Quality shares the regression tower: tIoU/tND are properties of the predicted boundaries.
         self.quality_out = MaskedConv1d(tower_dim, 2, kernel) if quality else None
-        self.scales = nn.Parameter(torch.ones(levels))
+        self.scales = nn.ParameterList(nn.Parameter(torch.tensor(1.0)) for _ in range(levels))
         # Focal-loss prior: every class starts at probability prior_prob so early training is stable.
         nn.init.constant_(self.cls_out.conv.bias, -math.log((1.0 - prior_prob) / prior_prob))
 
-    def forward(self, pyramid: list[torch.Tensor], masks: list[torch.Tensor]
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(self, pyramid: list[Tensor], masks: list[Tensor], seqs: list[Tensor | None]
+                ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Returns cls logits [B, P, C], offsets [B, P, 2] in input-grid snippets, quality [B, P, 2] | None."""
         cls, reg, qual = [], [], []
-        for level, (x, m) in enumerate(zip(pyramid, masks)):
-            c = self.cls_out(self.cls_tower(x, m), m)
-            r_feat = self.reg_tower(x, m)
-            # ReLU keeps distances >= 0; × stride puts them on the input grid.
-            r = F.relu(self.scales[level] * self.reg_out(r_feat, m)) * float(2**level)
+        for level, (x, m, s) in enumerate(zip(pyramid, masks, seqs)):
+            c = self.cls_out(self.cls_tower(x, m, s), m, s)
+            r_feat = self.reg_tower(x, m, s)
+            # ReLU keeps distances >= 0; the head's unit is the level's stride.
+            r = F.relu(self.scales[level] * self.reg_out(r_feat, m, s)) * float(2**level)
             cls.append(c.transpose(1, 2))
             reg.append(r.transpose(1, 2))
             if self.quality_out is not None:
-                qual.append(self.quality_out(r_feat, m).transpose(1, 2))
+                qual.append(self.quality_out(r_feat, m, s).transpose(1, 2))
         quality = torch.cat(qual, 1) if qual else None
         return torch.cat(cls, 1), torch.cat(reg, 1), quality

@@ -2,14 +2,15 @@
 
 Greedy NMS is sequential in the picks, so each function loops over *kept* segments only, and every
 step is one vectorized pass over the remaining candidates. Classes never suppress each other: the
-IoU of a pick is only applied to candidates of its own label, which handles all classes in one pass.
+IoU of a pick is only applied to candidates of its own label, which handles all classes in one pass
+(class-agnostic NMS: give every candidate the same label).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from raytal.core.iou import interval_iou
+from raytal.core.iou import interval_iou, pairwise_iou
 
 
 def _check(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -48,21 +49,21 @@ def nms(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_thresh
     return order[np.asarray(keep, dtype=np.int64)]
 
 
-def soft_nms_index(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float = 0.1,
-                   sigma: float = 0.5, min_score: float = 0.001, max_segments: int = 200
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian Soft-NMS per class: (indices of kept candidates, their decayed scores), best first.
+def soft_nms_index(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, sigma: float = 0.5,
+                   min_score: float = 0.001, max_segments: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian Soft-NMS per class, as ActionFormer's: (indices of kept candidates, their decayed scores),
+    best first.
 
-    Repeatedly take the highest current score; every remaining candidate of the same class whose IoU
-    with it exceeds ``iou_threshold`` has its score multiplied by exp(−IoU²/σ); candidates falling
-    below ``min_score`` are dropped. Picked scores never increase, so stopping after ``max_segments``
-    picks gives exactly the top ``max_segments`` of the full Soft-NMS.
+    Repeatedly take the highest current score; every remaining candidate of the same class has its score
+    multiplied by exp(−IoU²/σ) (every overlap decays: ActionFormer's Gaussian has no IoU threshold) and is
+    dropped once below ``min_score``. Picked scores never increase, so stopping after ``max_segments``
+    picks gives exactly the top ``max_segments`` of the full per-class Soft-NMS.
     """
     segments, scores, labels = _check(segments, scores, labels)
     if sigma <= 0:
         raise ValueError(f"soft_nms: expected sigma > 0, got {sigma}")
     cur = scores.copy()
-    alive = cur >= min_score
+    alive = np.ones(len(cur), dtype=bool)
     keep: list[int] = []
     kept_scores: list[float] = []
     while len(keep) < max_segments and alive.any():
@@ -71,16 +72,25 @@ def soft_nms_index(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray,
         kept_scores.append(cur[i])
         alive[i] = False
         same = np.flatnonzero(alive & (labels == labels[i]))
-        iou = _iou_one(segments[i], segments[same])
-        cur[same] *= np.where(iou > iou_threshold, np.exp(-(iou**2) / sigma), 1.0)
+        cur[same] *= np.exp(-(_iou_one(segments[i], segments[same]) ** 2) / sigma)
         alive[same] = cur[same] >= min_score
     return np.asarray(keep, dtype=np.int64), np.asarray(kept_scores, dtype=np.float64)
 
 
-def soft_nms(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float = 0.1,
-             sigma: float = 0.5, min_score: float = 0.001, max_segments: int = 200
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def soft_nms(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, sigma: float = 0.5,
+             min_score: float = 0.001, max_segments: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gaussian Soft-NMS per class -> (segments [K, 2], decayed scores [K], labels [K]), best first."""
-    keep, new_scores = soft_nms_index(segments, scores, labels, iou_threshold, sigma, min_score, max_segments)
+    keep, new_scores = soft_nms_index(segments, scores, labels, sigma, min_score, max_segments)
     segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
     return segments[keep], new_scores, np.asarray(labels).reshape(-1)[keep]
+
+
+def vote(kept: np.ndarray, segments: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Boundary voting (ActionFormer's ``seg_voting``): each kept segment [K, 2] becomes the mean of the
+    candidates ``segments`` [N, 2] whose IoU with it is >= ``iou_threshold``, weighted by their ``scores``."""
+    kept = np.asarray(kept, dtype=np.float64).reshape(-1, 2)
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    weights = (pairwise_iou(kept, segments) >= iou_threshold) * np.asarray(scores, dtype=np.float64)[None, :]
+    total = weights.sum(1, keepdims=True)
+    # A kept segment always overlaps itself among the candidates; with no weight at all it stays as it is.
+    return np.where(total > 0, (weights @ segments) / np.where(total > 0, total, 1.0), kept)

@@ -27,7 +27,7 @@ def make_objective(cfg: Config, *, delta_targets: bool = False, recipes: list[Re
     tr = cfg.train
     det_args = dict(
         focal_alpha=tr.focal_alpha, focal_gamma=tr.focal_gamma, reg_weight=tr.reg_weight,
-        center_sample_radius=cfg.model.center_sample_radius,
+        center_sample_radius=cfg.model.center_sample_radius, label_smoothing=tr.label_smoothing,
         cls_target_fn=first_opinion([r.cls_targets(cfg) for r in recipes], None),
     )
     unlabeled_weight = first_opinion([r.unlabeled_weight(cfg) for r in recipes], 1.0)
@@ -44,7 +44,8 @@ def make_objective(cfg: Config, *, delta_targets: bool = False, recipes: list[Re
         for name, select, weight in (("s", batch.labeled, 1.0), ("u", ~batch.labeled, unlabeled_weight)):
             if not bool(select.any()):
                 continue
-            det = detection_loss(out, batch, select=select, **det_args)
+            norm = ctx.loss_norm(name) if ctx.loss_norm is not None else None
+            det = detection_loss(out, batch, select=select, normalizer=norm, **det_args)
             total = total + weight * det["loss"]
             report[f"cls_{name}"], report[f"reg_{name}"] = det["cls"].detach(), det["reg"].detach()
             parts[name] = Part(select, torch.nonzero(select, as_tuple=True)[0], det["targets"], weight)

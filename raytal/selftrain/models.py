@@ -16,6 +16,7 @@ import torch
 from raytal.config import Config
 from raytal.core.errors import CheckpointError
 from raytal.engine.checkpoint import check_checkpoint, checkpoint_kind, load_checkpoint
+from raytal.model.actionformer_weights import detector_weights, strip_data_parallel
 from raytal.model.detector import Detector
 from raytal.model.wtal import WTALModel
 
@@ -24,7 +25,7 @@ DETECTOR, WEAK_BASE = "detector", "weak_base"
 
 def build_detector(cfg: Config, num_classes: int, input_dim: int) -> Detector:
     torch.manual_seed(cfg.train.seed)
-    return Detector(cfg.model, num_classes, input_dim)
+    return Detector(cfg.model, num_classes, input_dim, max_seq_len=cfg.data.max_seq_len)
 
 
 def load_detector(cfg: Config, path: str | Path, num_classes: int | None = None,
@@ -72,3 +73,36 @@ def detector_state(model: torch.nn.Module, ema: torch.nn.Module | None, num_clas
         "epoch": epoch,
         "metrics": {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
     }
+
+
+# What ActionFormer's train.py saves: the model's and its EMA's weights (plus optimizer and scheduler state).
+ACTIONFORMER_WEIGHTS = {True: "state_dict_ema", False: "state_dict"}
+
+
+def import_actionformer(cfg: Config, path: str | Path, ema: bool = True) -> dict:
+    """A raytal detector checkpoint (``detector_state``) of the model in ActionFormer checkpoint ``path``:
+    its EMA weights (what ActionFormer's eval.py evaluates) or, with ``ema`` false, the trained ones. The
+    class count and feature width are read off the weights; every other size comes from ``cfg.model``, and
+    a tensor that does not fit is a CheckpointError naming the key and both shapes."""
+    state = load_checkpoint(path)
+    key = ACTIONFORMER_WEIGHTS[ema]
+    weights = state.get(key)
+    if not isinstance(weights, dict) or not weights:
+        raise CheckpointError(f"{path}: no '{key}' weights (an ActionFormer train.py checkpoint holds 'state_dict' "
+                              f"and 'state_dict_ema'; this one has keys {sorted(map(str, state))[:8]})")
+    weights = strip_data_parallel(weights)
+    sizes = {}
+    for name, key_, dim in (("num_classes", "cls_head.cls_head.conv.bias", 0),
+                            ("input_dim", "backbone.embd.0.conv.weight", 1)):
+        tensor = weights.get(key_)
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() <= dim:
+            raise CheckpointError(f"{path}: key '{key_}' missing or not a tensor: it gives the model's {name} "
+                                  "(is it an ActionFormer convTransformer checkpoint?)")
+        sizes[name] = int(tensor.shape[dim])
+    model = build_detector(cfg, sizes["num_classes"], sizes["input_dim"])
+    model.load_state_dict(detector_weights(weights, model, str(path)))
+    epoch = state.get("epoch")
+    out = detector_state(model, None, sizes["num_classes"], sizes["input_dim"],
+                         int(epoch) + 1 if isinstance(epoch, int) else 0)
+    out["imported_from"] = f"ActionFormer {key} of {path}"
+    return out

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from raytal.config import Config
+from raytal.core.precision import set_tf32
 from raytal.core.threads import set_torch_threads
 from raytal.core.video import Video
 from raytal.engine.checkpoint import load_checkpoint
@@ -54,18 +55,25 @@ def _raw(seg: np.ndarray, score: np.ndarray, lab: np.ndarray) -> tuple[np.ndarra
     return seg, score, lab
 
 
+def on_device(model: torch.nn.Module, cfg: Config) -> torch.nn.Module:
+    """``model`` on this process's GPU when the run uses GPUs and one is visible (Ray sets
+    CUDA_VISIBLE_DEVICES for a GPU actor), with ``train.tf32``; else as it is, on the CPU."""
+    if cfg.ray.use_gpu and torch.cuda.is_available():
+        set_tf32(cfg.train.tf32)
+        return model.cuda()
+    return model
+
+
 class DetectorTeacher:
     """A detector's inference for lists of videos, built once per actor (the checkpoint is read once)."""
 
     def __init__(self, cfg: Config, checkpoint: str, num_classes: int | None = None):
         self.cfg = cfg
-        self.model = load_detector(cfg, checkpoint, num_classes)
-        if cfg.ray.use_gpu and torch.cuda.is_available():  # a GPU actor (Ray set CUDA_VISIBLE_DEVICES)
-            self.model = self.model.cuda()
+        self.model = on_device(load_detector(cfg, checkpoint, num_classes), cfg)
 
     def __call__(self, videos: list[Video]) -> list[dict]:
         preds = predict_videos(self.model, videos, labeling_infer(self.cfg), batch_size=self.cfg.ray.infer_batch_size,
-                               dense=needs_dense(self.cfg))
+                               dense=needs_dense(self.cfg), precision=self.cfg.train.precision)
         if self.cfg.data.setting == "weak":  # a detector teacher of the weak setting (round >= 2, regenerations)
             preds = [keep_video_classes(v, p) for v, p in zip(videos, preds)]
         return preds
@@ -129,7 +137,7 @@ class Predictor:
         if self.kind == WEAK_BASE:
             self.model = load_weak_base(checkpoint, num_classes, input_dim)
         else:
-            self.model = load_detector(cfg, checkpoint, num_classes, input_dim)
+            self.model = on_device(load_detector(cfg, checkpoint, num_classes, input_dim), cfg)
             self.fusion = test_fusion(cfg)
             self.infer = cfg.infer if self.fusion is None else dataclasses.replace(cfg.infer, nms="fusion")
 
@@ -138,4 +146,5 @@ class Predictor:
         if self.kind == WEAK_BASE:
             return predict_weak(self.model, videos, cfg.weak, self.model.num_classes, nms="fusion",
                                 fusion_fn=weak_fusion(cfg), max_segments=cfg.infer.max_segments)
-        return predict_videos(self.model, videos, self.infer, fusion_fn=self.fusion, batch_size=cfg.ray.infer_batch_size)
+        return predict_videos(self.model, videos, self.infer, fusion_fn=self.fusion, batch_size=cfg.ray.infer_batch_size,
+                              precision=cfg.train.precision)
