@@ -59,7 +59,7 @@ from raytal.distributed.session import ensure_ray  # noqa: E402
 from raytal.engine.trainer import TIMING_KEYS  # noqa: E402
 from raytal.selftrain.ledger import StageLog  # noqa: E402
 from raytal.selftrain.local import LocalBackend  # noqa: E402
-from raytal.selftrain.rounds import Run  # noqa: E402
+from raytal.selftrain.rounds import Rounds  # noqa: E402
 from raytal.selftrain.spec import LabelSpec, pseudo_sources  # noqa: E402
 from raytal.selftrain.train_stage import run_training  # noqa: E402
 from raytal.selftrain.training_data import read_unit, stage_streams, stage_units  # noqa: E402
@@ -167,7 +167,7 @@ def last_epoch(stage_dir: Path) -> dict:
 def main_job(data: Path, run_dir: Path, args: argparse.Namespace) -> dict:
     cfg = config(data, run_dir, args)
     with PeakPss() as mem:
-        run = Run(cfg, RayBackend(cfg))
+        run = Rounds(cfg, RayBackend(cfg))
         try:
             metrics = run.run()
         finally:
@@ -197,7 +197,7 @@ def student_spec(cfg, run_dir: Path):
     stages = StageLog(str(run_dir / "stages.json"))
     label = LabelSpec("", 1, str(run_dir / "round_1" / "pseudo"), index.num_classes, index.setting,
                       tuple(index.pseudo_sources()))
-    run = Run(cfg, LocalBackend())
+    run = Rounds(cfg, LocalBackend())
     try:
         spec = run.train_spec(index, "round_1/train", pseudo=pseudo_sources(label),
                               num_pseudo=stages.result("round_1/pseudo")["usable"])

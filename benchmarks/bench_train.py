@@ -2,7 +2,7 @@
 
 Both sides run the project's real stage code with the tiny detector on the thumos14-synth preset (every
 training video labeled: ~50 global batches of 4 per epoch, crops of up to 256 snippets; ``--preset tiny``
-gives 8), one round-0 ``TrainSpec`` each (``Run.train_spec`` on the run's index): the in-process back-end
+gives 8), one round-0 ``TrainSpec`` each (``Rounds.train_spec`` on the run's index): the in-process back-end
 ``train_local`` and the Ray back-end ``train_ray`` (``TorchTrainer`` around the same ``run_training``, fed
 by Ray Data, 1 and 2 workers of 0.5 CPU, 1 torch thread each). Epoch times come from the wall-clock stamps of the per-epoch TensorBoard scalars both
 write on rank 0, so the time between two consecutive epochs covers everything an epoch costs there (the
@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from raytal.config import Config, load_config  # noqa: E402
-from raytal.selftrain.rounds import Run  # noqa: E402
+from raytal.selftrain.rounds import Rounds  # noqa: E402
 from raytal.selftrain.train_stage import batch_plan, train_local  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -166,7 +166,7 @@ def main() -> int:
                 "ray.cpus_per_worker=0.5", *extra])
 
         cfg = config()
-        run = Run(cfg, None)  # the stages' specs only: each side below trains them itself
+        run = Rounds(cfg, None)  # the stages' specs only: each side below trains them itself
         index = run.load_index()
 
         def spec(name: str):

@@ -35,7 +35,7 @@ from raytal.data.index import RunIndex, build_index, source_videos
 from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row, source_dir
 from raytal.selftrain.evaluate import evaluate_checkpoint
 from raytal.selftrain.local import LocalBackend
-from raytal.selftrain.rounds import Run, round_quality
+from raytal.selftrain.rounds import Rounds, round_quality
 from raytal.selftrain.spec import LabelSpec, pseudo_sources
 
 
@@ -88,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # Quality, the student's stage and test mAP by the functions a selftrain round uses.
     q = round_quality(index, label)
-    run = Run(cfg, LocalBackend())
+    run = Rounds(cfg, LocalBackend())
     spec = run.train_spec(index, "train", pseudo=pseudo_sources(label), num_pseudo=usable)
     final = run.backend.train(cfg, spec)
     result = {
         "recall": args.recall, "class_acc": args.class_acc, "jitter": args.jitter, "seed": args.seed,
         "num_pseudo": int(q["num_pseudo"]), "num_gt": int(q["num_gt"]),
         "class_accuracy": q["class_accuracy"], "mean_tiou": q["mean_tiou"], "positive_accuracy": q["positive_accuracy"],
-        "average_mAP": evaluate_checkpoint(cfg, final, index.videos("test"), run.info)["average_mAP"],
+        "average_mAP": evaluate_checkpoint(cfg, run.backend, final, index.parts["test"], run.info)["average_mAP"],
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.cli import job_config, job_parser, run_job  # noqa: E402
+from raytal.cli import job_backend, job_config, job_parser, run_job  # noqa: E402
 from raytal.config import ConfigError  # noqa: E402
 from raytal.core import storage  # noqa: E402
 
@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--shards", nargs="+", help="shard directories or files (local or URI)")
     p.add_argument("--video-info", default=None, help="CSV/JSON with per-video duration and fps (with --features)")
     p.add_argument("--out", required=True, help="results: X.json (ActivityNet format) or X.parquet (a directory)")
-    p.add_argument("--in-process", action="store_true", help="run in this process, without Ray")
     args = p.parse_args(argv)
     if not args.out.endswith((".json", ".parquet")):
         p.error("--out must end in .json (ActivityNet results) or .parquet (a directory of Parquet files)")
@@ -54,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     from raytal.data.pool import read_video_info
     from raytal.data.shards import list_shards
     from raytal.selftrain.predict import (
-        DetectStage, Grid, feature_units, read_feature_unit, shard_units, summarize, write_results_json,
+        Grid, feature_inputs, read_detections, read_feature_input, shard_inputs, summarize, write_results_json,
     )
-    from raytal.selftrain.pseudo_stage import clean_output, run_in_process, unit_blocks, write_table
+    from raytal.selftrain.pseudo_stage import input_blocks
+    from raytal.selftrain.spec import DetectSpec
     from raytal.selftrain.teacher import Predictor
 
     if not storage.is_file(storage.join(cfg.data.root, "dataset.yaml")):
@@ -66,35 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     # refuses a checkpoint of another class count or feature width, early
     Predictor(cfg, args.checkpoint, len(info.classes), info.feature_dim)
     if args.features:
-        units = feature_units(args.features)
+        inputs = feature_inputs(args.features)
         video_info = read_video_info(args.video_info) if args.video_info else {}
-        read = functools.partial(read_feature_unit, info=video_info,
+        read = functools.partial(read_feature_input, info=video_info,
                                  grid=Grid(info.feature_dim, info.feat_stride, info.num_frames, info.fps))
     else:
-        units = shard_units([f for s in args.shards for f in list_shards(s)])
-        read = unit_blocks
-    make_infer = functools.partial(Predictor, cfg, args.checkpoint, len(info.classes), info.feature_dim)
+        inputs = shard_inputs([f for s in args.shards for f in list_shards(s)])
+        read = input_blocks
     as_json = args.out.endswith(".json")
     out_dir = tempfile.mkdtemp(prefix="raytal-predict-") if as_json else storage.resolve(args.out)
     start = time.perf_counter()
-    if args.in_process:
-        clean_output(out_dir)
-        stage = DetectStage(make_infer, info.feature_dim, max(1, cfg.train.torch_threads), "semi")
-        run_in_process(units, stage, lambda table, name: write_table(storage.join(out_dir, name), table),
-                       cfg.ray.infer_batch_size, read)
-    else:
-        from raytal.distributed.pseudo_pipeline import run_predict_pipeline
-        from raytal.distributed.session import ensure_ray
-
-        ensure_ray(cfg.ray.address)
-        rc = cfg.ray
-        run_predict_pipeline(units, read, out_dir, make_infer=make_infer, feature_dim=info.feature_dim,
-                             batch_size=rc.infer_batch_size, pool_size=rc.actor_pool_size, actor_cpus=rc.actor_cpus,
-                             use_gpu=rc.use_gpu)
-    summary = summarize(out_dir, start)
+    job_backend(args, cfg).detect(cfg, DetectSpec(args.checkpoint, tuple(inputs), read, out_dir, len(info.classes),
+                                                  info.feature_dim))
     if as_json:
-        write_results_json(out_dir, info.classes, args.out)
-    print(summary.format(args.out))
+        write_results_json(read_detections(out_dir), info.classes, args.out)
+    print(summarize(out_dir, start).format(args.out))
     return 0
 
 

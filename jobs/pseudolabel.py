@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.cli import job_config, job_parser, run_job  # noqa: E402
+from raytal.cli import job_backend, job_config, job_parser, run_job  # noqa: E402
 from raytal.core import storage  # noqa: E402
 from raytal.config import ConfigError  # noqa: E402
 from raytal.core.errors import DataError  # noqa: E402
@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", nargs="+", default=None,
                    help="shard dirs/files to label, local or s3:// (default: the split's unlabeled videos and the pool)")
     p.add_argument("--out", default=None, help="output dir (default <run>/round_<r>/pseudo)")
-    p.add_argument("--in-process", action="store_true", help="run in this process, without Ray")
     args = p.parse_args(argv)
     if args.round < 1:
         p.error("--round must be >= 1 (round 0 trains the teacher)")
@@ -77,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     from raytal.recipes.labeling import prepare_labeling
     from raytal.selftrain.rounds import run_dir_of
     from raytal.selftrain.run_lock import RunLock
+    from raytal.selftrain.pseudo_stage import PipelineSummary
     from raytal.selftrain.spec import LabelSpec
     from raytal.selftrain.teacher import teacher_kind
 
-    build = load_stages(args.stages)
     run = run_dir_of(cfg)
     saved = storage.join(run, "index.json")
     index = RunIndex.load(saved) if storage.is_file(saved) else build_index(cfg.data, with_test=False)
@@ -95,25 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     context = prepare_labeling(cfg, lambda: index.videos("labeled"), kind)
     out = args.out or storage.join(run, f"round_{args.round}", "pseudo")
     spec = LabelSpec(args.checkpoint, args.round, storage.resolve(out), index.num_classes, index.setting,
-                     sources, context)
-    make_infer, label_video = build(cfg, args.checkpoint, index.num_classes, context)
+                     sources, context, stages=load_stages(args.stages))
+    backend = job_backend(args, cfg)
     # Writing into an existing run's directory: not while a job runs there (raytal.selftrain.run_lock).
     with RunLock(run) if args.out is None and storage.is_dir(run) else contextlib.nullcontext():
-        if args.in_process:
-            from raytal.selftrain.pseudo_stage import label_in_process
-
-            summary = label_in_process(spec, make_infer, label_video, cfg.ray.infer_batch_size,
-                                       cfg.train.torch_threads, feature_dim=cfg.model.input_dim or None)
-        else:
-            from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
-            from raytal.distributed.session import ensure_ray
-
-            ensure_ray(cfg.ray.address)
-            rc = cfg.ray
-            summary = run_pseudolabel_pipeline(spec, make_infer=make_infer, label_video=label_video,
-                                               batch_size=rc.infer_batch_size, pool_size=rc.actor_pool_size,
-                                               actor_cpus=rc.actor_cpus, use_gpu=rc.use_gpu,
-                                               feature_dim=cfg.model.input_dim or None)
+        summary = PipelineSummary(**backend.pseudolabel(cfg, spec))
     print(summary.format())
     if summary.file_errors:
         print(f"error: {len(summary.file_errors)} shard file(s) unreadable; their videos have no rows", file=sys.stderr)

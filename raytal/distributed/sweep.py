@@ -221,8 +221,9 @@ def train_shared_teacher(cfg: Config, sweep_dir: Path) -> tuple[str, float]:
     return stages.result("round_0/train"), stages.seconds("round_0/train")
 
 
-def run_sweep(cfg: Config, *, evaluate_test: bool = True) -> SweepResult:
-    """Run (or resume) the sweep of ``cfg``; write the table, plot, best config and its test result."""
+def run_sweep(cfg: Config, *, evaluate_test: bool = True, verbose: bool = False) -> SweepResult:
+    """Run (or resume) the sweep of ``cfg``; write the table, plot, best config and its test result. ``verbose``:
+    Ray's own output on the console too (``raytal.distributed.session``)."""
     space = validate_space(cfg)
     sweep_dir = Path(run_dir_of(cfg))
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -232,7 +233,7 @@ def run_sweep(cfg: Config, *, evaluate_test: bool = True) -> SweepResult:
         # Tuner.restore would silently carry on with the old space.
         raise ConfigError(f"{sweep_dir} holds a sweep over a different tune.space; choose another run.dir")
     save_config(cfg, saved)
-    ensure_ray(cfg.ray.address)
+    ensure_ray(cfg.ray.address, verbose=verbose)
     timings: dict[str, Any] = {}
     teacher = ""
     blocking = [k for k in space if not teacher_free(k)]
@@ -335,7 +336,8 @@ def evaluate_best_on_test(best_cfg: Config, best: dict, sweep_dir: Path) -> dict
     stages = StageLog(str(Path(best["run_dir"]) / "stages.json"))
     checkpoint = stages.result(f"round_{best_cfg.run.rounds}/train")
     index = build_index(best_cfg.data)
-    result = evaluate_checkpoint(best_cfg, checkpoint, index.videos("test"), load_dataset_info(best_cfg.data.root),
+    result = evaluate_checkpoint(best_cfg, RayBackend(best_cfg), checkpoint, index.parts["test"],
+                                 load_dataset_info(best_cfg.data.root),
                                  predictions=str(sweep_dir / "best_test_predictions.json"))
     result["checkpoint"] = checkpoint
     out.write_text(json.dumps(result, indent=1))
