@@ -18,7 +18,7 @@ from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row
 from raytal.data.shards import write_shards
 from raytal.data.stream import FileShare, TrainingRows, held, passes, read_file_rows
 from raytal.selftrain import training_data
-from raytal.selftrain.spec import PseudoSource, TrainSpec
+from raytal.selftrain.spec import TrainSpec
 from raytal.selftrain.training_data import local_streams, stage_streams, training_videos
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import ray
+
 from raytal.config import Config
 from raytal.distributed.pseudo_pipeline import run_predict_pipeline, run_pseudolabel_pipeline
 from raytal.distributed.ray_train import train_ray
-from raytal.distributed.session import ensure_ray
+from raytal.distributed.session import ensure_ray, quiet_console
 from raytal.selftrain.spec import DetectSpec, LabelSpec, TrainSpec
 from raytal.selftrain.teacher import Predictor, pass_callables
 
@@ -19,6 +21,8 @@ class RayBackend:
     Ray's session log files only (``raytal.distributed.session``)."""
 
     def __init__(self, cfg: Config, verbose: bool = False):
+        if not verbose and not ray.is_initialized():
+            quiet_console()
         ensure_ray(cfg.ray.address, verbose=verbose)
 
     def train(self, cfg: Config, spec: TrainSpec) -> str:

@@ -132,7 +132,9 @@ def inference_dataset(inputs: list[InferenceInput], read: ReadFn, stage: type, s
     finally:
         ctx.target_min_block_size, ctx.target_max_block_size = saved
     # The pool keeps the size it starts with: Ray Data shrinks a pool whose actor waits a moment for
-    # input, and grows it again only under a long queue, so a round could end on one actor.
+    # input, and grows it again only under a long queue, so a round could end on one actor. No more actors
+    # than inputs: Ray Data hands an actor pool at most one task per input (a test subset in one file).
+    pool_size = max(1, min(pool_size, len(inputs)))
     actors = initial_pool_size(pool_size, actor_cpus, task_cpus, use_gpu, ray.available_resources())
     return ds.map_batches(
         PackedBatches,

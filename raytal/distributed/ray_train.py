@@ -266,7 +266,10 @@ def train_ray(cfg: Config, spec: TrainSpec) -> str:
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu, resources_per_worker=resources),
         torch_config=NodeBoundTorchConfig(),  # the process group listens on the node's Ray address only
         datasets=datasets,
-        dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+        # One worker reads its datasets whole: a split would start a coordinator actor (a process, seconds on
+        # a busy node) between the worker and its first batch, to hand every block to that one worker.
+        dataset_config=DataConfig(datasets_to_split="all" if rc.num_workers > 1 else [],
+                                  execution_options=ExecutionOptions(preserve_order=True)),
         run_config=RunConfig(
             name="ray_train", storage_path=stage_dir,
             failure_config=FailureConfig(max_failures=rc.max_failures),

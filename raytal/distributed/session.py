@@ -5,14 +5,18 @@ the dashboard, GCS and raylet listen on loopback only (nothing on the machine's 
 
 The console is the project's: its stage lines, one progress bar per stage and its tables. Ray's own
 output goes to files unless ``verbose``: what Ray logs in this process (start-up and token-auth notices,
-Ray Data's and Ray Train's messages) to ``ray_log_file()``, what its workers and system processes print
-to Ray's session logs (``log_to_driver=False``), and Ray Data's progress bars are off.
+Ray Data's and Ray Train's messages, its Python warnings) to a log file of the job (``ray_log``), what its
+workers and system processes print to Ray's session logs (``log_to_driver=False``), and Ray Data's
+progress bars are off. A job also sends to that file what Ray writes to the process's stderr itself (its
+C++ core worker's error lines; ``quiet_console``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+from pathlib import Path
 
 import ray
 from ray._private import ray_constants
@@ -24,15 +28,37 @@ LOCALHOST = "127.0.0.1"
 _CLUSTER_FLAG = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
 
 
+def ray_log() -> Path:
+    """The log file of Ray's own output in this process."""
+    return log_file(f"raytal-ray-{os.getpid()}.log")
+
+
+def quiet_console() -> None:
+    """File descriptor 2 — where Ray's C++ core worker in this process and the Ray processes this job starts
+    (they inherit it) write — goes to ``ray_log()``; Python's ``sys.stderr``, and the log handlers writing to
+    it, move to a copy of the original descriptor, so the project's own output stays on the console (or in
+    the file the console was redirected to). For jobs: a process that joins a Ray it already runs (a test, a
+    notebook) keeps its descriptors."""
+    console = os.fdopen(os.dup(2), "w", buffering=1)
+    for handler in logging.root.handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
+            handler.setStream(console)
+    sys.stderr = console
+    with open(ray_log(), "a") as log:
+        os.dup2(log.fileno(), 2)
+
+
 def _quiet_logs() -> None:
-    """Ray's loggers in this process write to a log file of this job instead of the console."""
-    path = log_file(f"raytal-ray-{os.getpid()}.log")
+    """Ray's loggers and Python's warnings (Ray's, in practice) in this process write to ``ray_log()``."""
+    path = ray_log()
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("ray", "ray.data"):  # ray.data keeps handlers of its own (its session file and the console)
+    logging.captureWarnings(True)
+    for name in ("ray", "ray.data", "py.warnings"):  # ray.data has handlers of its own (a session file, the console)
         logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
         for h in list(logger.handlers):
-            if not isinstance(h, logging.FileHandler):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):  # the console's
                 logger.removeHandler(h)
         logger.addHandler(handler)
         logger.propagate = False
@@ -52,17 +78,18 @@ def ensure_ray(address: str = "", num_cpus: int | None = None, verbose: bool = F
     if ray.is_initialized():
         return
     DataContext.get_current().enable_progress_bars = verbose
-    level = logging.INFO if verbose else logging.WARNING
-    target = address or os.environ.get("RAY_ADDRESS", "")
-    if target:
-        ray.init(address=target, logging_level=level, log_to_driver=verbose)
-    else:
-        _start_local(num_cpus, level, verbose)
-    if not verbose:
+    if not verbose:  # before ray.init: it logs its own notices (token auth, dashboard) while it starts
         _quiet_logs()
+    target = address or os.environ.get("RAY_ADDRESS", "")
+    logs = {"logging_level": logging.INFO if verbose else logging.WARNING, "configure_logging": verbose,
+            "log_to_driver": verbose}
+    if target:
+        ray.init(address=target, **logs)
+    else:
+        _start_local(num_cpus, logs)
 
 
-def _start_local(num_cpus: int | None, level: int, verbose: bool) -> None:
+def _start_local(num_cpus: int | None, logs: dict) -> None:
     # Ray resolves 127.0.0.1 to the machine's routable IP (so other nodes could join) and binds GCS,
     # raylet and workers there. This flag (named for Windows/macOS, where it defaults off) keeps a
     # single-machine Ray on loopback; the processes Ray spawns inherit it from the environment. It is
@@ -77,9 +104,7 @@ def _start_local(num_cpus: int | None, level: int, verbose: bool) -> None:
             include_dashboard=True,
             dashboard_host=LOCALHOST,
             _node_ip_address=LOCALHOST,
-            logging_level=level,
-            log_to_driver=verbose,
-            configure_logging=True,
+            **logs,
         )
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
@@ -45,7 +46,7 @@ from raytal.core import storage
 from raytal.data.dataset import load_dataset_info
 from raytal.data.index import build_index
 from raytal.distributed.backend import RayBackend
-from raytal.distributed.session import ensure_ray
+from raytal.distributed.session import ensure_ray, quiet_console
 from raytal.selftrain.evaluate import evaluate_checkpoint
 from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.rounds import run_dir_of, run_selftrain
@@ -233,6 +234,8 @@ def run_sweep(cfg: Config, *, evaluate_test: bool = True, verbose: bool = False)
         # Tuner.restore would silently carry on with the old space.
         raise ConfigError(f"{sweep_dir} holds a sweep over a different tune.space; choose another run.dir")
     save_config(cfg, saved)
+    if not verbose and not ray.is_initialized():
+        quiet_console()
     ensure_ray(cfg.ray.address, verbose=verbose)
     timings: dict[str, Any] = {}
     teacher = ""

@@ -143,11 +143,12 @@ class APL(Recipe):
             terms = {}
             if x.out.quality_logits is None:
                 return terms
-            for name, part in x.parts.items():
-                if not sum(int(t.pos.sum()) for t in part.targets):
+            for kind in x.kinds.values():
+                if not sum(int(t.pos.sum()) for t in kind.targets):
                     continue
-                rows, pts, tiou, tnd, _ = quality_terms(x.out, part.targets, part.videos, apl.eps)
-                terms[f"locq_{name}"] = (apl.lambda_locq * part.weight, locq_loss(x.out.quality_logits[rows, pts], tiou, tnd))
+                rows, pts, tiou, tnd, _ = quality_terms(x.out, kind.targets, kind.videos, apl.eps)
+                terms[f"locq_{kind.suffix}"] = (apl.lambda_locq * kind.weight,
+                                                locq_loss(x.out.quality_logits[rows, pts], tiou, tnd))
             return terms
 
         return [locq, acp_term(cfg)] if apl.acp else [locq]

@@ -51,10 +51,6 @@ def load_weak_base(path: str | Path, num_classes: int | None = None, input_dim: 
     return model.eval()
 
 
-def is_weak_base(path: str | Path) -> bool:
-    return checkpoint_kind(load_checkpoint(path)) == WEAK_BASE
-
-
 def weak_base_state(model: WTALModel, num_classes: int, input_dim: int, hidden: int, dropout: float) -> dict:
     return {"kind": WEAK_BASE, "model": model.state_dict(), "num_classes": num_classes, "input_dim": input_dim,
             "hidden": hidden, "dropout": dropout}

@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from raytal.core import storage
 from raytal.data.index import Source
 from raytal.data.pseudo_io import source_dir
 from raytal.recipes.registry import LabelingContext
@@ -90,10 +89,6 @@ def pseudo_sources(label: LabelSpec, previous: str | None = None) -> tuple[Pseud
         PseudoSource(part, src, source_dir(label.out_dir, k), None if previous is None else source_dir(previous, k))
         for k, (part, src) in enumerate(label.sources)
     )
-
-
-def stage_file(spec: TrainSpec, name: str) -> str:
-    return storage.join(spec.stage_dir, name)
 
 
 class InferenceInput(NamedTuple):

@@ -142,7 +142,7 @@ def epoch_bar(cfg: Config, spec: TrainSpec, start: int):
 def show_epoch(bar, metrics: dict) -> None:
     """The bar at ``metrics["epoch"]`` epochs done, with the epoch's loss."""
     bar.update(int(metrics["epoch"]) - bar.n)
-    bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
+    bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", refresh=False)
 
 
 def final_state(trainer: Trainer, spec: TrainSpec, metrics: dict | None = None) -> dict:
