@@ -18,7 +18,7 @@ from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row
 from raytal.data.shards import write_shards
 from raytal.data.stream import FileShare, TrainingRows, held, passes, read_file_rows
 from raytal.selftrain import training_data
-from raytal.selftrain.spec import TrainSpec
+from raytal.selftrain.spec import PseudoSource, TrainSpec
 from raytal.selftrain.training_data import local_streams, stage_streams, training_videos
 
 
@@ -131,3 +131,18 @@ def test_a_stream_larger_than_the_shuffle_buffer_is_read_at_every_pass(tmp_path,
     list(itertools.islice(local_streams(cfg, spec)["labeled"], 60))  # 10 passes
     # The first two files read fill the 4 kept videos; the third is read at every pass.
     assert len(set(reads)) == 3 and max(reads.count(f) for f in shards) >= 9
+
+
+def test_a_stage_reads_its_labeled_and_pseudo_labeled_streams_each_from_its_own_share(tmp_path):
+    (shard,) = write_shards([_video(c) for c in "abcd"], tmp_path / "shards")
+    labels = _write_labels(tmp_path / "pseudo", [
+        pseudo_row(v, 1, "t", np.array([[0.5, 3.0]]), np.array([2]), np.array([0.9]), np.array([1.0]), ["x"])
+        for v in "cd"])
+    spec = TrainSpec("s", "/nonexistent", 3, 2, "semi", labeled=(("labeled", Source(shard, ("a", "b"), 2)),),
+                     num_labeled=2, pseudo=(PseudoSource("unlabeled", Source(shard, ("c", "d"), 2), labels),),
+                     num_pseudo=2)
+    streams = local_streams(load_config(None, ["train.shuffle_buffer=2"]), spec)
+    labeled, pseudo = (list(itertools.islice(streams[k], 8)) for k in ("labeled", "pseudo"))
+    assert {v.video_id for v in labeled} == {"a", "b"} and all(v.labeled for v in labeled)
+    assert {v.video_id for v in pseudo} == {"c", "d"} and not any(v.labeled for v in pseudo)
+    assert all(v.labels.tolist() == [2] for v in pseudo) and all(v.labels.tolist() == [1] for v in labeled)

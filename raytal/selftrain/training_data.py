@@ -78,16 +78,18 @@ def training_videos(tables: Iterable[pa.Table]) -> Iterator[Video]:
 
 
 def local_streams(cfg: Config, spec: TrainSpec) -> dict[str, Iterator[Video]]:
-    """The stage's endless, shuffled video streams, read in this process.
+    """The stage's endless, shuffled video streams, read in this process (``local_stream``)."""
+    return {name: local_stream(stream, cfg.train.shuffle_buffer) for name, stream in stage_streams(cfg, spec).items()}
 
-    Files whose training rows number at most ``train.shuffle_buffer`` in all are kept once read (the buffer
-    holds as many videos anyway): a few labeled videos are not read again from their shard at every pass."""
-    out = {}
-    for name, stream in stage_streams(cfg, spec).items():
-        read = held(lambda f, s=stream: s.rows(read_file_rows(f)), lambda t: t.num_rows, cfg.train.shuffle_buffer)
-        tables = (read(f) for f in endless_passes(stream.files, stream.seed))
-        out[name] = shuffled(training_videos(tables), cfg.train.shuffle_buffer, stream.shuffle_seed())
-    return out
+
+def local_stream(stream: Stream, buffer: int) -> Iterator[Video]:
+    """One stream read in this process: its files pass after pass, through a shuffle buffer of ``buffer`` videos.
+
+    Files whose training rows number at most ``buffer`` in all are kept once read (the buffer holds as many
+    videos anyway): a few labeled videos are not read again from their shard at every pass."""
+    read = held(lambda f: stream.rows(read_file_rows(f)), lambda t: t.num_rows, buffer)
+    tables = (read(f) for f in endless_passes(stream.files, stream.seed))
+    return shuffled(training_videos(tables), buffer, stream.shuffle_seed())
 
 
 def finite_passes(stream: Stream, needed: int, buffer: int) -> int:
