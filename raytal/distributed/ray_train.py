@@ -140,7 +140,8 @@ def stage_datasets(cfg: Config, spec: TrainSpec) -> dict:
             continue
         needed = (end_epoch(cfg, spec) - spec.start_epoch) * steps * per_step[name]
         files = stream.passes(finite_passes(stream, needed, cfg.train.shuffle_buffer))
-        ds = ray.data.read_parquet(files, include_paths=True, num_cpus=READ_CPUS)
+        # One read task per file of the passes: a task given several reads them grouped by file, out of order.
+        ds = ray.data.read_parquet(files, include_paths=True, num_cpus=READ_CPUS, override_num_blocks=len(files))
         out[name] = ds.map_batches(stream.rows, batch_size=None, batch_format="pyarrow", num_cpus=READ_CPUS)
     return out
 
