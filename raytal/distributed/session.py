@@ -13,6 +13,7 @@ C++ core worker's error lines; ``quiet_console``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -78,15 +79,19 @@ def ensure_ray(address: str = "", num_cpus: int | None = None, verbose: bool = F
     if ray.is_initialized():
         return
     DataContext.get_current().enable_progress_bars = verbose
-    if not verbose:  # before ray.init: it logs its own notices (token auth, dashboard) while it starts
-        _quiet_logs()
     target = address or os.environ.get("RAY_ADDRESS", "")
     logs = {"logging_level": logging.INFO if verbose else logging.WARNING, "configure_logging": verbose,
             "log_to_driver": verbose}
-    if target:
-        ray.init(address=target, **logs)
-    else:
-        _start_local(num_cpus, logs)
+    # ray.init logs its own notices (token auth, dashboard) while it starts, before its "ray" logger has a
+    # handler (it clears the logger's handlers when it does not configure them): to this process's stderr.
+    with open(ray_log(), "a") if not verbose else contextlib.nullcontext() as log:
+        with contextlib.redirect_stderr(log) if log else contextlib.nullcontext():
+            if target:
+                ray.init(address=target, **logs)
+            else:
+                _start_local(num_cpus, logs)
+    if not verbose:
+        _quiet_logs()
 
 
 def _start_local(num_cpus: int | None, logs: dict) -> None:
