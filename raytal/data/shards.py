@@ -139,7 +139,8 @@ def rows_to_videos(
 
     A row whose feature bytes do not match T*D*4 (or, with ``check_finite``, holds NaN/Inf or values beyond
     ``MAX_ABS_FEATURE``) raises
-    ``DataError`` naming ``source``, the video and the field; if ``errors`` is a list, the problem is
+    ``DataError`` naming ``source`` (else the row's ``path`` column, when there is one), the video and the field;
+    if ``errors`` is a list, the problem is
     appended to it as (video_id, message) and the row is skipped instead (error rows of a pipeline).
     Arrays are copied out of the Arrow buffers (writable, and do not pin the whole batch).
     """
@@ -149,6 +150,7 @@ def rows_to_videos(
         raise DataError(f"{where(source, None, missing[0])}: column missing from shard")
     small = [n for n in (*SCHEMA.names, "C") if n in table.column_names and n not in ("features", "annotations")]
     cols = {n: table.column(n).to_pylist() for n in small}
+    paths = table.column("path").to_pylist() if source is None and "path" in table.column_names else None
     feats_col = table.column("features")
     dense = {n: table.column(n) if n in table.column_names else None for n in ("targets", "teacher_scores")}
     ann = table.column("annotations").combine_chunks()
@@ -164,6 +166,7 @@ def rows_to_videos(
     out: list[Video] = []
     for i in range(table.num_rows):
         vid = cols["video_id"][i]
+        source = paths[i] if paths else source
         try:
             T, D = cols["T"][i], cols["D"][i]
             raw = feats_col[i].as_buffer()

@@ -48,7 +48,8 @@ def path_key(path: str) -> str:
 class TrainingRows:
     """The read side of a training stream: shard rows, with a ``path`` column naming each row's file ->
     training rows (``raytal.data.shards``): the file's share of them (``FileShare``), viewed as its part, with
-    their pseudo labels joined. Picklable and Ray-free: Ray Data runs it in its read tasks."""
+    their pseudo labels joined; the ``path`` column stays, so a bad row's error names its file. Picklable and
+    Ray-free: Ray Data runs it in its read tasks."""
 
     def __init__(self, shares: Mapping[str, Sequence[FileShare]], setting: str, delta: DenseFn | None = None):
         self.shares = {path_key(f): tuple(s) for f, s in shares.items()}
@@ -58,9 +59,9 @@ class TrainingRows:
         paths = table.column(PATH_COLUMN)
         out = []
         for path in dict.fromkeys(paths.to_pylist()):  # the files of the block, in order
-            rows = table.filter(pc.equal(paths, path)).drop_columns([PATH_COLUMN])
+            rows = table.filter(pc.equal(paths, path))
             out += [self.share_rows(rows, share, path) for share in self.shares[path_key(path)]]
-        return pa.concat_tables(out) if out else table.drop_columns([PATH_COLUMN]).slice(0, 0)
+        return pa.concat_tables(out) if out else table.slice(0, 0)
 
     def share_rows(self, rows: pa.Table, share: FileShare, path: str) -> pa.Table:
         if share.ids is not None:

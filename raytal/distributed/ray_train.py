@@ -40,9 +40,9 @@ from ray.util.queue import Empty, Queue
 
 from raytal.config import Config, ConfigError
 from raytal.core import storage
+from raytal.core.seeds import seed_int
 from raytal.core.threads import set_torch_threads
 from raytal.core.video import Video
-from raytal.core.seeds import seed_int
 from raytal.distributed.process_group import NodeBoundTorchConfig
 from raytal.engine.batches import rank_share
 from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -58,7 +58,7 @@ FAIL_ONCE_ENV = "RAYTAL_FAIL_ONCE_AT_EPOCH"
 # batches take (a resumed rank's replay included), in order, and a digest of its weights after each epoch (DDP
 # tests).
 TRACE_ENV = "RAYTAL_TRACE_RANKS"
-READ_CPUS = 0.25  # read tasks are light (Parquet decode); fractional so they fit beside the workers
+READ_CPUS = 0.5  # fractional so read tasks fit beside the workers; no more than the spare cores' worth at once
 
 
 def _maybe_fail(epoch: int, spec: str | None) -> None:
@@ -153,16 +153,41 @@ def _worker_streams(cfg: Config, spec: TrainSpec, names: list[str], rank: int, w
     streams = stage_streams(cfg, spec)
     n_l, n_u, _ = batch_plan(cfg, spec)
     share = dict(zip(("labeled", "pseudo"), rank_share(n_l, n_u, rank, world)[:2]))
-    buffer = cfg.train.shuffle_buffer
     out = {}
     for name in names:
+        buffer = streams[name].buffer(cfg.train.shuffle_buffer)
         batches = ray.train.get_dataset_shard(name).iter_batches(
             batch_size=share[name], batch_format="pyarrow", local_shuffle_buffer_size=buffer if buffer > 1 else None,
             local_shuffle_seed=seed_int(*streams[name].shuffle_seed(rank)))
-        out[name] = training_videos(batches)
+        out[name] = _reading(training_videos(batches))
         if trace is not None:
             out[name] = trace.videos("trained", name, out[name])
     return out
+
+
+def _reading(videos: Iterator[Video]) -> Iterator[Video]:
+    """``videos``, its first one read in a thread from now on: a stage's first reads (Ray Data's executor
+    starting, its first read tasks) overlap the model's set-up instead of following it."""
+    first: list = []
+
+    def read() -> None:
+        try:
+            first.append(next(videos, None))
+        except BaseException as e:  # noqa: BLE001 - raised where the video is asked for
+            first.append(e)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+
+    def stream() -> Iterator[Video]:
+        thread.join()
+        if isinstance(first[0], BaseException):
+            raise first[0]
+        if first[0] is not None:
+            yield first[0]
+            yield from videos
+
+    return stream()
 
 
 # ---------------------------------------------------------------------------------------- workers

@@ -41,6 +41,11 @@ class Stream:
         """The files of the stream's first ``count`` passes, in order."""
         return passes(self.files, self.seed, count)
 
+    def buffer(self, size: int) -> int:
+        """The shuffle buffer of ``train.shuffle_buffer`` = ``size`` videos, at most one pass: a larger one holds
+        several copies of a small set, mixes no better, and only delays the first video."""
+        return min(size, self.videos)
+
     def shuffle_seed(self, rank: int = 0) -> list[int]:
         """The shuffle buffer's seed sequence. Each DDP rank draws with its own: the ranks receive disjoint
         rows of the same passes, and with one seed they trained on the same videos at every step."""
@@ -89,7 +94,7 @@ def local_stream(stream: Stream, buffer: int) -> Iterator[Video]:
     videos anyway): a few labeled videos are not read again from their shard at every pass."""
     read = held(lambda f: stream.rows(read_file_rows(f)), lambda t: t.num_rows, buffer)
     tables = (read(f) for f in endless_passes(stream.files, stream.seed))
-    return shuffled(training_videos(tables), buffer, stream.shuffle_seed())
+    return shuffled(training_videos(tables), stream.buffer(buffer), stream.shuffle_seed())
 
 
 def finite_passes(stream: Stream, needed: int, buffer: int) -> int:
