@@ -4,7 +4,7 @@ Data: tiny-preset synthetic unlabeled videos (D=32, ~70 snippets, stream_unlabel
 to the pipeline as a run's pool (one ``LabelSpec`` source per shard file). Teacher: a seeded 1-D conv net
 (D -> width x layers -> C, torch, 1 thread per worker); labeling: per-class runs of snippets scoring > 0.5
 become segments. The plain loop calls the very same stage code (``InferLabelStage``, which the pipeline runs
-in its CPU actors) on the same blocks of shard rows (``unit_blocks``) and writes with one ParquetWriter, so
+in its CPU actors) on the same blocks of shard rows (``input_blocks``) and writes with one ParquetWriter, so
 the ratios measure Ray's parallelism and overhead, nothing else.
 
 Prints, in one run:
@@ -41,8 +41,8 @@ from raytal.data.shards import open_shard, write_shards
 from raytal.data.synthetic import class_sets_of, make_world, stream_unlabeled, tiny_timelines
 from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
 from raytal.distributed.session import ensure_ray
-from raytal.selftrain.pseudo_stage import OUT_SCHEMA, InferLabelStage, Unit, unit_blocks
-from raytal.selftrain.spec import LabelSpec
+from raytal.selftrain.pseudo_stage import OUT_SCHEMA, InferLabelStage, input_blocks
+from raytal.selftrain.spec import InferenceInput, LabelSpec
 
 D, C = 32, 5
 ROWS_PER_SHARD = 250
@@ -125,7 +125,7 @@ def run_plain(files: list[str], out: Path, teacher: ConvTeacher) -> float:
     out.mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(out / "plain.parquet", OUT_SCHEMA) as writer:
         for k, (part, src) in enumerate(label_spec(files, out).sources):
-            for block in unit_blocks(Unit(k, part, src.file, src.ids, src.count), BATCH):
+            for block in input_blocks(InferenceInput(k, part, src.file, src.ids, src.count), BATCH):
                 writer.write_table(stage(block))
     return time.perf_counter() - start
 

@@ -14,19 +14,21 @@ share of it follows what the store held, not what the process keeps). Printed, l
   - time per pseudo-labeled video and per student training step (target within 1.15x), both as the stage's
     wall time over its work (fixed start-up included, which favours the large pool) and once running
     (output file write times; the last epoch as the Train worker reported it, with the part of
-    each step spent waiting for batches: whether Ray Data keeps up);
+    each step spent waiting for batches: whether Ray Data keeps up, target <= 10 % of the step);
+  - each Train stage's wait for its first batch (``first_batch_s``, target <= 5 s);
   - as a control, the teacher's time per training step: it trains on the labeled videos alone, the same
     work at both sizes, so its ratio is how much the machine's speed differed between the two runs.
 Then, on the small run's round (its pseudo labels), the student's training throughput in this process:
-streaming (``training_data.stage_streams``: shard files joined with their pseudo labels through the
+streaming (``training_data.local_streams``: shard files joined with their pseudo labels through the
 shuffle buffer) vs an in-memory loop (the loop before the streaming data path: every video loaded into
 memory first), on the same videos in the same order with the same model and steps. The two loops run
 together, each in a thread of its own, taking turns of about a second (one trains while the other waits),
 and each is timed over its own turns only: this VM's speed drifts by 20-30 % within minutes and even
 between two 10-second runs back to back, which separate runs (best-of, or pairs) mistook for a difference
 between the loops; turns spread over the same minutes see the same machine. --repeats such measurements;
-the ratio is their median (target >= 0.9x), printed with each loop's time per step waiting on its video
-streams.
+the ratio is their median (target >= 0.95x), printed with each loop's time per step waiting on its video
+streams. Then the same comparison under Ray Train (1 worker): the student stage with its Ray Data datasets
+read as the worker asks, or materialized into the object store first, in --ray-repeats alternating runs.
 
     .venv/bin/python benchmarks/bench_scale.py [--small 2000] [--large 20000] [--feature-dim 256]
 
@@ -56,13 +58,15 @@ from raytal.core import storage  # noqa: E402
 from raytal.data.index import RunIndex  # noqa: E402
 from raytal.distributed.backend import RayBackend  # noqa: E402
 from raytal.distributed.session import ensure_ray  # noqa: E402
-from raytal.engine.trainer import TIMING_KEYS  # noqa: E402
 from raytal.selftrain.ledger import StageLog  # noqa: E402
 from raytal.selftrain.local import LocalBackend  # noqa: E402
-from raytal.selftrain.rounds import Run  # noqa: E402
+from raytal.selftrain.rounds import Rounds  # noqa: E402
 from raytal.selftrain.spec import LabelSpec, pseudo_sources  # noqa: E402
+from raytal.data.stream import endless_passes, read_file_rows, shuffled  # noqa: E402
 from raytal.selftrain.train_stage import run_training  # noqa: E402
-from raytal.selftrain.training_data import read_unit, stage_streams, stage_units  # noqa: E402
+from raytal.selftrain.training_data import local_streams, stage_streams, training_videos  # noqa: E402
+
+from bench_train import first_batch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ROLES = {"driver": None, "train worker": "RayTrainWorker", "pseudo-label actor": "MapWorker"}
@@ -157,17 +161,19 @@ def steady_per_video(pseudo_dir: Path) -> float:
 
 
 def last_epoch(stage_dir: Path) -> dict:
-    """The last epoch's seconds per step, all of it and the part waiting for batches (``TIMING_KEYS``), as
-    the Train worker reported them (Ray Train's ledger of the kept checkpoints' metrics): start-up excluded."""
+    """The last epoch's seconds per step, all of it and the part waiting for batches, as the Train worker
+    reported them (Ray Train's ledger of the kept checkpoints' metrics): start-up excluded; and the stage's
+    wait for its first batch (its first epoch's TensorBoard scalar)."""
     ledger = json.loads((stage_dir / "ray_train" / "checkpoint_manager_snapshot.json").read_text())
     metrics = max((r["metrics"] for r in ledger["checkpoint_results"]), key=lambda m: m["epoch"])
-    return {k: metrics[k] for k in TIMING_KEYS}
+    return {"step_s": metrics["step_s"], "data_wait_s": metrics["data_wait_s"],
+            "first_batch_s": first_batch(stage_dir / "tb")}
 
 
 def main_job(data: Path, run_dir: Path, args: argparse.Namespace) -> dict:
     cfg = config(data, run_dir, args)
     with PeakPss() as mem:
-        run = Run(cfg, RayBackend(cfg))
+        run = Rounds(cfg, RayBackend(cfg))
         try:
             metrics = run.run()
         finally:
@@ -197,7 +203,7 @@ def student_spec(cfg, run_dir: Path):
     stages = StageLog(str(run_dir / "stages.json"))
     label = LabelSpec("", 1, str(run_dir / "round_1" / "pseudo"), index.num_classes, index.setting,
                       tuple(index.pseudo_sources()))
-    run = Run(cfg, LocalBackend())
+    run = Rounds(cfg, LocalBackend())
     try:
         spec = run.train_spec(index, "round_1/train", pseudo=pseudo_sources(label),
                               num_pseudo=stages.result("round_1/pseudo")["usable"])
@@ -207,12 +213,16 @@ def student_spec(cfg, run_dir: Path):
 
 
 def in_memory_streams(cfg, spec) -> dict:
-    """The loop before streaming: every training video loaded into memory first; then the streaming loop's
-    seeded passes and shuffle buffer over them, so both loops train on the same videos in the same order
-    (the per-step compute follows the videos' lengths) and differ only in where the videos come from."""
-    loaded = {u: list(read_unit(u, spec.setting, spec.delta_targets)) for units, _, _ in stage_units(spec).values()
-              for u in units}
-    return stage_streams(cfg, spec, read=lambda u, setting, delta_targets: loaded[u])
+    """The loop before streaming: every training video loaded into memory first (read, joined and decoded
+    once per file); then the streaming loop's seeded passes and shuffle buffer over them, so both loops train
+    on the same videos in the same order (the per-step compute follows the videos' lengths) and differ only
+    in where the videos come from."""
+    out = {}
+    for name, stream in stage_streams(cfg, spec).items():
+        loaded = {f: list(training_videos([stream.rows(read_file_rows(f))])) for f in stream.files}
+        videos = (v for f in endless_passes(stream.files, stream.seed) for v in loaded[f])
+        out[name] = shuffled(videos, cfg.train.shuffle_buffer, stream.shuffle_seed())
+    return out
 
 
 class Timed:
@@ -283,7 +293,7 @@ def throughput(cfg, spec, loops: dict, steps: int, slice_s: float = 1.0) -> dict
         try:
             streams = {k: Timed(v) for k, v in make(cfg, spec).items()}
             marks = []
-            run_training(cfg, spec, {k: turns.turned(name, v) for k, v in streams.items()}, progress=False,
+            run_training(cfg, spec, {k: turns.turned(name, v) for k, v in streams.items()},
                          on_epoch=lambda e, m, t: marks.append((turns.clock(name), sum(s.seconds for s in streams.values()))))
             (t0, d0), (t1, d1) = marks
             out[name] = steps / (t1 - t0), (d1 - d0) / steps
@@ -320,7 +330,7 @@ def compare_throughput(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir) / f"pool_{args.small}"
     cfg = config(Path(args.data_dir) / f"pool_{args.small}", run_dir, args)
     spec = student_spec(cfg, run_dir)
-    loops = {"streaming": stage_streams, "in-memory": in_memory_streams}
+    loops = {"streaming": local_streams, "in-memory": in_memory_streams}
     runs = []
     for i in range(args.repeats):
         first = dict(list(loops.items())[:: 1 if i % 2 == 0 else -1])  # each loop takes the first turn in turn
@@ -336,7 +346,44 @@ def compare_throughput(args: argparse.Namespace) -> None:
           f"measurements of {args.throughput_steps} steps: " + ", ".join(
               f"{n} {median(n, 0):.2f} steps/s ({1000 * median(n, 1):.2f} ms per step waiting on the videos)" for n in loops))
     print(f"  streaming vs in-memory, median: {statistics.median(ratios):.2f}x (measurements {ratios[0]:.2f}-"
-          f"{ratios[-1]:.2f}x)   (target >= 0.9x)")
+          f"{ratios[-1]:.2f}x)   (target >= 0.95x)")
+
+
+def compare_ray_throughput(args: argparse.Namespace) -> None:
+    """Student training on the small pool's finished round under Ray Train (1 worker), streaming vs in-memory:
+    the stage's datasets as ``train_ray`` builds them (read as the worker asks) or materialized into Ray's
+    object store before the worker starts, in alternating runs; each run's last epoch as the worker reports it."""
+    from raytal.distributed import ray_train
+
+    run_dir = Path(args.run_dir) / f"pool_{args.small}"
+    cfg = config(Path(args.data_dir) / f"pool_{args.small}", run_dir, args)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2, steps_per_epoch=args.steps))
+    spec = student_spec(cfg, run_dir)
+    streaming = ray_train.stage_datasets
+    variants = {"streaming": streaming,
+                "in-memory": lambda c, s: {k: d.materialize() for k, d in streaming(c, s).items()}}
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    ensure_ray(num_cpus=2)
+    try:
+        for i in range(args.ray_repeats):
+            for name in list(variants)[:: 1 if i % 2 == 0 else -1]:
+                ray_train.stage_datasets = variants[name]
+                stage = dataclasses.replace(spec, stage_dir=str(run_dir / f"ray_{name}_{i}"))
+                storage.delete_dir(stage.stage_dir, missing_ok=True)
+                ray_train.train_ray(cfg, stage)
+                runs[name].append(last_epoch(Path(stage.stage_dir)))
+    finally:
+        ray_train.stage_datasets = streaming
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
+    ratio = median("in-memory", "step_s") / median("streaming", "step_s")
+    print(f"\nstudent training on the {args.small}-video round under Ray Train (1 worker), {args.ray_repeats} runs "
+          f"of each, alternating: " + ", ".join(
+              f"{n} {1000 * median(n, 'step_s'):.1f} ms per step ({1000 * median(n, 'data_wait_s'):.2f} ms waiting "
+              f"for batches)" for n in variants))
+    print(f"  streaming vs in-memory, throughput: {ratio:.2f}x   (target >= 0.95x)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="student steps per epoch")
     ap.add_argument("--throughput-steps", type=int, default=400, help="throughput: timed steps of each loop")
     ap.add_argument("--repeats", type=int, default=5, help="throughput: measurements (both loops, in turns)")
+    ap.add_argument("--ray-repeats", type=int, default=2, help="throughput under Ray Train: runs of each loop")
     ap.add_argument("--throughput-only", action="store_true",
                     help="only the streaming vs in-memory comparison, on the small pool's finished run in --run-dir")
     ap.add_argument("--data-dir", default="data/bench_scale")
@@ -360,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.throughput_only:
         compare_throughput(args)
+        compare_ray_throughput(args)
         return 0
     results = {}
     for size in (args.small, args.large):
@@ -392,10 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  control, teacher's time per training step (the same work at both sizes): "
           f"{l['teacher_step'] / s['teacher_step']:.2f}x (stage wall time), "
           f"{l['teacher_step_s'] / s['teacher_step_s']:.2f}x (last epoch)")
-    print(f"  student's wait for batches per step, last epoch: {1000 * s['student_data_wait_s']:.1f} ms ({args.small}) vs "
-          f"{1000 * l['student_data_wait_s']:.1f} ms ({args.large})")
+    for size, r in ((args.small, s), (args.large, l)):
+        print(f"  pool {size}: student's wait for batches per step, last epoch: {1000 * r['student_data_wait_s']:.1f} ms "
+              f"of {1000 * r['student_step_s']:.1f} ms = {100 * r['student_data_wait_s'] / r['student_step_s']:.1f} % "
+              f"(target <= 10 %); wait for the first batch: teacher {r['teacher_first_batch_s']:.2f} s, student "
+              f"{r['student_first_batch_s']:.2f} s (target <= 5 s)")
 
     compare_throughput(args)
+    compare_ray_throughput(args)
     return 0
 
 

@@ -35,7 +35,7 @@ from raytal.data.index import RunIndex, build_index, source_videos
 from raytal.data.pseudo_io import PSEUDO_SCHEMA, pseudo_row, source_dir
 from raytal.selftrain.evaluate import evaluate_checkpoint
 from raytal.selftrain.local import LocalBackend
-from raytal.selftrain.rounds import Run, round_quality
+from raytal.selftrain.rounds import Rounds, round_quality
 from raytal.selftrain.spec import LabelSpec, pseudo_sources
 
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     index = RunIndex.load(str(Path(args.run) / "index.json")) if args.run else build_index(cfg.data)
     if not index.count("test"):
         p.error(f"{args.run}/index.json has no test part (a run evaluated on val): give a run evaluated on test")
-    run = Run(cfg, LocalBackend())  # the run directory, made (and checked) before anything is written into it
+    run = Rounds(cfg, LocalBackend())  # the run directory, made (and checked) before anything is written into it
     rng = np.random.default_rng(args.seed)
     sources = tuple((part, src) for part, src in index.pseudo_sources() if part == "unlabeled")
     label = LabelSpec("oracle", 1, str(out / "pseudo"), index.num_classes, index.setting, sources)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "recall": args.recall, "class_acc": args.class_acc, "jitter": args.jitter, "seed": args.seed,
         "num_pseudo": int(q["num_pseudo"]), "num_gt": int(q["num_gt"]),
         "class_accuracy": q["class_accuracy"], "mean_tiou": q["mean_tiou"], "positive_accuracy": q["positive_accuracy"],
-        "average_mAP": evaluate_checkpoint(cfg, final, index.videos("test"), run.info)["average_mAP"],
+        "average_mAP": evaluate_checkpoint(cfg, run.backend, final, index.parts["test"], run.info)["average_mAP"],
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

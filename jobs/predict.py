@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.cli import job_config, job_parser, run_job  # noqa: E402
+from raytal.cli import job_backend, job_config, job_parser, run_job  # noqa: E402
 from raytal.config import ConfigError  # noqa: E402
 from raytal.core import storage  # noqa: E402
 from raytal.core.outputs import OutputDir, check_output_file  # noqa: E402
@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="refuse a --video-info duration shorter than the video's features (default: use the "
                         "features' span, with a warning)")
     p.add_argument("--out", required=True, help="results: X.json (ActivityNet format) or X.parquet (a directory)")
-    p.add_argument("--in-process", action="store_true", help="run in this process, without Ray")
     args = p.parse_args(argv)
     if not args.out.endswith((".json", ".parquet")):
         p.error("--out must end in .json (ActivityNet results) or .parquet (a directory of Parquet files)")
@@ -66,23 +65,24 @@ def main(argv: list[str] | None = None) -> int:
     from raytal.data.pool import checked_durations, read_video_info
     from raytal.data.shards import check_unique_videos, list_shards
     from raytal.selftrain.predict import (
-        RESULTS_SIGNATURE, DetectStage, Grid, feature_units, read_feature_unit, shard_units, summarize,
+        RESULTS_SIGNATURE, Grid, feature_inputs, read_detections, read_feature_input, shard_inputs, summarize,
         write_results_json,
     )
-    from raytal.selftrain.pseudo_stage import run_in_process, unit_blocks, write_table
+    from raytal.selftrain.pseudo_stage import input_blocks
     from raytal.selftrain.run_lock import lock_enclosing_run
+    from raytal.selftrain.spec import DetectSpec
     from raytal.selftrain.teacher import Predictor
 
-    inputs = [("--checkpoint", args.checkpoint), ("data.root", cfg.data.root), ("--features", args.features),
-              ("--video-info", args.video_info), *(("--shards", s) for s in args.shards or [])]
+    sources = [("--checkpoint", args.checkpoint), ("data.root", cfg.data.root), ("--features", args.features),
+               ("--video-info", args.video_info), *(("--shards", s) for s in args.shards or [])]
     as_json = args.out.endswith(".json")
     # The output is checked before anything is read or run: a results file raytal did not write is never
     # replaced, a folder is claimed as raytal's (raytal.core.outputs).
     if as_json:
-        out = check_output_file(args.out, flag="--out", signature=RESULTS_SIGNATURE, inputs=inputs)
+        out = check_output_file(args.out, flag="--out", signature=RESULTS_SIGNATURE, inputs=sources)
         output = None
     else:
-        output = OutputDir(args.out, kind="predictions", inputs=inputs, overwrite=args.overwrite,
+        output = OutputDir(args.out, kind="predictions", inputs=sources, overwrite=args.overwrite,
                            owns=("*.parquet",))
         out = output.path
     if not storage.is_file(storage.join(cfg.data.root, "dataset.yaml")):
@@ -93,43 +93,31 @@ def main(argv: list[str] | None = None) -> int:
     Predictor(cfg, args.checkpoint, len(info.classes), info.feature_dim)
     grid = Grid(info.feature_dim, info.feat_stride, info.num_frames, info.fps)
     if args.features:
-        units = feature_units(args.features)
+        inputs = feature_inputs(args.features)
         video_info = read_video_info(args.video_info) if args.video_info else {}
         if video_info:
             video_info, warnings = checked_durations(
-                [(vid, storage.join(args.features, f"{vid}.npy")) for u in units for vid in u.ids], video_info,
+                [(vid, storage.join(args.features, f"{vid}.npy")) for u in inputs for vid in u.ids], video_info,
                 feat_stride=grid.feat_stride, num_frames=grid.num_frames, default_fps=grid.fps,
                 source=args.video_info, strict=args.strict)
             for w in warnings:
                 print(f"warning: {w}", file=sys.stderr)
             if warnings:
                 print(f"{len(warnings)} video-info durations fixed (shorter than their features)", file=sys.stderr)
-        read = functools.partial(read_feature_unit, info=video_info, grid=grid)
+        read = functools.partial(read_feature_input, info=video_info, grid=grid)
     else:
         files = [f for s in args.shards for f in list_shards(s)]
         check_unique_videos(files)
-        units = shard_units(files)
-        read = unit_blocks
-    make_infer = functools.partial(Predictor, cfg, args.checkpoint, len(info.classes), info.feature_dim)
+        inputs = shard_inputs(files)
+        read = input_blocks
     start = time.perf_counter()
     with lock_enclosing_run(out), (output or contextlib.nullcontext()), (
             tempfile.TemporaryDirectory(prefix="raytal-predict-") if as_json else output.staged()) as staged:
-        if args.in_process:
-            stage = DetectStage(make_infer, info.feature_dim, max(1, cfg.train.torch_threads), "semi")
-            run_in_process(units, stage, lambda table, name: write_table(storage.join(staged, name), table),
-                           cfg.ray.infer_batch_size, read)
-        else:
-            from raytal.distributed.pseudo_pipeline import run_predict_pipeline
-            from raytal.distributed.session import ensure_ray
-
-            ensure_ray(cfg.ray.address)
-            rc = cfg.ray
-            run_predict_pipeline(units, read, staged, make_infer=make_infer, feature_dim=info.feature_dim,
-                                 batch_size=rc.infer_batch_size, pool_size=rc.actor_pool_size,
-                                 actor_cpus=rc.actor_cpus, use_gpu=rc.use_gpu)
+        job_backend(args, cfg).detect(cfg, DetectSpec(args.checkpoint, tuple(inputs), read, staged, len(info.classes),
+                                                      info.feature_dim))
         summary = summarize(staged, start)
         if as_json:
-            write_results_json(staged, info.classes, out)
+            write_results_json(read_detections(staged), info.classes, out)
         else:
             output.commit(staged)
     print(summary.format(out))

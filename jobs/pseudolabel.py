@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.cli import job_config, job_parser, run_job  # noqa: E402
+from raytal.cli import job_backend, job_config, job_parser, run_job  # noqa: E402
 from raytal.core import storage  # noqa: E402
 from raytal.config import ConfigError  # noqa: E402
 from raytal.core.errors import DataError  # noqa: E402
@@ -71,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", nargs="+", default=None,
                    help="shard dirs/files to label, local or s3:// (default: the split's unlabeled videos and the pool)")
     p.add_argument("--out", default=None, help="output dir (default <run>/round_<r>/pseudo)")
-    p.add_argument("--in-process", action="store_true", help="run in this process, without Ray")
     args = p.parse_args(argv)
     if args.round < 1:
         p.error("--round must be >= 1 (round 0 trains the teacher)")
@@ -79,12 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     from raytal.data.index import RunIndex, build_index
     from raytal.data.shards import check_unique_videos, list_shards
     from raytal.recipes.labeling import prepare_labeling
+    from raytal.selftrain.pseudo_stage import PipelineSummary
     from raytal.selftrain.rounds import label_into, pseudo_output, run_dir_of, run_output
     from raytal.selftrain.run_lock import lock_enclosing_run
     from raytal.selftrain.spec import LabelSpec
     from raytal.selftrain.teacher import teacher_kind
 
-    build = load_stages(args.stages)
+    build = load_stages(args.stages)  # a bad --stages is refused before anything runs
     run = run_dir_of(cfg)
     out = args.out or storage.join(run, f"round_{args.round}", "pseudo")
     inputs = [("--checkpoint", args.checkpoint), ("data.root", cfg.data.root),
@@ -102,29 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         sources = tuple(index.pseudo_sources())
     if not sources:
         raise DataError(f"nothing to label: no shard files under {args.shards or index.root}")
+    backend = job_backend(args, cfg)
     # Writing into a run directory (its own, or one that --out lies in): not while a job works there
     # (raytal.selftrain.run_lock). The folder is claimed before the teacher is loaded or anything runs.
     with lock_enclosing_run(output.path), output:
         kind = teacher_kind(args.checkpoint)
         context = prepare_labeling(cfg, lambda: index.videos("labeled"), kind)
-        spec = LabelSpec(args.checkpoint, args.round, output.path, index.num_classes, index.setting, sources, context)
-        make_infer, label_video = build(cfg, args.checkpoint, index.num_classes, context)
-        if args.in_process:
-            from raytal.selftrain.pseudo_stage import label_in_process
-
-            summary = label_into(output, spec, lambda s: label_in_process(
-                s, make_infer, label_video, cfg.ray.infer_batch_size, cfg.train.torch_threads,
-                feature_dim=cfg.model.input_dim or None))
-        else:
-            from raytal.distributed.pseudo_pipeline import run_pseudolabel_pipeline
-            from raytal.distributed.session import ensure_ray
-
-            ensure_ray(cfg.ray.address)
-            rc = cfg.ray
-            summary = label_into(output, spec, lambda s: run_pseudolabel_pipeline(
-                s, make_infer=make_infer, label_video=label_video, batch_size=rc.infer_batch_size,
-                pool_size=rc.actor_pool_size, actor_cpus=rc.actor_cpus, use_gpu=rc.use_gpu,
-                feature_dim=cfg.model.input_dim or None))
+        spec = LabelSpec(args.checkpoint, args.round, output.path, index.num_classes, index.setting, sources, context,
+                         stages=build)
+        summary = PipelineSummary(**label_into(output, spec, lambda s: backend.pseudolabel(cfg, s)))
     summary = dataclasses.replace(summary, out_dir=output.path)
     print(summary.format())
     if summary.file_errors:

@@ -18,26 +18,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.cli import job_config, job_parser, run_job  # noqa: E402
+from raytal.cli import job_backend, job_config, job_parser, run_job  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser(__doc__)
-    parser.add_argument("--in-process", action="store_true", help="run every stage in this process, without Ray")
-    args = parser.parse_args(argv)
+    args = job_parser(__doc__).parse_args(argv)
     cfg = job_config(args)
     from raytal.selftrain.report import quality_table, round_table
     from raytal.selftrain.rounds import run_dir_of, run_selftrain
 
-    if args.in_process:
-        from raytal.selftrain.local import LocalBackend
-
-        backend = LocalBackend()
-    else:
-        from raytal.distributed.backend import RayBackend
-
-        backend = RayBackend(cfg)
-    metrics = run_selftrain(cfg, backend, overwrite=args.overwrite)
+    metrics = run_selftrain(cfg, job_backend(args, cfg), overwrite=args.overwrite)
     print(f"\nrun directory: {run_dir_of(cfg)}\n\nTest mAP (%):\n{round_table(metrics)}\n")
     print(f"Pseudo-label quality (%):\n{quality_table(metrics)}")
     return 0

@@ -21,16 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raytal.cli import job_config, job_parser, run_job  # noqa: E402
+from raytal.cli import job_backend, job_config, job_parser, run_job  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser(__doc__)
+    parser = job_parser(__doc__, in_process=False)
     parser.add_argument("--workers", type=int, default=0,
                         help="train with N Ray Train (DDP) workers; 0 = in this process (default)")
     args = parser.parse_args(argv)
     if args.workers < 0:
         parser.error("--workers must be >= 0")
+    args.in_process = not args.workers
     if args.workers:  # an override like any other, so the config's rules see it before anything starts
         args.overrides.append(f"ray.num_workers={args.workers}")
     cfg = job_config(args)
@@ -38,15 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from raytal.selftrain.report import round_table
     from raytal.selftrain.rounds import run_dir_of, run_selftrain
 
-    if args.workers:
-        from raytal.distributed.backend import RayBackend
-
-        backend = RayBackend(cfg)
-    else:
-        from raytal.selftrain.local import LocalBackend
-
-        backend = LocalBackend()
-    metrics = run_selftrain(cfg, backend, overwrite=args.overwrite)
+    metrics = run_selftrain(cfg, job_backend(args, cfg), overwrite=args.overwrite)
     print(f"\nrun directory: {run_dir_of(cfg)}\n\n{cfg.run.eval_subset} mAP (%):\n{round_table(metrics)}")
     return 0
 

@@ -32,14 +32,14 @@ from raytal.cli import job_config, job_parser, run_job  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser(__doc__)
+    parser = job_parser(__doc__, in_process=False)
     parser.add_argument("--no-test", action="store_true", help="skip the final test evaluation of the best trial")
     args = parser.parse_args(argv)
     cfg = job_config(args)
     from raytal.distributed.sweep import SweepInterrupted, run_sweep, write_table
 
     try:
-        result = run_sweep(cfg, evaluate_test=not args.no_test, overwrite=args.overwrite)
+        result = run_sweep(cfg, evaluate_test=not args.no_test, overwrite=args.overwrite, verbose=args.verbose)
     except SweepInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130

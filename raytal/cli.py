@@ -1,9 +1,10 @@
-"""What every job's command line shares: --config/--set/--address, the log format, and ``run_job``, the
-entry wrapper that turns any failure into one line on stderr and an exit status.
+"""What every job's command line shares: --config/--set/--address/--verbose, the back-end its stages run on
+(``job_backend``, chosen here once for every job), the log format, and ``run_job``, the entry wrapper that
+turns any failure into one line on stderr and an exit status.
 
 Exit status of ``run_job``: the job's own, 2 for input the user can fix (``InputError``: config, data,
 checkpoint), 130 for Ctrl+C, 1 for anything else; then the full traceback goes to a log file
-(``raytal-<job>-<time>.log`` under ``$RAYTAL_LOG_DIR``, else the system temp directory), not the terminal.
+(``raytal-<job>-<time>.log`` under ``$RAYTAL_LOG_DIR``, else the system temp directory: ``raytal.core.logfiles``), not the terminal.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import argparse
 import datetime
 import inspect
 import logging
-import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raytal.config import Config, add_config_args, config_from_args
 from raytal.core.errors import InputError
+from raytal.core.logfiles import log_file
 
-LOG_DIR_ENV = "RAYTAL_LOG_DIR"
+if TYPE_CHECKING:  # the jobs' --help must not wait for torch
+    from raytal.selftrain.backend import Backend
 
 
 OVERWRITE_HELP = ("write into an output folder that holds files raytal did not write, beside them: none of them "
@@ -34,12 +36,30 @@ def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
-def job_parser(doc: str | None) -> argparse.ArgumentParser:
+def job_parser(doc: str | None, in_process: bool = True) -> argparse.ArgumentParser:
+    """The shared options; ``in_process`` adds ``--in-process`` (jobs whose stages may run without Ray)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--address", default=None, help="Ray cluster address (overrides ray.address / RAY_ADDRESS)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own output here too (its progress bars, worker and system logs); by default "
+                             "it goes to Ray's session logs only")
+    if in_process:
+        parser.add_argument("--in-process", action="store_true", help="run every stage in this process, without Ray")
     add_overwrite_arg(parser)
     return parser
+
+
+def job_backend(args: argparse.Namespace, cfg: Config) -> "Backend":
+    """Where the job's stages run, for all of them: in this process (``--in-process``), else on Ray (the
+    cluster of ``--address`` / ``ray.address`` / RAY_ADDRESS, else a private local Ray on 127.0.0.1)."""
+    if getattr(args, "in_process", False):
+        from raytal.selftrain.local import LocalBackend
+
+        return LocalBackend()
+    from raytal.distributed.backend import RayBackend
+
+    return RayBackend(cfg, verbose=args.verbose)
 
 
 def job_config(args: argparse.Namespace) -> Config:
@@ -70,10 +90,8 @@ def _input_error(exc: BaseException) -> InputError | None:
 
 
 def _write_log(job: str, argv: list[str]) -> Path:
-    directory = Path(os.environ.get(LOG_DIR_ENV) or tempfile.gettempdir())
-    directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    path = directory / f"raytal-{job}-{stamp}.log"
+    path = log_file(f"raytal-{job}-{stamp}.log")
     path.write_text(f"raytal job {job}: {' '.join(argv)}\n\n{traceback.format_exc()}")
     return path
 

@@ -64,9 +64,9 @@ def make_tiny(out: Path) -> Path:
 def _run(cfg):
     """The run of ``cfg`` on the Ray back-end and its index (what run_selftrain does first)."""
     from raytal.distributed.backend import RayBackend
-    from raytal.selftrain.rounds import Run
+    from raytal.selftrain.rounds import Rounds
 
-    run = Run(cfg, RayBackend(cfg))
+    run = Rounds(cfg, RayBackend(cfg))
     return run, run.load_index()
 
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from raytal.data.splits import part_view, split_train, stratified_split, video_level_labels
+from raytal.data.shards import rows_to_videos, videos_to_table
+from raytal.data.splits import split_train, stratified_split, video_level_labels, view_rows
 from raytal.core.video import Video
 
 
@@ -83,24 +84,31 @@ def test_split_train_parts():
         split_train(*_ids_and_sets(videos), 0.0, 0.0, 1)
 
 
-def test_part_view_semi_and_weak():
-    v = vids(1)[0]
-    lab = part_view(v, "labeled", "semi")
-    assert lab.labeled and lab.video_labels.tolist() == video_level_labels(v).tolist()
+def test_view_rows_semi_and_weak():
+    v = Video("a", "train", 4.0, 1.0, 1, 1, features=np.zeros((4, 2), np.float32),
+              segments=np.array([[0.0, 1.0], [2.0, 3.0], [1.0, 2.0]]), labels=np.array([3, 1, 3]),
+              video_labels=np.array([4]))
+    rows = videos_to_table([v])
+
+    def view(part: str, setting: str = "semi") -> Video:
+        return rows_to_videos(view_rows(rows, part, setting))[0]
+
+    lab = view("labeled")  # the distinct classes of its annotations, [3, 1, 3] -> [1, 3]
+    assert lab.labeled and lab.video_labels.tolist() == [1, 3]
     # unlabeled: flag off, no video-level labels, ground truth kept for quality metrics
-    unl = part_view(v, "unlabeled", "semi")
-    assert not unl.labeled and len(unl.video_labels) == 0 and len(unl.segments) == 2
-    weak = part_view(v, "unlabeled", "weak")  # the weak setting's supervision: video-level labels
-    assert not weak.labeled and weak.video_labels.tolist() == video_level_labels(v).tolist()
-    test = part_view(v, "test", "semi")
+    unl = view("unlabeled")
+    assert not unl.labeled and len(unl.video_labels) == 0 and unl.labels.tolist() == [3, 1, 3]
+    weak = view("unlabeled", "weak")  # the weak setting's supervision: video-level labels
+    assert not weak.labeled and weak.video_labels.tolist() == [1, 3]
+    test = view("test")
     assert test.labeled and len(test.video_labels) == 0
-    assert part_view(v, "pool", "semi").labeled is False
-    assert v.labeled and len(v.video_labels) == 0  # the input is not modified
-    assert unl.features is v.features  # shared, not copied
+    pool = view("pool")  # an unlabeled pool video keeps the labels its shard carries
+    assert not pool.labeled and pool.video_labels.tolist() == [4]
+    assert rows.column("labeled").to_pylist() == [True]  # the input is not modified
     with pytest.raises(ValueError, match="setting"):
-        part_view(v, "labeled", "full")
+        view_rows(rows, "labeled", "full")
     with pytest.raises(ValueError, match="part"):
-        part_view(v, "extra", "semi")
+        view_rows(rows, "extra", "semi")
 
 
 def test_video_level_labels():

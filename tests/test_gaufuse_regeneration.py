@@ -23,8 +23,9 @@ from raytal.data.shards import write_shards
 from raytal.engine.checkpoint import load_checkpoint
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain
-from raytal.selftrain.spec import PseudoSource
-from raytal.selftrain.training_data import pseudo_videos
+from raytal.selftrain.spec import PseudoSource, TrainSpec
+from raytal.data.stream import read_file_rows
+from raytal.selftrain.training_data import stage_streams, training_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +46,14 @@ def _write_generation(directory: Path, targets: dict[str, np.ndarray | None]) ->
                                    np.array([1.0]), ["fusion"], targets=y))
     directory.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=PSEUDO_SCHEMA), directory / "part-0.parquet")
+
+
+def pseudo_videos(ps: PseudoSource, setting: str, delta_targets: bool = False) -> list[Video]:
+    """The training videos of one pseudo source, as a student stage's pseudo-labeled stream reads them."""
+    spec = TrainSpec("s", "/nonexistent", 2, 3, setting, pseudo=(ps,), num_pseudo=ps.source.count,
+                     delta_targets=delta_targets)
+    stream = stage_streams(load_config(None), spec)["pseudo"]
+    return list(training_videos(stream.rows(read_file_rows(f)) for f in stream.files))
 
 
 def test_training_videos_carry_delta_labels_after_a_regeneration(tmp_path):

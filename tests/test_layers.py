@@ -29,7 +29,7 @@ RANKS = {
     "engine": 3, "recipes": 4, "selftrain": 5, "distributed": 6,
 }
 RAY_PACKAGES = {"distributed"}
-# cli.py is the jobs' command-line helper: it sits above everything but imports only config and core.
+# cli.py is the jobs' command-line helper: it sits above everything (it chooses the jobs' back-end).
 
 
 def _module_name(path: Path) -> str:

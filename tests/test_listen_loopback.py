@@ -29,7 +29,7 @@ from raytal.data.index import build_index
 from raytal.distributed.process_group import collective_backend, interface_of
 from raytal.distributed.ray_train import train_ray
 from raytal.selftrain.local import LocalBackend
-from raytal.selftrain.rounds import Run
+from raytal.selftrain.rounds import Rounds
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_WORKER = "ray::RayTrainWorker"
@@ -123,7 +123,7 @@ def test_local_run_listens_on_loopback_only(ray_session, tiny_data, tmp_path):
         f"data.root={tiny_data}", f"run.dir={tmp_path}", "train.epochs=1", "train.warmup_epochs=1",
         "data.labeled_ratio=0.3", "train.torch_threads=1", "ray.num_workers=2", "ray.cpus_per_worker=0.5",
     ])
-    spec = Run(cfg, LocalBackend()).train_spec(build_index(cfg.data), "stage")  # a teacher stage, as a run builds it
+    spec = Rounds(cfg, LocalBackend()).train_spec(build_index(cfg.data), "stage")  # a teacher stage, as a run builds it
     with Sampler() as sampler:
         train_ray(cfg, spec)
 

@@ -21,11 +21,13 @@ import pytest
 from raytal.core.errors import DataError
 from raytal.core.video import Video
 from raytal.data.index import RunIndex, Source
-from raytal.data.pseudo_io import PSEUDO_SCHEMA, apply_pseudo_labels, pseudo_row, read_pseudo_labels, source_dir
+from raytal.data.pseudo_io import (
+    PSEUDO_SCHEMA, join_pseudo_labels, pseudo_row, read_pseudo_labels, read_pseudo_table, source_dir,
+)
+from raytal.data.shards import list_shards, read_shards, rows_to_videos, videos_to_table, write_shards
 from raytal.core.outputs import MANIFEST
-from raytal.data.shards import list_shards, read_shards, write_shards
 from raytal.data.synthetic import class_sets_of, make_world, synthesize_video, tiny_timelines
-from raytal.selftrain.spec import LabelSpec
+from raytal.selftrain.spec import InferenceInput, LabelSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 import pseudolabel as pseudolabel_job  # noqa: E402
@@ -167,7 +169,7 @@ def _write_rows(rows: list[dict], path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=PSEUDO_SCHEMA), path)
 
 
-def test_pseudo_rows_round_trip_and_apply(tmp_path):
+def test_pseudo_rows_round_trip_and_join(tmp_path):
     targets = np.array([[0.0, 1.0], [0.5, 0.25], [1.0, 0.0]])  # exact in float16
     scores = np.array([[0.1, 0.9], [0.3, 0.7], [0.8, 0.2]])
     rows = [
@@ -190,21 +192,25 @@ def test_pseudo_rows_round_trip_and_apply(tmp_path):
     np.testing.assert_allclose(a.teacher_scores, scores, rtol=1e-6)
     assert rec["b"].error == "NaN features" and len(rec["b"].segments) == 0
 
-    def video(vid: str, T: int) -> Video:
-        return Video(vid, "train", 10.0, 30.0, 16, 16, features=np.zeros((T, 4), np.float32),
-                     segments=np.array([[0.0, 9.0]]), labels=np.array([4]), labeled=True)
+    def shard_rows(vid: str, T: int) -> pa.Table:
+        return videos_to_table([Video(vid, "train", 10.0, 30.0, 16, 16, features=np.zeros((T, 4), np.float32),
+                                      segments=np.array([[0.0, 9.0]]), labels=np.array([4]), labeled=True)],
+                               check=False)
 
-    errors: list = []
-    out = apply_pseudo_labels([video("a", 3), video("b", 3)], rec, errors)
-    assert [v.video_id for v in out] == ["a"] and errors == [("b", "NaN features")]
+    labels = read_pseudo_table(str(tmp_path / "p"))
+    out = rows_to_videos(join_pseudo_labels(pa.concat_tables([shard_rows("a", 3), shard_rows("b", 3)]), labels))
+    assert [v.video_id for v in out] == ["a"]  # b's row is an error row
     v = out[0]
-    assert v.labeled is False  # the ground truth [0, 9] of class 4 is replaced by the pseudo labels
+    # the ground truth [0, 9] of class 4 is replaced by the pseudo labels, with their weights and dense arrays
     np.testing.assert_array_equal(v.segments, [[1.0, 3.0], [4.0, 5.5]])
+    np.testing.assert_array_equal(v.labels, [1, 0])
     np.testing.assert_array_equal(v.weights, [1.0, 0.5])
+    np.testing.assert_array_equal(v.targets, targets)
+    np.testing.assert_allclose(v.teacher_scores, scores, rtol=1e-6)
     with pytest.raises(DataError, match="snippets"):
-        apply_pseudo_labels([video("a", 4)], rec)  # targets have T=3
+        join_pseudo_labels(shard_rows("a", 4), labels)  # targets have T=3
     with pytest.raises(DataError, match="no pseudo-label row"):
-        apply_pseudo_labels([video("zzz", 3)], rec)
+        join_pseudo_labels(shard_rows("zzz", 3), labels)
 
 
 def test_duplicate_video_across_files_is_refused(tmp_path):
@@ -330,10 +336,10 @@ def test_poisoned_inputs_become_error_rows(ray_session, tmp_path):
 # ------------------------------------------------------------------ the stage (no Ray)
 
 
-def _unit_batch(shard: str, part: str = "unlabeled", k: int = 0) -> pa.Table:
-    from raytal.selftrain.pseudo_stage import Unit, unit_blocks
+def _input_batch(shard: str, part: str = "unlabeled", k: int = 0) -> pa.Table:
+    from raytal.selftrain.pseudo_stage import input_blocks
 
-    (batch,) = list(unit_blocks(Unit(k, part, shard, None, 4), 4))
+    (batch,) = list(input_blocks(InferenceInput(k, part, shard, None, 4), 4))
     return batch
 
 
@@ -348,7 +354,7 @@ def test_fused_stage_writes_the_rows_of_inference_then_labeling(tmp_path):
     wrong_d = dataclasses.replace(vids[2], video_id="poison_dim", features=vids[2].features[:, :31].copy())
     bad_label = dataclasses.replace(vids[3], video_id="poison_label")
     shard = write_shards([vids[0], nan_v, wrong_d, bad_label], tmp_path, rows_per_shard=4, check=False)[0]
-    batch = _unit_batch(shard, k=3)
+    batch = _input_batch(shard, k=3)
     labeling = {"label_video": fake_label_video, "round": 3, "teacher": "ck"}
     split = label_batch(InferStage(make_fake_infer, D, 1, "semi")(batch), **labeling)
     fused = InferLabelStage(make_fake_infer, D, 1, "semi", **labeling)(batch)
@@ -366,11 +372,11 @@ def test_fused_stage_writes_the_rows_of_inference_then_labeling(tmp_path):
     assert [len(v.segments) for v in seen] == [0, 0] and not any(v.labeled for v in seen)
 
 
-def test_units_stream_in_blocks_of_the_listed_ids_tagged_with_their_source(clean_shards):
-    from raytal.selftrain.pseudo_stage import Unit, unit_blocks
+def test_inputs_stream_in_blocks_of_the_listed_ids_tagged_with_their_source(clean_shards):
+    from raytal.selftrain.pseudo_stage import input_blocks
 
     ids = _file_ids(clean_shards[1])
-    blocks = list(unit_blocks(Unit(5, "pool", clean_shards[1], (ids[3], ids[0], ids[2]), 3), 2))
+    blocks = list(input_blocks(InferenceInput(5, "pool", clean_shards[1], (ids[3], ids[0], ids[2]), 3), 2))
     # 3 listed ids of a 4-row file, in file order, in batches of 2 of the listed videos (not of the file's
     # rows: those would be [ids 0] and [ids 2, 3]); the unlisted video is never read.
     assert [b.column("video_id").to_pylist() for b in blocks] == [[ids[0], ids[2]], [ids[3]]]
@@ -391,8 +397,8 @@ def test_pool_starts_full_only_with_room_for_the_read_tasks():
     assert initial_pool_size(4, 0.5, 0.5, True, {"CPU": 8.0}) == 4
 
 
-def test_unit_precheck_reports_unreadable_files_and_takes_uris(clean_shards, tmp_path):
-    from raytal.selftrain.pseudo_stage import Unit, check_units
+def test_input_precheck_reports_unreadable_files_and_takes_uris(clean_shards, tmp_path):
+    from raytal.selftrain.pseudo_stage import check_inputs
 
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(Path(clean_shards[0]).read_bytes()[:100])  # a file cut after 100 bytes: no footer
@@ -402,8 +408,8 @@ def test_unit_precheck_reports_unreadable_files_and_takes_uris(clean_shards, tmp
     ids = tuple(_file_ids(clean_shards[0])[:2])
     sources = [("unlabeled", Source(clean_shards[0], ids, 2)), ("pool", Source(uri, None, 4)),
                ("pool", Source(str(broken), None, 4)), ("pool", Source(str(not_a_shard), None, 2))]
-    check = check_units(_spec(sources, tmp_path / "out"))
-    assert check.good == [Unit(0, "unlabeled", clean_shards[0], ids, 2), Unit(1, "pool", uri, None, 4)]
+    check = check_inputs(_spec(sources, tmp_path / "out"))
+    assert check.good == [InferenceInput(0, "unlabeled", clean_shards[0], ids, 2), InferenceInput(1, "pool", uri, None, 4)]
     assert check.videos == 2 + 4
     # Block sizing reads sizes off the footers: a source taking 2 of a file's 4 rows counts half the file.
     size = [sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))

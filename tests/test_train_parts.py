@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from raytal.config import load_config
 from raytal.core.errors import CheckpointError
 from raytal.engine.checkpoint import load_checkpoint, numpy_rng_state, save_checkpoint, set_numpy_rng_state
 from raytal.engine.ema import ModelEMA

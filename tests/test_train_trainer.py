@@ -11,7 +11,7 @@ import torch
 
 from raytal.config import load_config
 from raytal.core.video import Video
-from raytal.data.stream import endless_passes, flat_map, shuffled
+from raytal.data.stream import endless_passes, shuffled
 from raytal.engine.batches import rank_batches, rank_share, split_batch, steps_per_epoch
 from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
 from raytal.engine.trainer import Trainer, fit
@@ -53,7 +53,7 @@ def _model(cfg) -> Detector:
 
 def _stream(videos: list[Video], seed: int = 0):
     """An endless shuffled stream over an in-memory list (each video one unit)."""
-    return shuffled(flat_map(endless_passes(videos, [seed]), lambda v: [v]), 4, [seed, 1])
+    return shuffled(endless_passes(videos, [seed]), 4, [seed, 1])
 
 
 def _batches(cfg, model, labeled, pseudo=(), *, rank=0, world=1, start_epoch=0, steps=None, seed=0):
@@ -228,7 +228,7 @@ def test_resumed_stage_equals_an_uninterrupted_one():
     cfg = _cfg()
     videos = [_video(i, 24 + 3 * i) for i in range(5)]
     spec = _spec(len(videos))
-    straight = run_training(cfg, spec, {"labeled": _stream(videos)}, progress=False)
+    straight = run_training(cfg, spec, {"labeled": _stream(videos)})
 
     saved = {}
 
@@ -241,8 +241,8 @@ def test_resumed_stage_equals_an_uninterrupted_one():
             raise Killed
 
     with pytest.raises(Killed):
-        run_training(cfg, spec, {"labeled": _stream(videos)}, on_epoch=kill_after_two, progress=False)
-    resumed = run_training(cfg, spec, {"labeled": _stream(videos)}, restore=saved["state"], progress=False)
+        run_training(cfg, spec, {"labeled": _stream(videos)}, on_epoch=kill_after_two)
+    resumed = run_training(cfg, spec, {"labeled": _stream(videos)}, restore=saved["state"])
     assert resumed.epoch == straight.epoch == 4
     for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(p, q), name

@@ -23,7 +23,7 @@ from raytal.distributed.sweep import (
 )
 from raytal.engine.checkpoint import load_checkpoint
 from raytal.selftrain.local import LocalBackend
-from raytal.selftrain.rounds import Run
+from raytal.selftrain.rounds import Rounds
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SWEEP = REPO / "configs" / "tune_tiny_npl.yaml"
@@ -88,7 +88,7 @@ def _teacher(tiny_data: Path, run_dir: Path, *overrides: str) -> dict:
     """Round 0's checkpoint of the tiny sweep's config, trained in-process as a run trains it (4 steps)."""
     cfg = _cfg(f"data.root={tiny_data}", f"run.dir={run_dir}", "train.epochs=1", "train.warmup_epochs=0",
                "train.steps_per_epoch=4", "model.embed_dim=16", "model.head_dim=16", *overrides)
-    run = Run(cfg, LocalBackend())
+    run = Rounds(cfg, LocalBackend())
     return load_checkpoint(run.teacher(run.load_index(), None))
 
 

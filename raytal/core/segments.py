@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from raytal.core.video import Video
 
@@ -77,6 +79,20 @@ class SegmentTable:
             np.repeat(np.array([v.video_id for v in videos], dtype=object), counts),
             np.concatenate([np.asarray(v.segments, dtype=np.float64).reshape(-1, 2) for v in videos]),
             np.concatenate([np.asarray(v.labels, dtype=np.int64).reshape(-1) for v in videos]),
+        )
+
+    @staticmethod
+    def from_arrow(video_ids: pa.Array, instances: pa.Array, with_scores: bool) -> "SegmentTable":
+        """One list of instances per video (a list<struct{label_id, start, end[, score]}> column, seconds), as
+        shards hold ground truth and prediction files hold detections."""
+        flat = pa.concat_arrays(instances.chunks) if isinstance(instances, pa.ChunkedArray) else instances
+        values = flat.flatten()
+        num = values.field
+        return SegmentTable(
+            np.repeat(np.asarray(video_ids.to_pylist(), dtype=object), pc.list_value_length(flat).to_numpy(zero_copy_only=False)),
+            np.stack([num("start").to_numpy(zero_copy_only=False), num("end").to_numpy(zero_copy_only=False)], axis=1),
+            num("label_id").to_numpy(zero_copy_only=False).astype(np.int64),
+            num("score").to_numpy(zero_copy_only=False) if with_scores else None,
         )
 
     @staticmethod

@@ -27,7 +27,7 @@ from raytal.core.jsonfile import read_json
 from raytal.core.video import Video
 from raytal.data.dataset import DatasetInfo, load_dataset_info, resolve
 from raytal.data.shards import list_shards, open_shard, read_shard_tables, rows_to_videos
-from raytal.data.splits import PARTS, part_view, split_train
+from raytal.data.splits import PARTS, split_train, view_rows
 
 _META_COLUMNS = ["video_id", "D", "annotations"]
 MAX_INDEX_BYTES = 1 << 30  # ids of the training subset: ~20 bytes per video
@@ -61,11 +61,10 @@ def source_ids(src: Source) -> list[str]:
 
 
 def source_videos(src: Source, part: str, setting: str, check_finite: bool = False) -> Iterator[Video]:
-    """The videos of one source as members of ``part`` (``raytal.data.splits.part_view``), streamed one
+    """The videos of one source as members of ``part`` (``raytal.data.splits.view_rows``), streamed one
     row group at a time."""
     for table in read_shard_tables(src.file, src.ids):
-        for v in rows_to_videos(table, src.file, check_finite=check_finite):
-            yield part_view(v, part, setting)
+        yield from rows_to_videos(view_rows(table, part, setting), src.file, check_finite=check_finite)
 
 
 @dataclass

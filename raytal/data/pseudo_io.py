@@ -6,24 +6,26 @@ float16 C-order bytes of [T, C], null when absent), teacher_scores (NTC teacher 
 float32 bytes of [T, C], null when absent; float32 because they are soft training targets), T and C
 (shape of those arrays, 0 when both are absent), relaxed (how many relaxed LPs this video needed),
 error (null, or why the video has no pseudo labels). Writers (the Ray pipeline) build rows with
-``pseudo_row``; trainers read them with ``read_pseudo_labels`` + ``apply_pseudo_labels``.
+``pseudo_row``; ``read_pseudo_labels`` checks them, training readers join them to the shard rows
+(``join_pseudo_labels``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raytal.core import storage
 from raytal.core.errors import DataError, clip, where
 from raytal.data.annotations import SEGMENT_TOLERANCE_S
-from raytal.core.video import Video
+from raytal.data.shards import TRAINING_COLUMNS
 
 INSTANCE_TYPE = pa.struct(
     [
@@ -58,6 +60,9 @@ SOURCE_KEY = "shard"
 # A pseudo-label folder as a job's output (raytal.core.outputs): what it holds, and where its files lie.
 PSEUDO_KIND = "pseudo-labels"
 PSEUDO_FILES = (f"{SOURCE_KEY}=*",)
+
+# delta(previous generation's dense targets or None, current ones) -> the targets trained on
+DenseFn = Callable[[np.ndarray | None, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -270,53 +275,85 @@ def read_pseudo_labels(directory: str | Path, num_classes: int | None = None) ->
     return out
 
 
-def apply_pseudo_labels(
-    videos: list[Video], records: dict[str, PseudoRecord], errors: list[tuple[str, str]] | None = None
-) -> list[Video]:
-    """Unlabeled copies of ``videos`` carrying their pseudo labels (the ground truth is replaced).
+def read_pseudo_table(directory: str) -> pa.Table:
+    """Every row of a pseudo-label directory as one table (``PSEUDO_SCHEMA``), as written; what
+    ``read_pseudo_labels`` checks, a training reader joins (``join_pseudo_labels``)."""
+    tables = []
+    for path in pseudo_files(directory):
+        try:
+            tables.append(pq.read_table(storage.open_input_file(path)).select(PSEUDO_SCHEMA.names))
+        except (pa.ArrowException, OSError, KeyError) as e:
+            raise DataError(f"{path}: not a readable pseudo-label file (truncated or corrupt?): {e}") from e
+    return pa.concat_tables(tables) if tables else PSEUDO_SCHEMA.empty_table()
 
-    A video whose row is an error row is left out and, if ``errors`` is a list, (video_id, reason) is
-    appended to it so the caller can report the count. A video with no row at all means the pseudo
-    labels come from another run, so it raises ``DataError``; so do dense arrays whose T differs from
-    the video's loaded features and segments that end after the video (beyond ``SEGMENT_TOLERANCE_S``).
-    """
-    out: list[Video] = []
-    for v in videos:
-        rec = records.get(v.video_id)
-        if rec is None:
-            raise DataError(f"{where(None, v.video_id)}: no pseudo-label row for this video")
-        if rec.error is not None:
-            if errors is not None:
-                errors.append((v.video_id, rec.error))
+
+def _dense_targets(labels: pa.Table, previous: pa.Table | None, delta: DenseFn | None) -> pa.Array:
+    """The labels' dense targets as float32 bytes (stored as float16), and with ``delta`` the labels of the
+    previous generation turned into ``delta(previous, current)`` (a video without a previous row: None)."""
+    before = {} if previous is None else dict(zip(previous.column("video_id").to_pylist(), range(previous.num_rows)))
+    out = []
+    for i, (vid, raw) in enumerate(zip(labels.column("video_id").to_pylist(), labels.column("targets"))):
+        buf = raw.as_buffer()
+        if buf is None:
+            out.append(None)
             continue
-        for name, arr in (("targets", rec.targets), ("teacher_scores", rec.teacher_scores)):
-            if arr is not None and v.features is not None and len(arr) != len(v.features):
-                raise DataError(
-                    f"{where(rec.file, v.video_id, name)}: {len(arr)} snippets, features have {len(v.features)}"
-                )
-        if len(rec.segments) and rec.segments[:, 1].max() > v.duration + SEGMENT_TOLERANCE_S:
-            k = int(np.argmax(rec.segments[:, 1]))
-            raise DataError(f"{where(rec.file, v.video_id, f'instances[{k}].end')}: {rec.segments[k, 1]} s is after "
-                            f"the end of the video (duration {v.duration} s)")
-        out.append(
-            dataclasses.replace(
-                v,
-                segments=rec.segments.copy(),
-                labels=rec.labels.copy(),
-                weights=rec.weights.copy(),
-                origins=rec.origins.copy(),
-                targets=rec.targets,
-                teacher_scores=rec.teacher_scores,
-                labeled=False,
-            )
-        )
-    return out
+        T, C = labels.column("T")[i].as_py(), labels.column("C")[i].as_py()
+        y = np.frombuffer(buf, np.float16).reshape(T, C).astype(np.float32)
+        if delta is not None:
+            j = before.get(vid)
+            prev = None if j is None else previous.column("targets")[j].as_buffer()
+            y = delta(None if prev is None else np.frombuffer(prev, np.float16).reshape(T, C).astype(np.float32), y)
+        out.append(np.ascontiguousarray(y, np.float32).tobytes())
+    return pa.array(out, pa.large_binary())
+
+
+def join_pseudo_labels(rows: pa.Table, labels: pa.Table, previous: pa.Table | None = None,
+                       delta: DenseFn | None = None, source: str = "") -> pa.Table:
+    """Shard rows carrying their pseudo labels in place of their annotations: training rows
+    (``raytal.data.shards``; the instances keep their loss weights, the dense arrays come as float32).
+
+    A row whose label is an error row, or holds nothing to train on (no instance, no dense array), is left
+    out. A row without a label means the labels come from another run or split (``DataError``); so do
+    dense arrays whose T differs from the row's features and instances that end after the video (beyond
+    ``SEGMENT_TOLERANCE_S``). With ``delta`` the dense targets become ``delta(previous, targets)`` against
+    the ``previous`` generation's (GauFuse's Δ labels).
+    """
+    at = pc.index_in(rows.column("video_id"), value_set=labels.column("video_id"))
+    if at.null_count:
+        vid = rows.column("video_id").filter(pc.is_null(at))[0].as_py()
+        raise DataError(f"{where(source or None, vid)}: no pseudo-label row for this video")
+    labels = labels.take(at)
+    usable = pc.and_(pc.is_null(labels.column("error")), pc.or_(
+        pc.greater(pc.list_value_length(labels.column("instances")), 0),
+        pc.or_(pc.is_valid(labels.column("targets")), pc.is_valid(labels.column("teacher_scores")))))
+    rows, labels = rows.filter(usable), labels.filter(usable)
+    vids = rows.column("video_id").to_pylist()
+    for name in ("targets", "teacher_scores"):
+        bad = pc.and_(pc.is_valid(labels.column(name)), pc.not_equal(labels.column("T"), rows.column("T")))
+        if pc.any(bad).as_py():
+            i = pc.index(bad, True).as_py()
+            raise DataError(f"{where(source or None, vids[i], name)}: {labels.column('T')[i]} snippets, features "
+                            f"have {rows.column('T')[i]}")
+    inst = labels.column("instances").combine_chunks()
+    ends = inst.flatten().field("end").to_numpy(zero_copy_only=False)
+    owner = np.repeat(np.arange(len(vids)), np.diff(inst.offsets.to_numpy()))
+    late = ends > rows.column("duration").to_numpy()[owner] + SEGMENT_TOLERANCE_S
+    if late.any():
+        k = int(np.argmax(late))
+        i = int(owner[k])
+        first = int(inst.offsets[i].as_py() - inst.offsets[0].as_py())
+        raise DataError(f"{where(source or None, vids[i], f'instances[{k - first}].end')}: {ends[k]} s is after the "
+                        f"end of the video (duration {rows.column('duration')[i]} s)")
+    rows = rows.set_column(rows.schema.get_field_index("annotations"), "annotations", inst)
+    return (rows.append_column(TRAINING_COLUMNS[0], labels.column("C"))
+            .append_column(TRAINING_COLUMNS[1], _dense_targets(labels, previous, delta))
+            .append_column(TRAINING_COLUMNS[2], labels.column("teacher_scores")))
 
 
 def check_source_rows(records: dict[str, PseudoRecord], video_ids: set[str], directory: str) -> None:
     """The rows of one pseudo source's directory must be for the videos of that source: a row for another
     video means the directory holds labels of another run or split (``DataError`` naming one of them). A
-    video without a row is refused where the labels are applied (``apply_pseudo_labels``)."""
+    video without a row is refused where the labels are joined (``join_pseudo_labels``)."""
     extra = sorted(set(records) - video_ids)
     if extra:
         rec = records[extra[0]]

@@ -1,13 +1,18 @@
-"""Parquet shards, the internal format (SPEC §3): one row per video.
+"""Parquet shards, the internal format, and the one codec between a row and a ``Video``.
 
 Columns (``SCHEMA``): video_id, subset, duration (s), fps, feat_stride, num_frames, T, D,
 features (float32 C-order bytes of [T, D], ``large_binary``), labeled (bool: may training use the
 annotations?), annotations (list<struct{label_id int32, start float64, end float64}>, seconds),
 video_labels (list<int32>, weak setting).
 
-Shard files are ``<out_dir>/part-NNNNN.parquet``; Ray Data reads them directly. The converters work on
-whole columns (``videos_to_table`` / ``rows_to_videos``) so the Ray Data pipeline can call them on
-batches. Writing is streaming: ``write_shards`` holds at most one shard of videos, and gives the sha256 of
+A *training row* is a shard row as a training stage reads it: its annotations may be pseudo labels
+(the struct then also holds each instance's loss ``weight``; ``raytal.data.pseudo_io.join_pseudo_labels``),
+with the dense ``TRAINING_COLUMNS`` (float32 [T, C] bytes, null when absent), and its ``labeled`` and
+``video_labels`` as the part of the run it is read as sees them (``raytal.data.splits.view_rows``). Every stage turns rows into videos with ``rows_to_videos`` and videos into rows with
+``video_to_row``, whatever carried the rows: a Parquet file, a Ray Data block or an inference batch.
+
+Shard files are ``<out_dir>/part-NNNNN.parquet``; Ray Data reads them directly. Writing is streaming:
+``write_shards`` holds at most one shard of videos, and gives the sha256 of
 each file it writes (a run's data fingerprint, ``raytal.selftrain.run_record``).
 """
 
@@ -46,6 +51,9 @@ SCHEMA = pa.schema(
         ("video_labels", pa.list_(pa.int32())),
     ]
 )
+# What a training row adds (see the module docstring); C is the width of the dense arrays.
+TRAINING_COLUMNS = [pa.field("C", pa.int32()), pa.field("targets", pa.large_binary()),
+                    pa.field("teacher_scores", pa.large_binary())]
 SHARD_PREFIX = "part-"
 _SHARD_RE = re.compile(r"^part-\d{5,}\.parquet$")
 # Random float features do not compress; the small columns do.
@@ -117,26 +125,36 @@ def _as_table(batch: Any) -> pa.Table:
     raise TypeError(f"rows_to_videos: expected a pyarrow Table/RecordBatch or dict of columns, got {type(batch)}")
 
 
+def _dense(column: pa.ChunkedArray | None, i: int, T: int, C: int) -> np.ndarray | None:
+    raw = None if column is None else column[i].as_buffer()
+    return None if raw is None else np.frombuffer(raw, dtype=np.float32).reshape(T, C).copy()
+
+
 def rows_to_videos(
     batch: Any,
     source: str | Path | None = None,
     errors: list[tuple[str, str]] | None = None,
     check_finite: bool = False,
 ) -> list[Video]:
-    """Shard rows (pa.Table, RecordBatch or dict of columns) -> ``Video`` records with features [T, D].
+    """Shard or training rows (pa.Table, RecordBatch or dict of columns) -> ``Video`` records with features
+    [T, D] (and, from training rows, instance weights and dense targets / teacher scores).
 
     A row whose feature bytes do not match T*D*4 (or, with ``check_finite``, holds NaN/Inf or values beyond
     ``MAX_ABS_FEATURE``) raises
-    ``DataError`` naming ``source``, the video and the field; if ``errors`` is a list, the problem is
-    appended to it as (video_id, message) and the row is skipped instead (Ray pipeline error rows).
-    Features are copied out of the Arrow buffer (writable, and do not pin the whole batch).
+    ``DataError`` naming ``source`` (else the row's ``path`` column, when there is one), the video and the field;
+    if ``errors`` is a list, the problem is
+    appended to it as (video_id, message) and the row is skipped instead (error rows of a pipeline).
+    Arrays are copied out of the Arrow buffers (writable, and do not pin the whole batch).
     """
     table = _as_table(batch)
     missing = [n for n in SCHEMA.names if n not in table.column_names]
     if missing:
         raise DataError(f"{where(source, None, missing[0])}: column missing from shard")
-    cols = {n: table.column(n).to_pylist() for n in SCHEMA.names if n not in ("features", "annotations")}
+    small = [n for n in (*SCHEMA.names, "C") if n in table.column_names and n not in ("features", "annotations")]
+    cols = {n: table.column(n).to_pylist() for n in small}
+    paths = table.column("path").to_pylist() if source is None and "path" in table.column_names else None
     feats_col = table.column("features")
+    dense = {n: table.column(n) if n in table.column_names else None for n in ("targets", "teacher_scores")}
     ann = table.column("annotations").combine_chunks()
     # Vectorised annotation decode: one flat struct array + list offsets for the whole batch.
     flat = ann.flatten()
@@ -145,9 +163,12 @@ def rows_to_videos(
     starts = flat.field("start").to_numpy(zero_copy_only=False)
     ends = flat.field("end").to_numpy(zero_copy_only=False)
     lids = flat.field("label_id").to_numpy(zero_copy_only=False)
+    weighted = flat.type.get_field_index("weight") >= 0
+    weights = flat.field("weight").to_numpy(zero_copy_only=False).astype(np.float32) if weighted else None
     out: list[Video] = []
     for i in range(table.num_rows):
         vid = cols["video_id"][i]
+        source = paths[i] if paths else source
         try:
             T, D = cols["T"][i], cols["D"][i]
             raw = feats_col[i].as_buffer()
@@ -163,6 +184,7 @@ def rows_to_videos(
                 raise DataError(f"{where(source, vid, 'features')}: values beyond +-{MAX_ABS_FEATURE:g} (up to "
                                 f"{float(np.abs(feats).max()):g}); expected network features")
             lo, hi = offsets[i], offsets[i + 1]
+            C = cols["C"][i] if "C" in cols else 0
             out.append(
                 Video(
                     video_id=vid,
@@ -176,6 +198,9 @@ def rows_to_videos(
                     labels=lids[lo:hi].astype(np.int64),
                     labeled=bool(cols["labeled"][i]),
                     video_labels=np.asarray(cols["video_labels"][i] or [], dtype=np.int64),
+                    weights=None if weights is None else weights[lo:hi].copy(),
+                    targets=_dense(dense["targets"], i, T, C),
+                    teacher_scores=_dense(dense["teacher_scores"], i, T, C),
                 )
             )
         except DataError as e:

@@ -22,17 +22,15 @@ the seed, then the labeled/unlabeled split is made on the remaining training vid
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
+from raytal.core.seeds import SeedStream
 from raytal.core.video import Video
 
-# Independent random streams of one split seed.
-_VAL_STREAM = 1
-_LABELED_STREAM = 2
 
 
 def video_level_labels(video: Video) -> np.ndarray:
@@ -127,9 +125,9 @@ def split_train(
     if len(ids) != len(class_sets):
         raise ValueError(f"split_train: {len(ids)} ids but {len(class_sets)} class sets")
     sets = [np.unique(np.asarray(s, dtype=np.int64)) for s in class_sets]
-    in_val = stratified_split(sets, val_ratio, [seed, _VAL_STREAM])
+    in_val = stratified_split(sets, val_ratio, [seed, SeedStream.VAL_SPLIT])
     rest = np.flatnonzero(~in_val)
-    in_lab = stratified_split([sets[i] for i in rest], labeled_ratio, [seed, _LABELED_STREAM])
+    in_lab = stratified_split([sets[i] for i in rest], labeled_ratio, [seed, SeedStream.LABELED_SPLIT])
     return TrainSplit(
         labeled=[ids[i] for i in rest[in_lab]],
         unlabeled=[ids[i] for i in rest[~in_lab]],
@@ -141,25 +139,30 @@ PARTS = ("labeled", "unlabeled", "val", "test", "pool")
 SETTINGS = ("semi", "weak")
 
 
-def part_view(video: Video, part: str, setting: str = "semi") -> Video:
-    """``video`` as a member of one part of a run, sharing its features (not copied).
+def view_rows(rows: pa.Table, part: str, setting: str = "semi") -> pa.Table:
+    """Shard rows as members of one part of a run: their ``labeled`` and ``video_labels`` columns as that part
+    reads them (features and annotations untouched, not copied).
 
-    labeled: ``labeled=True`` with its video-level labels. unlabeled: ``labeled=False``; its segments stay
-    in the record as hidden ground truth for pseudo-label quality only; video-level labels only in the
-    weak setting (there they are the supervision). val / test: ``labeled=True`` (their ground truth is
-    for evaluation), no video-level labels. pool: extra unlabeled videos, ``labeled=False``, with the
+    labeled: ``labeled`` true, the video-level labels of its annotations. unlabeled: ``labeled`` false; its
+    annotations stay in the row as hidden ground truth for pseudo-label quality only; video-level labels only
+    in the weak setting (there they are the supervision). val / test: ``labeled`` true (their ground truth is
+    for evaluation), no video-level labels. pool: extra unlabeled videos, ``labeled`` false, with the
     video-level labels their shard carries (none for a plain unannotated pool).
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
-    empty = np.zeros(0, dtype=np.int64)
-    if part == "labeled":
-        return dataclasses.replace(video, labeled=True, video_labels=video_level_labels(video))
-    if part == "unlabeled":
-        labels = video_level_labels(video) if setting == "weak" else empty
-        return dataclasses.replace(video, labeled=False, video_labels=labels)
-    if part in ("val", "test"):
-        return dataclasses.replace(video, labeled=True, video_labels=empty)
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    n = rows.num_rows
+    rows = rows.set_column(rows.schema.get_field_index("labeled"), "labeled",
+                           pa.array([part not in ("unlabeled", "pool")] * n, pa.bool_()))
     if part == "pool":
-        return dataclasses.replace(video, labeled=False)
-    raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+        return rows
+    lists: list[list[int]] = [[] for _ in range(n)]
+    if part == "labeled" or (part == "unlabeled" and setting == "weak"):
+        ann = rows.column("annotations").combine_chunks()
+        offsets = ann.offsets.to_numpy() - ann.offsets.to_numpy()[0]
+        labels = ann.flatten().field("label_id").to_numpy(zero_copy_only=False).astype(np.int64)
+        lists = [np.unique(labels[offsets[i]:offsets[i + 1]]).tolist() for i in range(n)]
+    field = rows.schema.field("video_labels")
+    return rows.set_column(rows.schema.get_field_index("video_labels"), field, pa.array(lists, field.type))

@@ -1,14 +1,15 @@
-"""Ray Data pseudo-label pipeline (SPEC §3 "Pseudo labels", §6 "Ray Data"): a ``LabelSpec`` -> Parquet rows.
+"""Ray Data pseudo-label pipeline: a ``LabelSpec`` -> Parquet rows.
 
-    units (read tasks, one shard file each, streamed in inference batches) ->
+    inputs (a Ray Data source: one read task per shard file, streamed in inference batches) ->
     teacher inference in an actor pool (make_infer() once per actor) -> labeling (inside the CPU actors,
-    or in separate map tasks beside GPU actors) -> write_parquet(out_dir, partitioned by source: shard=<k>)
+    or in separate map tasks beside GPU actors) -> the driver writes each output block under
+    ``<out>/shard=<k>`` as it arrives, under the stage's progress bar
 
 The stages themselves are Ray-free (``raytal.selftrain.pseudo_stage``): the in-process back-end runs the
-same classes, so both write the same rows. Nothing is collected on the driver: batches stream through the
-stages and the summary is built from a final read of the small output columns. Every video that reaches
-the pipeline leaves one row (error rows included); an unreadable shard file is a file-level error in the
-summary (its video ids cannot be recovered).
+same classes and the same writer, so both write the same rows. Nothing is collected on the driver but
+the block being written (pseudo-label rows are small), and the summary is built from a final read of
+the small output columns. Every video that reaches the pipeline leaves one row (error rows included); an
+unreadable shard file is a file-level error in the summary (its video ids cannot be recovered).
 """
 
 from __future__ import annotations
@@ -23,30 +24,25 @@ import pyarrow as pa
 import ray
 import ray.data
 
+from ray.data import Datasource, ReadTask
+from ray.data.block import BlockMetadata
+from ray.data.context import DataContext
+
 from raytal.core import storage
-from raytal.data.pseudo_io import SOURCE_KEY
 from raytal.selftrain.pseudo_stage import (
-    InferFn, InferLabelStage, InferStage, LabelFn, PipelineSummary, Unit, check_units, clean_output, label_batch,
-    summary_of, unit_blocks,
+    InferFn, InferLabelStage, InferStage, LabelFn, PipelineSummary, check_inputs, clean_output, input_blocks,
+    label_batch, summary_of, write_outputs, write_source_rows, write_table,
 )
 from raytal.selftrain.predict import DetectStage
-from raytal.selftrain.spec import LabelSpec
+from raytal.selftrain.spec import InferenceInput, LabelSpec, ReadFn
 
-# The teacher's batches are the in-process back-end's: ``batch_size`` consecutive videos of one unit, so
+# The teacher's batches are the in-process back-end's: ``batch_size`` consecutive videos of one input, so
 # which videos share a batch — and so the teacher's floating-point results, which depend on the batch's
 # shape in the last bits — never depends on how Ray schedules blocks, and both back-ends write the same
-# rows. Ray Data reshapes what a task yields (it merges small tables into blocks of its target size and
+# rows. Ray Data reshapes what a read task yields (it merges small tables into blocks of its target size and
 # slices big ones by rows), so a read task yields each batch as ONE row holding the batch's rows (Arrow
-# IPC): merged or sliced, a block holds whole batches, and the actors take one packed batch per call. (Ray
-# Data's Parquet reader had also put a round's small files into one block, so one actor did all the work.)
+# IPC): merged or sliced, a block holds whole batches, and the actors take one packed batch per call.
 BATCH_COLUMN = "batch"
-# Pseudo-label rows are small: with labeling in the actors, the write gathers blocks into files of at least
-# this many rows (fewer write tasks). Not with separate labeling tasks: Ray Data then fuses those tasks
-# into one task per file, so a small round would label on one node.
-MIN_ROWS_PER_FILE = 256
-
-
-ReadFn = Callable[[dict, int], Iterator[pa.Table]]  # read(unit as a dict, rows per block) -> tables of rows
 
 
 def _pack(table: pa.Table) -> pa.Table:
@@ -76,38 +72,26 @@ class PackedBatches:
         return pa.concat_tables([self.stage(batch) for batch in _unpack(block)])
 
 
-def _unit_blocks(batch: pa.Table, *, read: ReadFn, rows: int):
-    """Read task: units -> batches of ``rows`` videos, streamed, each packed into one row."""
-    for row in batch.to_pylist():
-        for table in read(row, rows):
-            yield _pack(table)
+class InputSource(Datasource):
+    """The inputs of an inference pass as a Ray Data source: one read task per input, yielding its rows in
+    batches of ``rows`` videos, each packed into one row. A read task is a source of its own, not a map over
+    a list of inputs, so Ray spreads the reads over the nodes as it does its own readers', and never fuses
+    them into the actors (each actor would then read whole files)."""
 
+    def __init__(self, inputs: list[InferenceInput], read: ReadFn, rows: int, nbytes: int) -> None:
+        super().__init__()
+        self.inputs, self.read, self.rows, self.nbytes = inputs, read, rows, nbytes
 
-def _read_units(units: list[dict], read: ReadFn, rows: int, block_bytes: int, remote_args: dict):
-    """The units as a dataset of packed batches of ``rows`` videos of one unit each (a batch is about
-    ``block_bytes``), one unit per read task, streamed: Ray Data's own Parquet reader kept hundreds of MB of
-    decoded data in its worker, growing with the number of videos."""
-    ctx = ray.data.DataContext.get_current()
-    saved = ctx.target_min_block_size, ctx.target_max_block_size
-    # About one batch per block (so a small round still spreads over the pool; a smaller batch may share
-    # its block with the next), and the actors' small output rows never sliced. The dataset keeps a copy.
-    ctx.target_min_block_size, ctx.target_max_block_size = 1, max(1, block_bytes // 2)
-    try:
-        items = ray.data.from_items(units, override_num_blocks=len(units))
-    finally:
-        ctx.target_min_block_size, ctx.target_max_block_size = saved
-    # Reads SPREAD over the nodes, as Ray Data's readers do. Given as a remote-args function, which also
-    # keeps Ray Data from fusing the read into the actors (each actor would then read whole files).
-    return items.map_batches(_unit_blocks, fn_kwargs={"read": read, "rows": rows}, batch_size=1,
-                             batch_format="pyarrow", ray_remote_args_fn=_spread, **remote_args)
+    def estimate_inmemory_data_size(self) -> int:
+        return self.nbytes
 
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: DataContext | None = None) -> list[ReadTask]:
+        return [ReadTask(functools.partial(self._blocks, item), BlockMetadata(None, None, None, None))
+                for item in self.inputs]
 
-def _read_unit(unit: dict, rows: int, read: Callable[[Unit, int], Iterator[pa.Table]] = unit_blocks) -> Iterator[pa.Table]:
-    return read(Unit(**unit), rows)
-
-
-def _spread() -> dict[str, str]:
-    return {"scheduling_strategy": "SPREAD"}
+    def _blocks(self, item: InferenceInput) -> Iterator[pa.Table]:
+        return (_pack(table) for table in self.read(item, self.rows))
 
 
 def initial_pool_size(pool_size: int, actor_cpus: float, task_cpus: float, use_gpu: bool,
@@ -126,19 +110,31 @@ def initial_pool_size(pool_size: int, actor_cpus: float, task_cpus: float, use_g
     return pool_size if available.get("CPU", 0.0) >= pool_size * actor_cpus + task_cpus - 1e-9 else 1
 
 
-def inference_dataset(units: list[dict], read: ReadFn, stage: type, stage_kwargs: dict, *, videos: int, nbytes: int,
+def inference_dataset(inputs: list[InferenceInput], read: ReadFn, stage: type, stage_kwargs: dict, *, nbytes: int,
                       batch_size: int, pool_size: int, actor_cpus: float, use_gpu: bool, task_cpus: float):
-    """Units -> read tasks -> an actor pool of ``stage(**stage_kwargs)`` on batches of ``batch_size`` rows: the
-    inference stage the pseudo-label pipeline and ``jobs/predict.py`` share."""
+    """Inputs -> read tasks -> an actor pool of ``stage(**stage_kwargs)`` on batches of ``batch_size`` rows: the
+    inference stage the pseudo-label pipeline and predictions share."""
     if batch_size < 1 or pool_size < 1:
         raise ValueError(f"batch_size and pool_size must be >= 1, got {batch_size}, {pool_size}")
     if not actor_cpus > 0 or not task_cpus > 0:
         raise ValueError(f"actor_cpus and task_cpus must be > 0, got {actor_cpus}, {task_cpus}")
     if not ray.is_initialized():
         raise RuntimeError("the inference pipeline needs Ray running: call raytal.distributed.session.ensure_ray")
-    ds = _read_units(units, read, batch_size, max(1, nbytes * batch_size // max(videos, 1)), {"num_cpus": task_cpus})
+    videos = max(sum(item.count for item in inputs), 1)
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.target_min_block_size, ctx.target_max_block_size
+    # About one batch per block (so a small round still spreads over the pool; a smaller batch may share
+    # its block with the next), and the actors' small output rows never sliced. The dataset keeps a copy.
+    ctx.target_min_block_size, ctx.target_max_block_size = 1, max(1, nbytes * batch_size // videos // 2)
+    try:
+        ds = ray.data.read_datasource(InputSource(inputs, read, batch_size, nbytes), override_num_blocks=len(inputs),
+                                      num_cpus=task_cpus)
+    finally:
+        ctx.target_min_block_size, ctx.target_max_block_size = saved
     # The pool keeps the size it starts with: Ray Data shrinks a pool whose actor waits a moment for
-    # input, and grows it again only under a long queue, so a round could end on one actor.
+    # input, and grows it again only under a long queue, so a round could end on one actor. No more actors
+    # than inputs: Ray Data hands an actor pool at most one task per input (a test subset in one file).
+    pool_size = max(1, min(pool_size, len(inputs)))
     actors = initial_pool_size(pool_size, actor_cpus, task_cpus, use_gpu, ray.available_resources())
     return ds.map_batches(
         PackedBatches,
@@ -149,6 +145,11 @@ def inference_dataset(units: list[dict], read: ReadFn, stage: type, stage_kwargs
         compute=ray.data.ActorPoolStrategy(min_size=actors, max_size=pool_size, initial_size=actors),
         num_cpus=actor_cpus, num_gpus=1 if use_gpu else 0,
     )
+
+
+def written(ds, write: Callable[[pa.Table, str], None], total: int, desc: str) -> None:
+    """The dataset's output blocks, written on the driver as they arrive (``write_outputs``)."""
+    write_outputs(ds.iter_batches(batch_size=None, batch_format="pyarrow"), write, total, desc)
 
 
 def run_pseudolabel_pipeline(
@@ -181,35 +182,32 @@ def run_pseudolabel_pipeline(
     # Absolute paths: Ray tasks do not run in the driver's working directory (nor on its node).
     out_dir = storage.resolve(spec.out_dir)
     clean_output(out_dir)
-    check = check_units(spec)
+    check = check_inputs(spec)
     if check.good:
         fuse = not use_gpu if fuse_labeling is None else fuse_labeling
         labeling = {"label_video": label_video, "round": int(spec.round), "teacher": str(spec.teacher)}
         ds = inference_dataset(
-            [u._asdict() for u in check.good], _read_unit, InferLabelStage if fuse else InferStage,
+            check.good, input_blocks, InferLabelStage if fuse else InferStage,
             {"make_infer": make_infer, "feature_dim": feature_dim, "setting": spec.setting, **(labeling if fuse else {})},
-            videos=check.videos, nbytes=check.nbytes, batch_size=batch_size, pool_size=pool_size,
-            actor_cpus=actor_cpus, use_gpu=use_gpu, task_cpus=task_cpus)
+            nbytes=check.nbytes, batch_size=batch_size, pool_size=pool_size, actor_cpus=actor_cpus, use_gpu=use_gpu,
+            task_cpus=task_cpus)
         if not fuse:
             ds = ds.map_batches(label_batch, fn_kwargs=labeling, batch_size=None, batch_format="pyarrow",
                                 num_cpus=task_cpus)
-        # One directory per source (shard=<k>): a training reader joins a shard file with its labels only.
-        ds.write_parquet(out_dir, partition_cols=[SOURCE_KEY], min_rows_per_file=MIN_ROWS_PER_FILE if fuse else None,
-                         ray_remote_args={"num_cpus": task_cpus})
+        written(ds, lambda table, name: write_source_rows(out_dir, table, name), check.videos, spec.name)
     return summary_of(dataclasses.replace(spec, out_dir=out_dir), check, start)
 
 
-def run_predict_pipeline(units: list[Unit], read: Callable[[Unit, int], Iterator[pa.Table]], out_dir: str, *,
+def run_predict_pipeline(inputs: list[InferenceInput], read: ReadFn, out_dir: str, *,
                          make_infer: Callable[[], InferFn], feature_dim: int | None, batch_size: int, pool_size: int,
                          actor_cpus: float, use_gpu: bool, task_cpus: float = 0.5, bytes_per_video: int = 1 << 18) -> None:
-    """A checkpoint's detections on ``units`` into Parquet files under ``out_dir`` (overwritten): the pseudo-label
+    """A checkpoint's detections on ``inputs`` into Parquet files under ``out_dir`` (overwritten): the pseudo-label
     pipeline's read tasks and inference actors with ``DetectStage`` (``raytal.selftrain.predict``)."""
     out_dir = storage.resolve(out_dir)
     clean_output(out_dir)
-    videos = sum(u.count for u in units)
+    videos = sum(item.count for item in inputs)
     ds = inference_dataset(
-        [u._asdict() for u in units], functools.partial(_read_unit, read=read), DetectStage,
-        {"make_infer": make_infer, "feature_dim": feature_dim, "setting": "semi"},
-        videos=videos, nbytes=videos * bytes_per_video, batch_size=batch_size, pool_size=pool_size,
-        actor_cpus=actor_cpus, use_gpu=use_gpu, task_cpus=task_cpus)
-    ds.write_parquet(out_dir, ray_remote_args={"num_cpus": task_cpus})
+        inputs, read, DetectStage, {"make_infer": make_infer, "feature_dim": feature_dim, "setting": "semi"},
+        nbytes=videos * bytes_per_video, batch_size=batch_size, pool_size=pool_size, actor_cpus=actor_cpus,
+        use_gpu=use_gpu, task_cpus=task_cpus)
+    written(ds, lambda table, name: write_table(storage.join(out_dir, name), table), videos, "predictions")

@@ -7,14 +7,16 @@ reported to Ray every epoch, restoring from Ray's latest checkpoint after a work
 V2 resumes a run by its (storage_path, name)), and the data.
 
 Data (Ray Train's ingest: ``TorchTrainer(datasets=...)`` + ``ray.train.get_dataset_shard``): the driver
-builds one Ray Data dataset per kind ("labeled", "pseudo") whose items are the stage's units — shard
-files, each joined with its pseudo labels — in seeded passes (``training_data.finite_passes``); read tasks
-turn each unit into training rows (``raytal.data.video_rows``), which reach the workers on any node
-through the object store, each worker receiving a disjoint split. A worker applies the stage's shuffle
-buffer (seeded by its rank) to its rows and takes its share of every global batch (``raytal.engine.batches``), so memory per
-worker is the buffer plus Ray Data's prefetch, whatever the size of the pool. The order of the dataset is
-preserved, so a 1-worker run trains on the very sequence the in-process back-end reads; with W workers
-the split assigns blocks as workers ask for them, so the batches differ from a 1-worker run's.
+builds one Ray Data dataset per stream ("labeled", "pseudo"): ``read_parquet`` over the shard files of the
+stream's seeded passes, each block turned into training rows by the stream's read side
+(``raytal.data.stream.TrainingRows``: the split's ids, viewed as their part, pseudo labels joined) in the
+read tasks. Each worker iterates its shard with Ray Data's local shuffle (``train.shuffle_buffer`` rows,
+seeded by the stream and its rank) in batches of its share of every global batch (``raytal.engine.batches``),
+decodes them (``rows_to_videos``) and collates, so memory per worker is the buffer plus Ray Data's prefetch,
+whatever the size of the pool. The dataset's order is preserved and the shuffle seeded, so a 1-worker run
+is deterministic and a restarted one replays its stream exactly; without a shuffle buffer it trains on the
+very sequence the in-process back-end reads. With W workers the split assigns blocks as workers ask for
+them, so the batches differ from a 1-worker run's.
 """
 
 from __future__ import annotations
@@ -24,37 +26,39 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import pyarrow as pa
 import ray.train
 import ray.train.torch
 import torch
 from ray.data import ExecutionOptions
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.util.queue import Empty, Queue
 
 from raytal.config import Config, ConfigError
 from raytal.core import storage
+from raytal.core.seeds import seed_int
 from raytal.core.threads import set_torch_threads
 from raytal.core.video import Video
-from raytal.data.index import Source
-from raytal.data.video_rows import rows_to_training_videos, videos_to_rows
 from raytal.distributed.process_group import NodeBoundTorchConfig
 from raytal.engine.batches import rank_share
 from raytal.engine.checkpoint import load_checkpoint, save_checkpoint
-from raytal.selftrain.spec import PseudoSource, TrainSpec
-from raytal.selftrain.train_stage import EpochScalars, batch_plan, end_epoch, final_state, run_training
-from raytal.selftrain.training_data import finite_passes, read_unit, shuffled_rows, stage_units, stream_seed
+from raytal.selftrain.spec import TrainSpec
+from raytal.selftrain.train_stage import (
+    EpochScalars, batch_plan, end_epoch, epoch_bar, final_state, run_training, show_epoch,
+)
+from raytal.selftrain.training_data import finite_passes, stage_streams, training_videos
 
 # Test hook: set (on the driver) to "<epoch>:<marker file>" to make rank 0 raise once at that epoch (fault tests).
 FAIL_ONCE_ENV = "RAYTAL_FAIL_ONCE_AT_EPOCH"
-# Test hook: set (on the driver) to a directory to have every rank record in <dir>/rank_<r>.jsonl the videos it
-# reads from its split and those its batches take (a resumed rank's replay included), in order, and a digest of
-# its weights after each epoch (DDP tests).
+# Test hook: set (on the driver) to a directory to have every rank record in <dir>/rank_<r>.jsonl the videos its
+# batches take (a resumed rank's replay included), in order, and a digest of its weights after each epoch (DDP
+# tests).
 TRACE_ENV = "RAYTAL_TRACE_RANKS"
-ROWS_PER_BLOCK = 8  # training videos per Ray Data block out of a read task
-READ_CPUS = 0.25  # read tasks are light (Parquet decode); fractional so they fit beside the workers
+READ_CPUS = 0.5  # fractional so read tasks fit beside the workers; no more than the spare cores' worth at once
 
 
 def _maybe_fail(epoch: int, spec: str | None) -> None:
@@ -119,66 +123,71 @@ def _mean_over_ranks(metrics: dict, world: int) -> dict:
 # ------------------------------------------------------------------------------------------ data
 
 
-def _unit_json(unit) -> str:
-    if isinstance(unit, PseudoSource):
-        return json.dumps({"part": unit.part, "source": unit.source.to_json(), "labels": unit.labels,
-                           "previous": unit.previous})
-    part, src = unit
-    return json.dumps({"part": part, "source": src.to_json()})
-
-
-def _unit_of(text: str):
-    d = json.loads(text)
-    src = Source.from_json(d["source"])
-    return PseudoSource(d["part"], src, d["labels"], d["previous"]) if "labels" in d else (d["part"], src)
-
-
-def _unit_rows(batch: pa.Table, *, setting: str, delta_targets: bool):
-    """Read task: units -> training rows (``raytal.data.video_rows``), a few videos per block."""
-    for text in batch.column("unit").to_pylist():
-        chunk = []
-        for video in read_unit(_unit_of(text), setting, delta_targets):
-            chunk.append(video)
-            if len(chunk) == ROWS_PER_BLOCK:
-                yield videos_to_rows(chunk)
-                chunk = []
-        if chunk:
-            yield videos_to_rows(chunk)
-
-
 def stage_datasets(cfg: Config, spec: TrainSpec) -> dict:
-    """The stage's Ray Data datasets by kind: enough seeded passes over its units for the whole stage."""
+    """The stage's Ray Data datasets by stream: Ray Data's Parquet reader over the files of enough seeded
+    passes for the whole stage, each block turned into training rows by the stream's read side."""
     import ray.data
 
+    # Ray Data's Parquet reader V2 lists files in a task that starts footer-reading tasks of its own, each
+    # needing a worker process: ~10 s before the first row on a busy 2-core node, against ~0.3 s for V1,
+    # which also keeps a file listed twice (a stream's passes list every file once per pass; V2 dedupes).
+    ray.data.DataContext.get_current().use_datasource_v2 = False
     n_l, n_u, steps = batch_plan(cfg, spec)
     per_step = {"labeled": n_l, "pseudo": n_u}
     out = {}
-    for name, (units, per_pass, kind) in stage_units(spec).items():
+    for name, stream in stage_streams(cfg, spec).items():
         if not per_step[name]:
             continue
         needed = (end_epoch(cfg, spec) - spec.start_epoch) * steps * per_step[name]
-        passes = finite_passes(units, per_pass, needed, cfg.train.shuffle_buffer, stream_seed(cfg, spec, kind))
-        items = [{"unit": _unit_json(u)} for _, u in passes]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        out[name] = ds.map_batches(_unit_rows, fn_kwargs={"setting": spec.setting, "delta_targets": spec.delta_targets},
-                                   batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS)
+        files = stream.passes(finite_passes(stream, needed, cfg.train.shuffle_buffer))
+        # One read task per file of the passes: a task given several reads them grouped by file, out of order.
+        ds = ray.data.read_parquet(files, include_paths=True, num_cpus=READ_CPUS, override_num_blocks=len(files))
+        out[name] = ds.map_batches(stream.rows, batch_size=None, batch_format="pyarrow", num_cpus=READ_CPUS)
     return out
 
 
-def _worker_streams(cfg: Config, spec: TrainSpec, names: list[str], rank: int, trace: _RankTrace | None) -> dict:
-    """This worker's split of each dataset as an endless-enough stream of videos through the shuffle buffer."""
-    kinds = {name: kind for name, (_, _, kind) in stage_units(spec).items()}
-    streams = {}
+def _worker_streams(cfg: Config, spec: TrainSpec, names: list[str], rank: int, world: int,
+                    trace: _RankTrace | None) -> dict:
+    """This worker's shard of each dataset as a stream of videos, through Ray Data's local shuffle seeded by
+    the stream and the rank, in batches of the worker's share of each step."""
+    streams = stage_streams(cfg, spec)
+    n_l, n_u, _ = batch_plan(cfg, spec)
+    share = dict(zip(("labeled", "pseudo"), rank_share(n_l, n_u, rank, world)[:2]))
+    out = {}
     for name in names:
-        shard = ray.train.get_dataset_shard(name)
-        videos = (v for batch in shard.iter_batches(batch_size=ROWS_PER_BLOCK, batch_format="pyarrow", prefetch_batches=2)
-                  for v in rows_to_training_videos(batch))
+        buffer = streams[name].buffer(cfg.train.shuffle_buffer)
+        batches = ray.train.get_dataset_shard(name).iter_batches(
+            batch_size=share[name], batch_format="pyarrow", local_shuffle_buffer_size=buffer if buffer > 1 else None,
+            local_shuffle_seed=seed_int(*streams[name].shuffle_seed(rank)))
+        out[name] = _reading(training_videos(batches))
         if trace is not None:
-            videos = trace.videos("read", name, videos)
-        streams[name] = shuffled_rows(videos, cfg, spec, kinds[name], rank)
-        if trace is not None:
-            streams[name] = trace.videos("trained", name, streams[name])
-    return streams
+            out[name] = trace.videos("trained", name, out[name])
+    return out
+
+
+def _reading(videos: Iterator[Video]) -> Iterator[Video]:
+    """``videos``, its first one read in a thread from now on: a stage's first reads (Ray Data's executor
+    starting, its first read tasks) overlap the model's set-up instead of following it."""
+    first: list = []
+
+    def read() -> None:
+        try:
+            first.append(next(videos, None))
+        except BaseException as e:  # noqa: BLE001 - raised where the video is asked for
+            first.append(e)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+
+    def stream() -> Iterator[Video]:
+        thread.join()
+        if isinstance(first[0], BaseException):
+            raise first[0]
+        if first[0] is not None:
+            yield first[0]
+            yield from videos
+
+    return stream()
 
 
 # ---------------------------------------------------------------------------------------- workers
@@ -207,6 +216,7 @@ def _worker_loop(config: dict) -> None:
         metrics = {**_mean_over_ranks(metrics, world), "epoch": epoch + 1}
         if rank == 0:
             scalars(epoch, metrics)
+            config["epochs"].put({"epoch": epoch + 1, "loss": metrics.get("loss", float("nan"))})
             with tempfile.TemporaryDirectory() as d:
                 save_checkpoint(Path(d) / "state.pt", trainer.state_dict())
                 save_checkpoint(Path(d) / "final.pt", final_state(trainer, spec, metrics))
@@ -215,12 +225,37 @@ def _worker_loop(config: dict) -> None:
             ray.train.report(metrics)
 
     try:
-        run_training(cfg, spec, _worker_streams(cfg, spec, config["datasets"], rank, trace), restore=restore, on_epoch=on_epoch,
-                     rank=rank, world_size=world, device=ray.train.torch.get_device(),
-                     wrap_model=ray.train.torch.prepare_model, progress=False)
+        run_training(cfg, spec, _worker_streams(cfg, spec, config["datasets"], rank, world, trace), restore=restore,
+                     on_epoch=on_epoch, rank=rank, world_size=world, device=ray.train.torch.get_device(),
+                     wrap_model=ray.train.torch.prepare_model)
     finally:
         if scalars is not None:
             scalars.close()
+
+
+@contextmanager
+def _shown(epochs: Queue, bar) -> Iterator[None]:
+    """While the block runs, the epochs rank 0 reports move the stage's progress bar on the driver."""
+    done = threading.Event()
+
+    def follow() -> None:
+        while not done.is_set():
+            try:
+                show_epoch(bar, epochs.get(timeout=0.5))
+            except Empty:
+                continue
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        while not epochs.empty():
+            show_epoch(bar, epochs.get_nowait())
+        bar.close()
+        ray.kill(epochs.actor)
 
 
 def _check_shares(cfg: Config, spec: TrainSpec, world: int) -> None:
@@ -249,21 +284,26 @@ def train_ray(cfg: Config, spec: TrainSpec) -> str:
     if rc.use_gpu:
         resources["GPU"] = rc.gpus_per_worker
     datasets = stage_datasets(cfg, spec)
+    epochs = Queue(actor_options={"num_cpus": 0})  # rank 0 -> the driver's progress bar
     trainer = ray.train.torch.TorchTrainer(
         _worker_loop,
         train_loop_config=dict(cfg=cfg, spec=spec, datasets=sorted(datasets), fail_once=os.environ.get(FAIL_ONCE_ENV),
-                               trace=os.environ.get(TRACE_ENV)),
+                               trace=os.environ.get(TRACE_ENV), epochs=epochs),
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu, resources_per_worker=resources),
         torch_config=NodeBoundTorchConfig(),  # the process group listens on the node's Ray address only
         datasets=datasets,
-        dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+        # One worker reads its datasets whole: a split would start a coordinator actor (a process, seconds on
+        # a busy node) between the worker and its first batch, to hand every block to that one worker.
+        dataset_config=DataConfig(datasets_to_split="all" if rc.num_workers > 1 else [],
+                                  execution_options=ExecutionOptions(preserve_order=True)),
         run_config=RunConfig(
             name="ray_train", storage_path=stage_dir,
             failure_config=FailureConfig(max_failures=rc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-    result = trainer.fit()
+    with _shown(epochs, epoch_bar(cfg, spec, spec.start_epoch)):
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{stage_dir}: Ray Train finished without a checkpoint ({result.error})")
     final = storage.join(stage_dir, "final.pt")

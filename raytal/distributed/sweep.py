@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
@@ -49,7 +50,7 @@ from raytal.core.outputs import OutputDir
 from raytal.data.dataset import load_dataset_info
 from raytal.data.index import build_index
 from raytal.distributed.backend import RayBackend
-from raytal.distributed.session import ensure_ray
+from raytal.distributed.session import ensure_ray, quiet_console
 from raytal.selftrain.evaluate import evaluate_checkpoint
 from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.rounds import run_dir_of, run_selftrain
@@ -216,22 +217,27 @@ def sweep_output(cfg: Config, overwrite: bool = False) -> OutputDir:
                      legacy=("sweep_config.yaml",), lists_files=False)
 
 
-def run_sweep(cfg: Config, *, evaluate_test: bool = True, overwrite: bool = False) -> SweepResult:
+def run_sweep(cfg: Config, *, evaluate_test: bool = True, overwrite: bool = False,
+              verbose: bool = False) -> SweepResult:
     """Run (or resume) the sweep of ``cfg``; write the table, plot, best config and its test result.
-    ``overwrite``: a new sweep may write beside files raytal did not write in its directory."""
+    ``overwrite``: a new sweep may write beside files raytal did not write in its directory. ``verbose``: Ray's
+    own output on the console too (``raytal.distributed.session``)."""
     space = validate_space(cfg)
     with sweep_output(cfg, overwrite) as output:
-        return _sweep(cfg, space, Path(output.path), evaluate_test)
+        return _sweep(cfg, space, Path(output.path), evaluate_test, verbose)
 
 
-def _sweep(cfg: Config, space: dict[str, tuple[str, list]], sweep_dir: Path, evaluate_test: bool) -> SweepResult:
+def _sweep(cfg: Config, space: dict[str, tuple[str, list]], sweep_dir: Path, evaluate_test: bool,
+           verbose: bool) -> SweepResult:
     cfg = _absolute(cfg, sweep_dir)
     saved = sweep_dir / "sweep_config.yaml"
     if saved.exists() and load_config(saved).tune.space != cfg.tune.space:
         # Tuner.restore would silently carry on with the old space.
         raise ConfigError(f"{sweep_dir} holds a sweep over a different tune.space; choose another run.dir")
     save_config(cfg, saved)
-    ensure_ray(cfg.ray.address)
+    if not verbose and not ray.is_initialized():
+        quiet_console()
+    ensure_ray(cfg.ray.address, verbose=verbose)
     timings: dict[str, Any] = {}
     teacher = ""
     blocking = [k for k in space if not teacher_free(k)]
@@ -334,7 +340,8 @@ def evaluate_best_on_test(best_cfg: Config, best: dict, sweep_dir: Path) -> dict
     stages = StageLog(str(Path(best["run_dir"]) / "stages.json"))
     checkpoint = stages.result(f"round_{best_cfg.run.rounds}/train")
     index = build_index(best_cfg.data)
-    result = evaluate_checkpoint(best_cfg, checkpoint, index.videos("test"), load_dataset_info(best_cfg.data.root),
+    result = evaluate_checkpoint(best_cfg, RayBackend(best_cfg), checkpoint, index.parts["test"],
+                                 load_dataset_info(best_cfg.data.root),
                                  predictions=str(sweep_dir / "best_test_predictions.json"))
     result["checkpoint"] = checkpoint
     storage.write_text(out, json.dumps(result, indent=1))

@@ -18,10 +18,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from raytal.core.seeds import SeedStream
 from raytal.core.video import Video
 from raytal.model.batch import Batch, collate, concat_batches
-
-_CROP_STREAM = 13  # a seed-sequence entry of its own, so crops never share draws with other streams
 
 
 def split_batch(batch_size: int, unlabeled_per_batch: float, n_labeled: int, n_pseudo: int) -> tuple[int, int]:
@@ -85,7 +84,7 @@ def rank_batches(
                 return
             parts = [
                 collate([v], pad_multiple=pad_multiple, max_seq_len=max_seq_len, trunc_thresh=trunc_thresh,
-                        rng=np.random.default_rng([seed, epoch, step, pos, _CROP_STREAM]))
+                        rng=np.random.default_rng([seed, epoch, step, pos, SeedStream.CROP]))
                 for v, pos in zip(videos, positions)
             ]
             yield epoch, step, concat_batches(parts)

@@ -31,15 +31,16 @@ from tqdm import tqdm
 
 from raytal.config import TrainConfig
 from raytal.core.precision import autocast, grad_scaler, set_tf32
+from raytal.core.seeds import SeedStream
 from raytal.engine.checkpoint import numpy_rng_state, set_numpy_rng_state
 from raytal.engine.ema import ModelEMA
 from raytal.engine.schedule import warmup_cosine_scheduler
 from raytal.losses.normalizer import LossNormalizers
 from raytal.model.batch import Batch
 
-_TORCH_STREAM = 14
-# Epoch statistics that measure time, not the model: they differ between two runs of the same config.
-TIMING_KEYS = ("step_s", "data_wait_s")
+# Epoch statistics that measure time, not the model: they differ between two runs of the same config
+# (first_batch_s: the wait for a stage's first batch, in its first epoch's statistics).
+TIMING_KEYS = ("step_s", "data_wait_s", "first_batch_s")
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Trainer:
         seconds per step (``TIMING_KEYS``): all of it, and the part spent waiting for the next batch (reading,
         collating), which shows whether the data keeps up with the model."""
         self.epoch = epoch
-        torch.manual_seed(int(np.random.default_rng([self.train.seed, epoch, self.rank, _TORCH_STREAM]).integers(2**62)))
+        torch.manual_seed(int(np.random.default_rng([self.train.seed, epoch, self.rank, SeedStream.DROPOUT]).integers(2**62)))
         self.net.train()
         sums: dict[str, float] = {}
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", disable=not progress, leave=False)

@@ -13,6 +13,7 @@ import torch
 
 from raytal.config import Config
 from raytal.core.grid import video_grid
+from raytal.core.seeds import SeedStream
 from raytal.core.video import Video
 from raytal.losses.contrastive import acp_loss
 from raytal.losses.quality import locq_loss
@@ -22,7 +23,6 @@ from raytal.pseudo.quality_selection import joint_score, split_by_quality
 from raytal.recipes.outputs import quality_terms
 from raytal.recipes.registry import Instances, LabelingContext, LossInputs, LossTerm, Recipe, register
 
-_ACP_STREAM = 21  # the step generator's stream for ACP's frame sampling and k-means
 
 
 @dataclass
@@ -73,7 +73,7 @@ def acp_term(cfg: Config) -> LossTerm:
 
     def acp(x: LossInputs) -> dict[str, tuple[float, torch.Tensor]]:
         value = acp_loss(x.out.pyramid, x.batch.mask, x.batch.feats, apl.acp_parts, apl.acp_temperature,
-                         x.ctx.generator(_ACP_STREAM))
+                         x.ctx.generator(SeedStream.ACP))
         return {"acp": (apl.lambda_acp, value)}
 
     return acp
@@ -85,7 +85,7 @@ def acp_pretraining_objective(cfg: Config) -> Callable:
 
     def objective(model, batch, out: DetectorOutput, ctx) -> dict[str, torch.Tensor]:
         value = acp_loss(out.pyramid, batch.mask, batch.feats, apl.acp_parts, apl.acp_temperature,
-                         ctx.generator(_ACP_STREAM))
+                         ctx.generator(SeedStream.ACP))
         return {"loss": value, "acp": value.detach()}
 
     return objective
@@ -143,11 +143,12 @@ class APL(Recipe):
             terms = {}
             if x.out.quality_logits is None:
                 return terms
-            for name, part in x.parts.items():
-                if not sum(int(t.pos.sum()) for t in part.targets):
+            for kind in x.kinds.values():
+                if not sum(int(t.pos.sum()) for t in kind.targets):
                     continue
-                rows, pts, tiou, tnd, _ = quality_terms(x.out, part.targets, part.videos, apl.eps)
-                terms[f"locq_{name}"] = (apl.lambda_locq * part.weight, locq_loss(x.out.quality_logits[rows, pts], tiou, tnd))
+                rows, pts, tiou, tnd, _ = quality_terms(x.out, kind.targets, kind.videos, apl.eps)
+                terms[f"locq_{kind.suffix}"] = (apl.lambda_locq * kind.weight,
+                                                locq_loss(x.out.quality_logits[rows, pts], tiou, tnd))
             return terms
 
         return [locq, acp_term(cfg)] if apl.acp else [locq]

@@ -48,7 +48,7 @@ class NPL(Recipe):
         weight = cfg.recipe.npl.consistency_weight
 
         def consistency(x: LossInputs) -> dict[str, tuple[float, torch.Tensor]]:
-            u = x.parts.get("u")
+            u = x.kinds.get("pseudo")
             if u is None or not sum(int(t.pos.sum()) for t in u.targets):
                 return {}
             rows, pts, off, _, inst = positive_offsets(x.out, u.targets, u.videos)

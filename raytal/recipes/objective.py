@@ -17,7 +17,7 @@ from raytal.engine.trainer import Objective, StepContext
 from raytal.model.batch import Batch
 from raytal.model.criterion import detection_loss
 from raytal.model.detector import DetectorOutput
-from raytal.recipes.registry import LossInputs, Part, Recipe, active_recipes, first_opinion
+from raytal.recipes.registry import KindLoss, LossInputs, Recipe, active_recipes, first_opinion
 
 
 def make_objective(cfg: Config, *, delta_targets: bool = False, recipes: list[Recipe] | None = None) -> Objective:
@@ -40,16 +40,17 @@ def make_objective(cfg: Config, *, delta_targets: bool = False, recipes: list[Re
             batch, extra = transform(model, batch, out, ctx)
             report.update(extra)
         total = out.cls_logits.sum() * 0.0
-        parts: dict[str, Part] = {}
-        for name, select, weight in (("s", batch.labeled, 1.0), ("u", ~batch.labeled, unlabeled_weight)):
+        kinds: dict[str, KindLoss] = {}
+        for kind, suffix, select, weight in (("labeled", "s", batch.labeled, 1.0),
+                                             ("pseudo", "u", ~batch.labeled, unlabeled_weight)):
             if not bool(select.any()):
                 continue
-            norm = ctx.loss_norm(name) if ctx.loss_norm is not None else None
+            norm = ctx.loss_norm(suffix) if ctx.loss_norm is not None else None
             det = detection_loss(out, batch, select=select, normalizer=norm, **det_args)
             total = total + weight * det["loss"]
-            report[f"cls_{name}"], report[f"reg_{name}"] = det["cls"].detach(), det["reg"].detach()
-            parts[name] = Part(select, torch.nonzero(select, as_tuple=True)[0], det["targets"], weight)
-        inputs = LossInputs(batch, out, parts, ctx, delta_targets)
+            report[f"cls_{suffix}"], report[f"reg_{suffix}"] = det["cls"].detach(), det["reg"].detach()
+            kinds[kind] = KindLoss(suffix, select, torch.nonzero(select, as_tuple=True)[0], det["targets"], weight)
+        inputs = LossInputs(batch, out, kinds, ctx, delta_targets)
         for term in terms:
             for key, (weight, value) in term(inputs).items():
                 total = total + weight * value

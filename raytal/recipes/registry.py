@@ -46,22 +46,24 @@ class Instances:
 
 
 @dataclass
-class Part:
-    """The detection loss of one kind of video in a batch: "s" (labeled) or "u" (pseudo-labeled)."""
+class KindLoss:
+    """The detection loss of one kind of video in a batch, "labeled" or "pseudo" (pseudo-labeled)."""
 
+    suffix: str  # of its reported terms: the papers' L_s ("s", labeled) and L_u ("u", pseudo-labeled)
     select: torch.Tensor  # [B] bool
     videos: torch.Tensor  # batch rows of the selected videos
     targets: list  # per selected video, raytal.model.assign.Targets
-    weight: float  # of this part's terms in the total (1 for "s", the recipe's unlabeled weight for "u")
+    weight: float  # of this kind's terms in the total (1 for labeled videos, the recipe's unlabeled weight)
 
 
 @dataclass
 class LossInputs:
-    """What a loss term may read: the batch, the model output, the detection parts, the step."""
+    """What a loss term may read: the batch, the model output, the detection loss of each kind of video,
+    the step."""
 
     batch: Batch
     out: DetectorOutput
-    parts: dict[str, Part]
+    kinds: dict[str, KindLoss]  # "labeled" / "pseudo", when the batch holds such videos
     ctx: StepContext
     delta_targets: bool  # the pseudo videos' dense targets are GauFuse Δ labels
 

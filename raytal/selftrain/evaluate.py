@@ -1,28 +1,33 @@
-"""The one evaluator of a run: a checkpoint of either kind on a stream of videos -> mAP per tIoU, and its
+"""The one evaluator of a run: a checkpoint of either kind on a part of the run -> mAP per tIoU, and its
 detections as an ActivityNet results file.
 
 Round evaluations, the supervised job, Tune's trials and its final test of the best trial all call
-``evaluate_checkpoint``, at the run's protocol (``eval_tious``: ``eval.tious``, else the dataset's); test
-videos are read in chunks, so only the detections are held.
+``evaluate_checkpoint``, at the run's protocol (``eval_tious``: ``eval.tious``, else the dataset's). The
+detections come from the back-end's inference pass (``Backend.detect``: in this process, or Ray Data's
+actor pool), so only they are held; the ground truth is read from the shards' small columns.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Sequence
 
 import numpy as np
+import pyarrow.compute as pc
 
 from raytal.config import Config
 from raytal.core import storage
+from raytal.core.errors import DataError
 from raytal.core.segments import SegmentTable
-from raytal.core.video import Video
 from raytal.data.dataset import DatasetInfo
-from raytal.data.stream import chunks
+from raytal.data.index import Source
+from raytal.data.shards import read_shard_tables
 from raytal.eval.detection import DetectionResult, evaluate_detection
-from raytal.selftrain.teacher import Predictor
-
-EVAL_CHUNK = 64  # videos predicted at a time
+from raytal.selftrain.backend import Backend
+from raytal.selftrain.predict import detections_of, read_detections, results_json
+from raytal.selftrain.pseudo_stage import input_blocks
+from raytal.selftrain.spec import DetectSpec, InferenceInput
 
 
 def eval_tious(cfg: Config, info: DatasetInfo) -> tuple[float, ...]:
@@ -30,18 +35,14 @@ def eval_tious(cfg: Config, info: DatasetInfo) -> tuple[float, ...]:
     return tuple(cfg.eval.tious or info.tious)
 
 
-
-
-def predict_all(cfg: Config, checkpoint: str, videos: Iterable[Video], num_classes: int | None = None
-                ) -> tuple[SegmentTable, SegmentTable, list[str]]:
-    """(ground truth, detections, video ids) of ``checkpoint`` on ``videos``, read in chunks."""
-    predictor = Predictor(cfg, checkpoint, num_classes)
-    gts, preds, ids = [], [], []
-    for chunk in chunks(videos, EVAL_CHUNK):
-        gts.append(SegmentTable.from_videos(chunk))
-        preds.append(SegmentTable.from_predictions([v.video_id for v in chunk], predictor(chunk)))
-        ids += [v.video_id for v in chunk]
-    return SegmentTable.concat(gts), SegmentTable.concat(preds), ids
+def ground_truth(sources: Sequence[Source]) -> tuple[SegmentTable, list[str]]:
+    """(ground truth, video ids) of the sources' videos, from the shards' small columns (no feature read)."""
+    tables, ids = [], []
+    for src in sources:
+        for t in read_shard_tables(src.file, src.ids, columns=["video_id", "annotations"]):
+            tables.append(SegmentTable.from_arrow(t.column("video_id"), t.column("annotations"), with_scores=False))
+            ids += t.column("video_id").to_pylist()
+    return SegmentTable.concat(tables), ids
 
 
 def eval_json(result: DetectionResult, class_names: list[str] | None = None) -> dict:
@@ -54,20 +55,21 @@ def eval_json(result: DetectionResult, class_names: list[str] | None = None) -> 
     return out
 
 
-def results_json(pred: SegmentTable, ids: list[str], classes: list[str]) -> dict:
-    """Detections in the ActivityNet results format (seconds, labels by name): what ``jobs/evaluate.py``
-    and the official evaluation kits read. Every video predicted on has an entry, possibly empty."""
-    results: dict[str, list] = {vid: [] for vid in ids}
-    for vid, (s, e), lab, score in zip(pred.video, pred.segments, pred.labels, pred.scores):
-        results[vid].append({"label": classes[int(lab)], "segment": [float(s), float(e)], "score": float(score)})
-    return {"version": "VERSION 1.3", "results": results, "external_data": {"used": False}}
-
-
-def evaluate_checkpoint(cfg: Config, checkpoint: str, videos: Iterable[Video], info: DatasetInfo,
-                        predictions: str | None = None) -> dict:
-    """mAP of ``checkpoint`` on ``videos`` at the run's thresholds (JSON-able, fractions); with
-    ``predictions`` (a path or URI) its detections are written there as an ActivityNet results file."""
-    gt, pred, ids = predict_all(cfg, checkpoint, videos, len(info.classes))
+def evaluate_checkpoint(cfg: Config, backend: Backend, checkpoint: str, sources: Sequence[Source],
+                        info: DatasetInfo, predictions: str | None = None, part: str = "test") -> dict:
+    """mAP of ``checkpoint`` on the videos of ``sources`` (members of ``part``) at the run's thresholds
+    (JSON-able, fractions); with ``predictions`` (a path or URI) its detections are written there as an
+    ActivityNet results file. A video the pass could not read or predict is an error naming it."""
+    gt, ids = ground_truth(sources)
+    inputs = tuple(InferenceInput(k, part, s.file, s.ids, s.count) for k, s in enumerate(sources))
+    with tempfile.TemporaryDirectory(prefix="raytal-detections-") as out:
+        backend.detect(cfg, DetectSpec(checkpoint, inputs, input_blocks, out, len(info.classes), info.feature_dim))
+        table = read_detections(out)
+    failed = table.filter(pc.is_valid(table.column("error")))
+    if failed.num_rows:
+        raise DataError(f"{failed.num_rows} {part} video(s) could not be evaluated; "
+                        f"{failed.column('video_id')[0]}: {failed.column('error')[0]}")
+    pred = detections_of(table)
     if predictions is not None:
         storage.write_text(predictions, json.dumps(results_json(pred, ids, info.classes)))
     return eval_json(evaluate_detection(gt, pred, eval_tious(cfg, info)))

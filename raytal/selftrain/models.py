@@ -15,7 +15,7 @@ import torch
 
 from raytal.config import Config
 from raytal.core.errors import CheckpointError
-from raytal.engine.checkpoint import check_checkpoint, checkpoint_kind, load_checkpoint
+from raytal.engine.checkpoint import check_checkpoint, load_checkpoint
 from raytal.model.actionformer_weights import detector_weights, strip_data_parallel
 from raytal.model.detector import Detector
 from raytal.model.wtal import WTALModel
@@ -50,10 +50,6 @@ def load_weak_base(path: str | Path, num_classes: int | None = None, input_dim: 
     model = WTALModel(int(state["input_dim"]), int(state["num_classes"]), int(state["hidden"]), float(state["dropout"]))
     model.load_state_dict(state["model"])
     return model.eval()
-
-
-def is_weak_base(path: str | Path) -> bool:
-    return checkpoint_kind(load_checkpoint(path)) == WEAK_BASE
 
 
 def weak_base_state(model: WTALModel, num_classes: int, input_dim: int, hidden: int, dropout: float) -> dict:

@@ -1,20 +1,21 @@
 """The pseudo-labeling stage of a round, without Ray: the per-batch steps both back-ends run.
 
-    units (one shard file of a pseudo source each, ``unit_blocks``: streamed in blocks of a few batches)
+    inputs (one shard file of a pseudo source each, ``input_blocks``: streamed in blocks of a few batches)
     -> teacher inference on a batch of videos (``InferStage``: make_infer() once per actor, so the teacher
        checkpoint is read once per actor, not per batch)
     -> the recipes' labeling per video (``label_batch``, or inside the actor: ``InferLabelStage``)
     -> pseudo-label rows (``PSEUDO_SCHEMA`` + ``shard``), written to ``<out>/shard=<k>`` per source.
 
 The in-process back-end chains them in a loop (``label_in_process``); the Ray Data pipeline
-(``raytal.distributed.pseudo_pipeline``) runs the same classes as read tasks, actors and map tasks.
+(``raytal.distributed.pseudo_pipeline``) runs the same classes as read tasks, actors and map tasks. Rows and
+videos are converted by the shards' one codec (``raytal.data.shards``).
 
 Every video that reaches the stage leaves one row; a per-video failure (undecodable or non-finite
 features, wrong feature dimension, an exception in inference or labeling) becomes an error row with the
 reason. Unreadable shard files: Parquet keeps its metadata (row count, schema) in the footer at the end of
 the file, so a truncated file has lost exactly the part that says which videos it held. Each file's footer
-and ``video_id`` column are therefore checked before anything runs (``check_units``, a small read, no
-features); a file that fails is left out and reported as a file-level error in the summary.
+and ``video_id`` column are therefore checked before anything runs (a small read, no
+features; a file that fails is left out and reported as a file-level error in the summary.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -32,34 +32,31 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from raytal.core import storage
 from raytal.core.errors import DataError
+from raytal.core.progress import progress
 from raytal.core.threads import set_torch_threads
 from raytal.core.video import Video
 from raytal.data.pseudo_io import PSEUDO_SCHEMA, SOURCE_KEY, pseudo_row, source_dir
 from raytal.data.shards import SCHEMA as SHARD_SCHEMA
-from raytal.data.shards import open_shard, read_shard_tables, rows_to_videos
-from raytal.data.splits import part_view
-from raytal.selftrain.spec import LabelSpec
+from raytal.data.shards import open_shard, read_shard_tables, rows_to_videos, video_to_row
+from raytal.data.splits import view_rows
+from raytal.selftrain.spec import InferenceInput, LabelSpec
 
 InferFn = Callable[[list[Video]], list[dict]]
 LabelFn = Callable[[Video, dict], dict]
 MAX_REASONS = 5  # error reasons kept in the summary (smallest video ids, so the choice is deterministic)
 # Rows travelling through the stage carry the index of their pseudo source (their output directory) and
-# their part (how the video is viewed: raytal.data.splits.part_view).
+# their part (how the video is viewed: raytal.data.splits.view_rows).
 UNIT_COLUMNS = [pa.field(SOURCE_KEY, pa.int32()), pa.field("part", pa.string())]
 # A row a read task could not build a video from (e.g. an unreadable feature file) carries the reason here.
 READ_ERROR = "read_error"
 OUT_SCHEMA = pa.schema([*PSEUDO_SCHEMA, UNIT_COLUMNS[0]])
-# What the inference stage hands to a separate labeling stage: the video record without its hidden ground
+# What the inference stage hands to a separate labeling stage: the video's row without its hidden ground
 # truth, and the teacher's prediction as an .npz blob (arrays only, loaded with allow_pickle=False).
-_PRED_SCHEMA = pa.schema(
-    [SHARD_SCHEMA.field(n) for n in ("video_id", "subset", "duration", "fps", "feat_stride", "num_frames", "T", "D",
-                                     "features", "video_labels")]
-    + [pa.field("prediction", pa.large_binary()), pa.field("error", pa.string()), UNIT_COLUMNS[0]]
-)
+_PRED_SCHEMA = pa.schema([*SHARD_SCHEMA, pa.field("prediction", pa.large_binary()), pa.field("error", pa.string()),
+                          UNIT_COLUMNS[0]])
 
 
 @dataclass
@@ -124,28 +121,18 @@ def decode_prediction(blob: bytes) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------- units
+# ------------------------------------------------------------------------------------ inputs
 
 
-class Unit(NamedTuple):
-    """One shard file of a pseudo source: its rows go to ``<out>/shard=<k>``."""
-
-    k: int
-    part: str
-    file: str
-    ids: tuple[str, ...] | None
-    count: int
-
-
-class UnitCheck(NamedTuple):
-    good: list[Unit]  # readable
+class InputCheck(NamedTuple):
+    good: list[InferenceInput]  # readable
     videos: int  # videos in them
     nbytes: int  # their uncompressed size (Parquet footers), to size Ray Data blocks
     errors: list[tuple[str, str]]  # (file, reason) for the rest
 
 
-def check_units(spec: LabelSpec) -> UnitCheck:
-    """Which units of ``spec`` are readable, reading footers and ids only."""
+def check_inputs(spec: LabelSpec) -> InputCheck:
+    """Which shard files of ``spec`` are readable, reading footers and ids only."""
     good, bad, count, nbytes = [], [], 0, 0
     for k, (part, src) in enumerate(spec.sources):
         try:
@@ -158,18 +145,18 @@ def check_units(spec: LabelSpec) -> UnitCheck:
             bad.append((src.file, f"unreadable Parquet shard (truncated or corrupt?): {e}"))
             continue
         n = len(ids) if src.ids is None else src.count
-        good.append(Unit(k, part, src.file, src.ids, n))
+        good.append(InferenceInput(k, part, src.file, src.ids, n))
         count += n
         nbytes += size * n // max(len(ids), 1)
-    return UnitCheck(good, count, nbytes, bad)
+    return InputCheck(good, count, nbytes, bad)
 
 
-def unit_blocks(unit: Unit, rows: int) -> Iterator[pa.Table]:
-    """The unit's shard rows in tables of at most ``rows`` videos, tagged with the unit's source and part."""
-    for table in read_shard_tables(unit.file, unit.ids, rows=rows):
+def input_blocks(item: InferenceInput, rows: int) -> Iterator[pa.Table]:
+    """The input's shard rows in tables of at most ``rows`` videos, tagged with its output and part."""
+    for table in read_shard_tables(item.file, item.ids, rows=rows):
         n = table.num_rows
-        yield table.append_column(UNIT_COLUMNS[0], pa.array([unit.k] * n, pa.int32())).append_column(
-            UNIT_COLUMNS[1], pa.array([unit.part] * n, pa.string()))
+        yield table.append_column(UNIT_COLUMNS[0], pa.array([item.k] * n, pa.int32())).append_column(
+            UNIT_COLUMNS[1], pa.array([item.part] * n, pa.string()))
 
 
 # ---------------------------------------------------------------------------------------- stages
@@ -182,13 +169,7 @@ def _error_pred_row(video_id: str, reason: str, k: int) -> dict[str, Any]:
 
 
 def _pred_row(video: Video, pred: dict, k: int) -> dict[str, Any]:
-    feats = np.ascontiguousarray(video.features, dtype=np.float32)
-    return {
-        "video_id": video.video_id, "subset": video.subset, "duration": video.duration, "fps": video.fps,
-        "feat_stride": video.feat_stride, "num_frames": video.num_frames, "T": feats.shape[0],
-        "D": feats.shape[1], "features": feats.tobytes(), "video_labels": [int(c) for c in video.video_labels],
-        "prediction": encode_prediction(pred), "error": None, SOURCE_KEY: k,
-    }
+    return {**video_to_row(video, check=False), "prediction": encode_prediction(pred), "error": None, SOURCE_KEY: k}
 
 
 def _unlabeled(video: Video) -> Video:
@@ -218,13 +199,14 @@ class InferStage:
         video's source index)."""
         failed: list[tuple[str, str]] = []
         source = dict(zip(batch.column("video_id").to_pylist(), batch.column(SOURCE_KEY).to_pylist()))
-        parts = dict(zip(batch.column("video_id").to_pylist(), batch.column("part").to_pylist()))
         if READ_ERROR in batch.column_names:
             unread = batch.filter(pc.is_valid(batch.column(READ_ERROR)))
             failed += zip(unread.column("video_id").to_pylist(), unread.column(READ_ERROR).to_pylist())
             batch = batch.filter(pc.is_null(batch.column(READ_ERROR)))
-        videos = [part_view(v, parts[v.video_id], self.setting)
-                  for v in rows_to_videos(batch, source="shard", errors=failed, check_finite=True)]
+        parts = batch.column("part")
+        videos = [v for part in dict.fromkeys(parts.to_pylist())
+                  for v in rows_to_videos(view_rows(batch.filter(pc.equal(parts, part)), part, self.setting),
+                                          source="shard", errors=failed, check_finite=True)]
         good = []
         for v in videos:
             if self.feature_dim is not None and v.features.shape[1] != self.feature_dim:
@@ -291,28 +273,16 @@ class InferLabelStage(InferStage):
         return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
 
 
-def _video_of(cols: dict[str, list], i: int) -> Video:
-    T, D = cols["T"][i], cols["D"][i]
-    return Video(
-        video_id=cols["video_id"][i], subset=cols["subset"][i], duration=cols["duration"][i], fps=cols["fps"][i],
-        feat_stride=cols["feat_stride"][i], num_frames=cols["num_frames"][i],
-        features=np.frombuffer(cols["features"][i], dtype=np.float32).reshape(T, D).copy(),
-        labeled=False,  # no ground truth travels with an unlabeled video into the labeling stage
-        video_labels=np.asarray(cols["video_labels"][i] or [], dtype=np.int64),
-    )
-
-
 def label_batch(batch: pa.Table, *, label_video: LabelFn, round: int, teacher: str) -> pa.Table:
     """Map task: prediction rows -> pseudo-label rows; a raising or invalid label_video -> error row."""
-    cols = {name: batch.column(name).to_pylist() for name in _PRED_SCHEMA.names}
-    rows = []
-    for i, vid in enumerate(cols["video_id"]):
-        k = cols[SOURCE_KEY][i]
-        if cols["error"][i] is not None:
-            rows.append(_error_row(vid, round, teacher, cols["error"][i], k))
-        else:
-            rows.append(_label_row(vid, lambda i=i: (_video_of(cols, i), decode_prediction(cols["prediction"][i])),
-                                   label_video, round, teacher, k))
+    failed = batch.filter(pc.is_valid(batch.column("error")))
+    done = batch.filter(pc.is_null(batch.column("error")))
+    rows = [_error_row(vid, round, teacher, reason, k) for vid, reason, k in
+            zip(*(failed.column(n).to_pylist() for n in ("video_id", "error", SOURCE_KEY)))]
+    videos = rows_to_videos(done.select(SHARD_SCHEMA.names))  # labeled false, no ground truth: _unlabeled
+    for v, pred, k in zip(videos, done.column("prediction"), done.column(SOURCE_KEY).to_pylist()):
+        rows.append(_label_row(v.video_id, lambda v=v, pred=pred: (v, decode_prediction(pred.as_py())), label_video,
+                               round, teacher, k))
     return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
 
 
@@ -366,7 +336,7 @@ def summarize_output(out_dir: str) -> tuple[int, int, int, list[tuple[str, str]]
     return rows, errors, usable, reasons, per_class, relaxed
 
 
-def summary_of(spec: LabelSpec, check: UnitCheck, start: float) -> PipelineSummary:
+def summary_of(spec: LabelSpec, check: InputCheck, start: float) -> PipelineSummary:
     """The pass's summary from its output (and a check that no video was lost)."""
     rows, errors, usable, reasons, per_class, relaxed = (
         summarize_output(spec.out_dir) if check.good else (0, 0, 0, [], {}, 0))
@@ -390,12 +360,22 @@ def write_source_rows(out_dir: str, table: pa.Table, name: str) -> None:
         write_table(storage.join(source_dir(out_dir, k), name), rows)
 
 
-def run_in_process(units: list[Unit], stage: Callable[[pa.Table], pa.Table], write: Callable[[pa.Table, str], None],
-                   rows: int, read: Callable[[Unit, int], Iterator[pa.Table]] = unit_blocks) -> None:
-    """The stage in this process, one unit at a time, each block's output written as it comes."""
-    for unit in tqdm(units, desc="videos", unit="file", disable=not sys.stderr.isatty()):
-        for i, block in enumerate(read(unit, rows)):
-            write(stage(block), f"part-{unit.k:05d}-{i:07d}.parquet")
+def write_outputs(tables: Iterable[pa.Table], write: Callable[[pa.Table, str], None], total: int, desc: str) -> None:
+    """Each output table of a pass written as it comes (the i-th as ``part-<i>.parquet``), under one progress
+    bar of the pass's videos. Both back-ends write this way: the rows of a table are the same whichever
+    produced them, and nothing is held but the table being written."""
+    with progress(total, desc, "video") as bar:
+        for i, table in enumerate(tables):
+            write(table, f"part-{i:07d}.parquet")
+            bar.update(table.num_rows)
+
+
+def run_in_process(inputs: list[InferenceInput], stage: Callable[[pa.Table], pa.Table],
+                   write: Callable[[pa.Table, str], None], rows: int, desc: str,
+                   read: Callable[[InferenceInput, int], Iterator[pa.Table]] = input_blocks) -> None:
+    """The stage in this process, one input at a time, each block's output written as it comes."""
+    tables = (stage(block) for item in inputs for block in read(item, rows))
+    write_outputs(tables, write, sum(item.count for item in inputs), desc)
 
 
 def label_in_process(spec: LabelSpec, make_infer: Callable[[], InferFn], label_video: LabelFn,
@@ -403,8 +383,9 @@ def label_in_process(spec: LabelSpec, make_infer: Callable[[], InferFn], label_v
     """The labeling stage in this process: the rows the Ray pipeline writes, error rows included."""
     start = time.perf_counter()
     clean_output(spec.out_dir)
-    check = check_units(spec)
+    check = check_inputs(spec)
     stage = InferLabelStage(make_infer, feature_dim, max(1, torch_threads), spec.setting, label_video=label_video,
                             round=spec.round, teacher=spec.teacher)
-    run_in_process(check.good, stage, lambda table, name: write_source_rows(spec.out_dir, table, name), batch_size)
+    run_in_process(check.good, stage, lambda table, name: write_source_rows(spec.out_dir, table, name), batch_size,
+                   spec.name)
     return summary_of(spec, check, start)

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -32,16 +32,21 @@ from raytal.core import storage
 from raytal.core.errors import CheckpointError, DataError, RunStateError
 from raytal.core.outputs import OutputDir
 from raytal.core.segments import SegmentTable
+from raytal.core.video import Video
 from raytal.data.dataset import load_dataset_info
-from raytal.data.index import RunIndex, build_index, source_ids, source_videos
+from raytal.data.index import RunIndex, Source, build_index, source_ids
 from raytal.data.pseudo_io import (
-    PSEUDO_FILES, PSEUDO_KIND, apply_pseudo_labels, check_source_rows, read_pseudo_labels, source_dir,
+    PSEUDO_FILES, PSEUDO_KIND, check_source_rows, join_pseudo_labels, read_pseudo_labels, read_pseudo_table,
+    source_dir,
 )
+from raytal.data.shards import read_shard_tables, rows_to_videos
+from raytal.data.splits import view_rows
 from raytal.eval.quality import pseudo_label_quality
 from raytal.pseudo.delta_labels import regeneration_epochs
 from raytal.recipes.labeling import prepare_labeling
 from raytal.recipes.registry import LabelingContext
 from raytal.core.protocols import format_tious
+from raytal.selftrain.backend import Backend
 from raytal.selftrain.evaluate import eval_tious, evaluate_checkpoint
 from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.models import DETECTOR, load_detector, load_weak_base
@@ -56,29 +61,39 @@ log = logging.getLogger("raytal.selftrain")
 T = TypeVar("T")
 
 
-class Backend(Protocol):
-    def train(self, cfg: Config, spec: TrainSpec) -> str: ...
-
-    def pseudolabel(self, cfg: Config, spec: LabelSpec) -> dict: ...
-
-
 def run_dir_of(cfg: Config) -> str:
     """The run directory: ``run.dir``, else ``runs/<run.name>`` (``runs/run`` without a name)."""
     return storage.resolve(cfg.run.dir or storage.join("runs", cfg.run.name or "run"))
 
 
+def labeled_videos(src: Source, part: str, setting: str, labels: str, count: int | None = None
+                   ) -> tuple[list[Video], list[Video]]:
+    """(the videos of ``src`` with their ground truth, the same videos with their pseudo labels of ``labels``;
+    a video whose pseudo-label row is an error row, or holds no labels, is left out of the second), for the
+    first ``count`` videos of the source (all when None)."""
+    gts, pseudos = [], []
+    records = read_pseudo_table(labels)
+    for table in read_shard_tables(src.file, src.ids):
+        rows = view_rows(table.slice(0, count - len(gts) if count is not None else None), part, setting)
+        gts += rows_to_videos(rows, src.file)
+        pseudos += rows_to_videos(join_pseudo_labels(rows, records, source=labels), src.file)
+        if count is not None and len(gts) >= count:
+            break
+    return gts, pseudos
+
+
 def round_quality(index: RunIndex, label: LabelSpec) -> dict:
-    """Pseudo-label quality against the hidden ground truth of the split's unlabeled videos (SPEC §7); the
-    pool's videos have none."""
+    """Pseudo-label quality against the hidden ground truth of the split's unlabeled videos; the pool's
+    videos have none."""
     gts, pseudos = [], []
     for k, (part, src) in enumerate(label.sources):
         if part != "unlabeled":
             continue
-        records = read_pseudo_labels(source_dir(label.out_dir, k), index.num_classes)
-        videos = list(source_videos(src, part, index.setting))
-        check_source_rows(records, {v.video_id for v in videos}, source_dir(label.out_dir, k))
-        gts.append(SegmentTable.from_videos(videos))
-        pseudos.append(SegmentTable.from_videos(apply_pseudo_labels(videos, records)))
+        directory = source_dir(label.out_dir, k)
+        check_source_rows(read_pseudo_labels(directory, index.num_classes), set(source_ids(src)), directory)
+        truth, pseudo = labeled_videos(src, part, index.setting, directory)
+        gts.append(SegmentTable.from_videos(truth))
+        pseudos.append(SegmentTable.from_videos(pseudo))
     q = pseudo_label_quality(SegmentTable.concat(gts), SegmentTable.concat(pseudos), index.num_classes)
     return {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in q.items()}
 
@@ -92,7 +107,7 @@ def check_pseudo_labels(label: LabelSpec) -> None:
         check_source_rows(read_pseudo_labels(directory, label.num_classes), set(source_ids(src)), directory)
 
 
-class Run:
+class Rounds:
     """One run's stages over its index, with the back-end that executes them (see the module docstring)."""
 
     def __init__(self, cfg: Config, backend: Backend, on_round: Callable[[int, dict], None] | None = None,
@@ -210,7 +225,8 @@ class Run:
     def evaluate(self, index: RunIndex, r: int, checkpoint: str) -> dict:
         part = self.cfg.run.eval_subset
         res = self.stages.run(f"round_{r}/eval", lambda: evaluate_checkpoint(
-            self.cfg, checkpoint, index.videos(part), self.info, self.path(f"round_{r}", "predictions.json")))
+            self.cfg, self.backend, checkpoint, index.parts.get(part, []), self.info,
+            self.path(f"round_{r}", "predictions.json"), part))
         log.info("round %d: %s average mAP (tIoU %s) %.2f %%", r, part, format_tious(eval_tious(self.cfg, self.info)),
                  100 * res["average_mAP"])
         if self.on_round is not None:
@@ -308,10 +324,10 @@ class Run:
         if not sources or sources[0][0] != "unlabeled":
             return []
         part, src = sources[0]
-        videos = [v for _, v in zip(range(count), source_videos(src, part, index.setting))]
+        videos, pseudo_videos = labeled_videos(src, part, index.setting, source_dir(self.path(f"round_{r}", "pseudo"), 0),
+                                               count)
         preds = Predictor(self.cfg, self.stages.result(f"round_{r - 1}/train"))(videos)
-        records = read_pseudo_labels(source_dir(self.path(f"round_{r}", "pseudo"), 0))
-        pseudo = {v.video_id: v for v in apply_pseudo_labels(videos, records)}
+        pseudo = {v.video_id: v for v in pseudo_videos}
         out = []
         for v, p in zip(videos, preds):
             top = np.argsort(-p["scores"])[:20]
@@ -332,7 +348,7 @@ def run_selftrain(cfg: Config, backend: Backend, on_round: Callable[[int, dict],
     ``on_round(r, eval_result)`` is called after each round's evaluation (Tune reports it per round);
     ``overwrite`` lets a new run write beside files raytal did not write in its directory (``run_output``).
     """
-    run = Run(cfg, backend, on_round, overwrite)
+    run = Rounds(cfg, backend, on_round, overwrite)
     try:
         return run.run()
     finally:

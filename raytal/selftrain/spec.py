@@ -2,15 +2,19 @@
 
 A ``TrainSpec`` says what to train (the objective and the model's shape), on what (the labeled sources
 and the pseudo-labeled ones with their labels), from where (an initial checkpoint) and until when (a
-segment's last epoch); a ``LabelSpec`` says which teacher labels which videos, and where the rows go.
+segment's last epoch); a ``LabelSpec`` says which teacher labels which videos, and where the rows go; a
+``DetectSpec`` which checkpoint detects actions in which inputs, and where the detections go.
 Both are plain, picklable data: the Ray back-end ships them to its workers and tasks unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from raytal.core import storage
+import pyarrow as pa
+
 from raytal.data.index import Source
 from raytal.data.pseudo_io import source_dir
 from raytal.recipes.registry import LabelingContext
@@ -23,7 +27,7 @@ class PseudoSource:
     """A source of pseudo-labeled training videos: the shard rows of ``source`` joined with the pseudo-label
     rows in ``labels`` (one source's directory), and for GauFuse Δ labels the previous generation's."""
 
-    part: str  # "unlabeled" or "pool" (how the videos are viewed: raytal.data.splits.part_view)
+    part: str  # "unlabeled" or "pool" (how the videos are viewed: raytal.data.splits.view_rows)
     source: Source
     labels: str
     previous: str | None = None
@@ -65,9 +69,14 @@ class LabelSpec:
     setting: str
     sources: tuple[tuple[str, Source], ...]  # (part, source)
     context: LabelingContext = field(default_factory=LabelingContext)
+    # (cfg, teacher, num_classes, context) -> (make_infer, label_video); None: the teacher with the config's
+    # recipes (raytal.selftrain.teacher.labeling_callables); jobs/pseudolabel.py --stages names another
+    stages: Callable | None = None
 
-    def source_dirs(self) -> list[str]:
-        return [source_dir(self.out_dir, k) for k in range(len(self.sources))]
+    @property
+    def name(self) -> str:
+        """The pass as its run names it (``round_1/pseudo``): its output directory's last two names."""
+        return "/".join(self.out_dir.rstrip("/").split("/")[-2:])
 
     @property
     def videos(self) -> int:
@@ -82,5 +91,29 @@ def pseudo_sources(label: LabelSpec, previous: str | None = None) -> tuple[Pseud
     )
 
 
-def stage_file(spec: TrainSpec, name: str) -> str:
-    return storage.join(spec.stage_dir, name)
+class InferenceInput(NamedTuple):
+    """What one read task of an inference pass reads: a shard file (all its rows, or the listed ids), or for
+    predictions a group of feature files; its rows go to output ``k`` (a pseudo source's ``shard=<k>``)."""
+
+    k: int
+    part: str
+    file: str
+    ids: tuple[str, ...] | None
+    count: int
+
+
+# read(input, rows per table) -> its rows, tagged with the input's output k and part
+ReadFn = Callable[[InferenceInput, int], Iterator[pa.Table]]
+
+
+@dataclass(frozen=True)
+class DetectSpec:
+    """A checkpoint's test-time detections on ``inputs`` (read by ``read``), written to ``out_dir`` as
+    Parquet files of ``raytal.selftrain.predict.DETECTIONS_SCHEMA``."""
+
+    checkpoint: str
+    inputs: tuple[InferenceInput, ...]
+    read: ReadFn
+    out_dir: str
+    num_classes: int
+    input_dim: int

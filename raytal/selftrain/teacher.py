@@ -20,14 +20,15 @@ from raytal.config import Config
 from raytal.core.precision import set_tf32
 from raytal.core.threads import set_torch_threads
 from raytal.core.video import Video
-from raytal.engine.checkpoint import load_checkpoint
+from raytal.engine.checkpoint import checkpoint_kind, load_checkpoint
 from raytal.engine.mil import predict_weak
 from raytal.model.inference import predict_videos
 from raytal.model.wtal import WTALModel
 from raytal.postprocess.fusion import FusionFn, gaussian_fusion
 from raytal.recipes.labeling import label_video, labeling_infer, needs_dense
 from raytal.recipes.registry import LabelingContext, active_recipes, first_opinion
-from raytal.selftrain.models import DETECTOR, WEAK_BASE, checkpoint_kind, load_detector, load_weak_base
+from raytal.selftrain.models import DETECTOR, WEAK_BASE, load_detector, load_weak_base
+from raytal.selftrain.spec import LabelSpec
 
 
 def keep_video_classes(video: Video, pred: dict) -> dict:
@@ -120,6 +121,12 @@ def labeling_callables(cfg: Config, checkpoint: str, num_classes: int, context: 
     kind = context.teacher_kind
     make_infer = functools.partial(_make_teacher, cfg, checkpoint, kind, num_classes)
     return make_infer, functools.partial(label_video, cfg, num_classes, context=context)
+
+
+def pass_callables(cfg: Config, spec: LabelSpec):
+    """(make_infer, label_video) of a labeling pass: its own stages when it names them, else the teacher's
+    with the config's recipes."""
+    return (spec.stages or labeling_callables)(cfg, spec.teacher, spec.num_classes, spec.context)
 
 
 def test_fusion(cfg: Config) -> FusionFn | None:

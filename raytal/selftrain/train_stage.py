@@ -1,7 +1,7 @@
 """One training stage (a ``TrainSpec``): the loop both back-ends run.
 
 The in-process back-end calls ``run_training`` with streams it reads itself (``train_local``); the Ray
-Train back-end calls it in every worker with the worker's Ray Data streams, its rank, a DDP
+Train back-end calls it in every worker with the worker's shards of the stage's Ray Data datasets, its rank, a DDP
 ``wrap_model`` and an ``on_epoch`` that reports checkpoints to Ray. One loop, not two.
 """
 
@@ -20,6 +20,7 @@ from tensorboardX import SummaryWriter
 
 from raytal.config import Config
 from raytal.core import storage
+from raytal.core.progress import progress
 from raytal.core.threads import set_torch_threads
 from raytal.core.video import Video
 from raytal.engine.batches import rank_batches, rank_share, split_batch, steps_per_epoch
@@ -31,7 +32,7 @@ from raytal.recipes.objective import make_objective
 from raytal.recipes.registry import active_recipes, first_opinion
 from raytal.selftrain.models import build_detector, detector_state
 from raytal.selftrain.spec import TrainSpec
-from raytal.selftrain.training_data import stage_streams
+from raytal.selftrain.training_data import local_streams
 
 log = logging.getLogger("raytal.train")
 EpochHook = Callable[[int, dict, Trainer], None]
@@ -69,7 +70,6 @@ def run_training(
     world_size: int = 1,
     device: str | torch.device = "cpu",
     wrap_model=None,
-    progress: bool = True,
 ) -> Trainer:
     """Train ``spec``'s model on this rank's ``streams`` ({"labeled", "pseudo"}: endless shuffled video
     streams, see ``raytal.selftrain.training_data``) until ``spec.stop_epoch`` or ``train.epochs``.
@@ -105,10 +105,45 @@ def run_training(
         steps_per_epoch=steps, pad_multiple=model.pad_multiple, max_seq_len=cfg.data.max_seq_len,
         trunc_thresh=cfg.data.trunc_thresh,
     )
-    hook = (lambda epoch, metrics: on_epoch(epoch, metrics, trainer)) if on_epoch else None
-    fit(trainer, (b for _, _, b in batches), end_epoch(cfg, spec), start_epoch=start, on_epoch_end=hook,
-        progress=progress and rank == 0)
+    timed = FirstBatch(b for _, _, b in batches)
+
+    def hook(epoch: int, metrics: dict) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch, {**metrics, "first_batch_s": timed.seconds} if epoch == start else metrics, trainer)
+
+    fit(trainer, timed, end_epoch(cfg, spec), start_epoch=start, on_epoch_end=hook, progress=False)
     return trainer
+
+
+class FirstBatch:
+    """Batches, timing the wait for the first one: the start-up of a stage's data path, which the first
+    epoch's metrics report as ``first_batch_s``."""
+
+    def __init__(self, batches: Iterator) -> None:
+        self.batches, self.seconds = batches, 0.0
+        self.started = False
+
+    def __iter__(self) -> "FirstBatch":
+        return self
+
+    def __next__(self):
+        if self.started:
+            return next(self.batches)
+        t = time.perf_counter()
+        batch = next(self.batches)
+        self.started, self.seconds = True, time.perf_counter() - t
+        return batch
+
+
+def epoch_bar(cfg: Config, spec: TrainSpec, start: int):
+    """The stage's one progress bar, over its epochs (``show_epoch`` moves it)."""
+    return progress(end_epoch(cfg, spec), spec.name, "epoch", initial=start)
+
+
+def show_epoch(bar, metrics: dict) -> None:
+    """The bar at ``metrics["epoch"]`` epochs done, with the epoch's loss."""
+    bar.update(int(metrics["epoch"]) - bar.n)
+    bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", refresh=False)
 
 
 def final_state(trainer: Trainer, spec: TrainSpec, metrics: dict | None = None) -> dict:
@@ -159,16 +194,20 @@ def train_local(cfg: Config, spec: TrainSpec) -> str:
     scalars = EpochScalars(spec.stage_dir)
     last_metrics: dict = {}
 
+    bar = epoch_bar(cfg, spec, int(restore["epoch"]) if restore else spec.start_epoch)
+
     def on_epoch(epoch: int, metrics: dict, trainer: Trainer) -> None:
         metrics = {**metrics, "epoch": epoch + 1}  # epochs done, as the Ray back-end reports it
         save_checkpoint(last, trainer.state_dict())
         scalars(epoch, metrics)
         last_metrics.update(metrics)
+        show_epoch(bar, metrics)
 
     try:
-        trainer = run_training(cfg, spec, stage_streams(cfg, spec), restore=restore, on_epoch=on_epoch)
+        trainer = run_training(cfg, spec, local_streams(cfg, spec), restore=restore, on_epoch=on_epoch)
     finally:
         scalars.close()
+        bar.close()
     final = storage.join(spec.stage_dir, "final.pt")
     save_checkpoint(final, final_state(trainer, spec, last_metrics))
     return final

@@ -1,110 +1,104 @@
-"""The videos a training stage reads, as streams: shard rows joined with their pseudo labels, in seeded
-passes over the sources, through a bounded shuffle buffer. Nothing holds the set.
+"""The videos a training stage reads, as streams both back-ends read alike: shard files in seeded passes,
+their rows turned into training rows on the read side, then mixed by a bounded shuffle buffer.
 
-Both back-ends read the same units with the same functions: in-process, ``stage_streams`` chains them
-here; under Ray Train, each unit is read by a Ray Data task (``read_unit``) and the worker applies the same
-shuffle buffer to the rows it receives (``shuffled_rows``). With one worker the two see the same videos in
-the same order.
-
-A pseudo-labeled unit is one shard file (or its listed ids) joined with the pseudo-label rows of that file
-(``<pseudo>/shard=<k>``: a few hundred rows, never the pool's): videos whose row is an error row, or whose
-labels are empty, are skipped; with GauFuse regeneration the dense targets become Δ labels against the
-previous generation's.
+A stage has up to two streams, "labeled" (its labeled sources, trained on their ground truth) and "pseudo"
+(each pseudo source's shard file joined with its pseudo labels, ``<pseudo>/shard=<k>``: a few hundred rows,
+never the pool's). A ``Stream`` names its distinct shard files, the read side that turns a file's rows into
+training rows (``raytal.data.stream.TrainingRows``: the file's share of rows viewed as their part, pseudo
+labels joined, error rows and empty labels left out, GauFuse's Δ targets) and its seeds. In this process,
+``local_streams`` reads the files with pyarrow, pass after pass, through ``shuffled``; under Ray Train,
+``raytal.distributed.ray_train`` hands the same file list to Ray Data's Parquet reader with the same read
+side, and the workers use Ray Data's seeded local shuffle. Neither ever holds the set.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable, Iterable, Iterator
-from typing import Union
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
 
 from raytal.config import Config
+from raytal.core.seeds import SeedStream
 from raytal.core.video import Video
-from raytal.data.index import Source, source_videos
-from raytal.data.pseudo_io import apply_pseudo_labels, read_pseudo_labels
-from raytal.data.shards import read_shard_tables, rows_to_videos
-from raytal.data.splits import part_view
-from raytal.data.stream import endless_passes, flat_map, held, shuffled, unit_passes
+from raytal.data.shards import rows_to_videos
+from raytal.data.stream import FileShare, TrainingRows, endless_passes, held, passes, read_file_rows, shuffled
 from raytal.pseudo.delta_labels import delta_labels
-from raytal.selftrain.spec import PseudoSource, TrainSpec
-
-# Seed-sequence entries of the streams (with train.seed and the segment's start epoch).
-LABELED_STREAM, PSEUDO_STREAM, BUFFER_STREAM = 11, 12, 15
-
-Unit = Union[tuple[str, Source], PseudoSource]
+from raytal.selftrain.spec import TrainSpec
 
 
-def has_labels(v: Video) -> bool:
-    """Whether a pseudo-labeled video has anything to train on."""
-    return bool(len(v.labels)) or v.targets is not None or v.teacher_scores is not None
+@dataclass(frozen=True)
+class Stream:
+    """One of a stage's video streams (see the module docstring)."""
+
+    files: tuple[str, ...]  # distinct shard files, in the index's order
+    rows: TrainingRows  # the read side: a file's rows -> training rows
+    videos: int  # videos per pass
+    seed: tuple[int, ...]  # train.seed, the stage segment's first epoch, the stream's SeedStream
+
+    def passes(self, count: int) -> list[str]:
+        """The files of the stream's first ``count`` passes, in order."""
+        return passes(self.files, self.seed, count)
+
+    def buffer(self, size: int) -> int:
+        """The shuffle buffer of ``train.shuffle_buffer`` = ``size`` videos, at most one pass: a larger one holds
+        several copies of a small set, mixes no better, and only delays the first video."""
+        return min(size, self.videos)
+
+    def shuffle_seed(self, rank: int = 0) -> list[int]:
+        """The shuffle buffer's seed sequence. Each DDP rank draws with its own: the ranks receive disjoint
+        rows of the same passes, and with one seed they trained on the same videos at every step."""
+        return [*self.seed, SeedStream.SHUFFLE] + ([rank] if rank else [])
 
 
-def pseudo_videos(ps: PseudoSource, setting: str, delta_targets: bool = False) -> Iterator[Video]:
-    """The videos of one pseudo source with their pseudo labels (see the module docstring)."""
-    records = read_pseudo_labels(ps.labels)
-    previous = read_pseudo_labels(ps.previous) if delta_targets and ps.previous else {}
-    for table in read_shard_tables(ps.source.file, ps.source.ids):
-        videos = [part_view(v, ps.part, setting) for v in rows_to_videos(table, ps.source.file, check_finite=True)]
-        for v in apply_pseudo_labels(videos, records):
-            if delta_targets and v.targets is not None:
-                prev = previous.get(v.video_id)
-                v = dataclasses.replace(v, targets=delta_labels(None if prev is None else prev.targets, v.targets))
-            if has_labels(v):
-                yield v
+def _stream(shares: dict[str, list[FileShare]], spec: TrainSpec, videos: int, seed: tuple[int, ...]) -> Stream:
+    delta = delta_labels if spec.delta_targets else None
+    return Stream(tuple(shares), TrainingRows(shares, spec.setting, delta), videos, seed)
 
 
-def read_unit(unit: Unit, setting: str, delta_targets: bool = False) -> Iterator[Video]:
-    """The training videos of one unit: a (part, source) of labeled videos, or a pseudo source."""
-    if isinstance(unit, PseudoSource):
-        return pseudo_videos(unit, setting, delta_targets)
-    part, src = unit
-    # NaN/Inf features would surface as a NaN loss mid-training, naming neither the file nor the video.
-    return source_videos(src, part, setting, check_finite=True)
-
-
-def stream_seed(cfg: Config, spec: TrainSpec, kind: int) -> list[int]:
-    return [cfg.train.seed, spec.start_epoch, kind]
-
-
-def stage_units(spec: TrainSpec) -> dict[str, tuple[list[Unit], int, int]]:
-    """{"labeled" | "pseudo": (units, videos per pass, seed-sequence kind)} of the stage's non-empty sets."""
+def stage_streams(cfg: Config, spec: TrainSpec) -> dict[str, Stream]:
+    """{"labeled" | "pseudo": Stream} of the stage's non-empty sets."""
     out = {}
     if spec.labeled and spec.num_labeled:
-        out["labeled"] = (list(spec.labeled), spec.num_labeled, LABELED_STREAM)
+        shares: dict[str, list[FileShare]] = {}
+        for part, src in spec.labeled:
+            shares.setdefault(src.file, []).append(FileShare(part, src.ids))
+        out["labeled"] = _stream(shares, spec, spec.num_labeled,
+                                 (cfg.train.seed, spec.start_epoch, SeedStream.LABELED_VIDEOS))
     if spec.pseudo and spec.num_pseudo:
-        out["pseudo"] = (list(spec.pseudo), spec.num_pseudo, PSEUDO_STREAM)
+        shares = {}
+        for ps in spec.pseudo:
+            shares.setdefault(ps.source.file, []).append(FileShare(ps.part, ps.source.ids, ps.labels, ps.previous))
+        out["pseudo"] = _stream(shares, spec, spec.num_pseudo,
+                                (cfg.train.seed, spec.start_epoch, SeedStream.PSEUDO_VIDEOS))
     return out
 
 
-def shuffled_rows(videos: Iterable[Video], cfg: Config, spec: TrainSpec, kind: int, rank: int = 0) -> Iterator[Video]:
-    """The stage's shuffle buffer over a stream of videos (``train.shuffle_buffer`` of them in memory).
-
-    Each DDP rank draws with its own seed: the ranks receive disjoint rows of the same seeded passes, often
-    the same videos in the same order (one shard file: every pass reads it in file order), and with one
-    seed they trained on the same videos at every step. Rank 0 draws as the in-process stream does."""
-    seed = [*stream_seed(cfg, spec, kind), BUFFER_STREAM] + ([rank] if rank else [])
-    return shuffled(videos, cfg.train.shuffle_buffer, seed)
+def training_videos(tables: Iterable[pa.Table]) -> Iterator[Video]:
+    """Training rows -> videos. NaN/Inf features would surface as a NaN loss mid-training, naming neither the
+    file nor the video: they are refused here."""
+    for table in tables:
+        yield from rows_to_videos(table, check_finite=True)
 
 
-def stage_streams(
-    cfg: Config, spec: TrainSpec, read: Callable[[Unit, str, bool], Iterable[Video]] = read_unit,
-) -> dict[str, Iterator[Video]]:
-    """Endless, shuffled video streams of the stage, read in this process (by ``read``: the units' videos).
-
-    Up to ``train.shuffle_buffer`` videos of a stream are kept once read (the buffer holds as many): a few
-    labeled videos, read again at every pass, decoded their shard's whole row group each time."""
-    streams = {}
-    for name, (units, _, kind) in stage_units(spec).items():
-        passes = endless_passes(units, stream_seed(cfg, spec, kind))
-        videos = flat_map(passes, held(lambda u: read(u, spec.setting, spec.delta_targets), cfg.train.shuffle_buffer))
-        streams[name] = shuffled_rows(videos, cfg, spec, kind)
-    return streams
+def local_streams(cfg: Config, spec: TrainSpec) -> dict[str, Iterator[Video]]:
+    """The stage's endless, shuffled video streams, read in this process (``local_stream``)."""
+    return {name: local_stream(stream, cfg.train.shuffle_buffer) for name, stream in stage_streams(cfg, spec).items()}
 
 
-def finite_passes(units: list[Unit], per_pass: int, needed: int, buffer: int, seed: list[int]) -> list[tuple[int, Unit]]:
-    """Enough passes of ``units`` for a reader that cannot be endless (a Ray Data dataset) to give the
-    first ``needed`` videos of the endless stream: ``needed`` plus a shuffle ``buffer`` (the buffer's
-    final flush would reorder the tail), plus one pass."""
-    passes = math.ceil((needed + max(buffer, 0)) / max(per_pass, 1)) + 1
-    return unit_passes(units, seed, passes)
+def local_stream(stream: Stream, buffer: int) -> Iterator[Video]:
+    """One stream read in this process: its files pass after pass, through a shuffle buffer of ``buffer`` videos.
+
+    Files whose training rows number at most ``buffer`` in all are kept once read (the buffer holds as many
+    videos anyway): a few labeled videos are not read again from their shard at every pass."""
+    read = held(lambda f: stream.rows(read_file_rows(f)), lambda t: t.num_rows, buffer)
+    tables = (read(f) for f in endless_passes(stream.files, stream.seed))
+    return shuffled(training_videos(tables), stream.buffer(buffer), stream.shuffle_seed())
+
+
+def finite_passes(stream: Stream, needed: int, buffer: int) -> int:
+    """How many passes a reader that cannot be endless (a Ray Data dataset) needs to give the first ``needed``
+    videos of the endless stream: ``needed``, plus twice a shuffle ``buffer`` (a local shuffle yields from a
+    buffer half again its size, and the end of the data changes what it yields last), plus one pass."""
+    return math.ceil((needed + 2 * max(buffer, 0)) / max(stream.videos, 1)) + 1
