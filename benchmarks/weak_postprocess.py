@@ -1,9 +1,8 @@
 """GauFuse's Gaussian weighted fusion vs NMS at test time (issue 11; GauFuse Table 3, testing side).
 
 Each weak run's models are evaluated again on the test videos with only the post-processing changed:
-the base model (round 0) with hard NMS 0.5 or fusion (T = 0.03 in a GauFuse run, ``infer.fusion_temperature``
-otherwise), the last round's detector with Soft-NMS (the detector's default), hard NMS 0.5 or fusion
-(GauFuse's test temperature, 0.03). Average mAP over tIoU 0.1:0.1:0.7 and 0.3:0.1:0.7, in percent.
+the base model (round 0) with hard NMS 0.5 or fusion (T = ``infer.fusion_temperature``, 0.03), the last
+round's detector with Soft-NMS (the detector's default), hard NMS 0.5 or fusion (``infer.fusion_temperature``). Average mAP over tIoU 0.1:0.1:0.7 and 0.3:0.1:0.7, in percent.
 Detections come from the run's own ``Predictor`` (the evaluator of every round) under config variants;
 only the base model's hard NMS calls ``predict_weak`` directly, since a run never evaluates it that way.
 
@@ -42,30 +41,27 @@ def _averages(res: DetectionResult) -> tuple[float, float]:
     return 100 * j["average_mAP"], 100 * j["average_mAP_0.3_0.7"]
 
 
-def with_gaufuse(cfg: Config, enabled: bool) -> Config:
-    """``cfg`` with GauFuse on or off: a detector (and the base model) fuses at test time exactly when it is on."""
-    return dataclasses.replace(cfg, recipe=dataclasses.replace(
-        cfg.recipe, gaufuse=dataclasses.replace(cfg.recipe.gaufuse, enabled=enabled)))
+def with_nms(cfg: Config, nms: str, **infer) -> Config:
+    """``cfg`` with another test-time post-processing (``infer.nms`` and any other ``infer`` keys)."""
+    return dataclasses.replace(cfg, infer=dataclasses.replace(cfg.infer, nms=nms, **infer))
 
 
 def _base_model(cfg: Config, ckpt: str, test: list[Video]) -> dict[str, DetectionResult]:
     model = load_weak_base(ckpt)
-    gf = cfg.recipe.gaufuse
-    temperature = gf.temperature_test if gf.enabled else cfg.infer.fusion_temperature
 
     def hard(videos: list[Video]) -> list[dict]:
         return predict_weak(model, videos, cfg.weak, model.num_classes, nms="hard", iou_threshold=0.5,
                             max_segments=cfg.infer.max_segments)
 
-    return {"hard NMS 0.5": _evaluate(hard, test), f"fusion T={temperature:g}": _evaluate(Predictor(cfg, ckpt), test)}
+    return {"hard NMS 0.5": _evaluate(hard, test),
+            f"fusion T={cfg.infer.fusion_temperature:g}": _evaluate(Predictor(cfg, ckpt), test)}
 
 
 def _detector(cfg: Config, ckpt: str, test: list[Video]) -> dict[str, DetectionResult]:
-    nms_only = with_gaufuse(cfg, False)
     variants = {
-        "Soft-NMS": nms_only,
-        "hard NMS 0.5": dataclasses.replace(nms_only, infer=dataclasses.replace(cfg.infer, nms="hard", iou_threshold=0.5)),
-        f"fusion T={cfg.recipe.gaufuse.temperature_test:g}": with_gaufuse(cfg, True),
+        "Soft-NMS": with_nms(cfg, "soft"),
+        "hard NMS 0.5": with_nms(cfg, "hard", iou_threshold=0.5),
+        f"fusion T={cfg.infer.fusion_temperature:g}": with_nms(cfg, "fusion"),
     }
     return {name: _evaluate(Predictor(c, ckpt), test) for name, c in variants.items()}
 

@@ -14,15 +14,17 @@ the same run directory given twice is refused too.
                      without a name falls back to its recipe flags.
   --group-by recipe  the enabled recipe flags of config.yaml, e.g. "apl+ntc" ("supervised" if none).
 Columns, each the mean ± sample standard deviation (ddof=1) over the runs of a group, in percent (a
-group of one run shows its value alone):
-  final avg mAP      average mAP over the tIoU thresholds after the last round (or round --round R)
-  final mAP@0.5      mAP at tIoU 0.5 after the last round (or round R)
+group of one run shows its value alone), test mAP throughout:
+  model avg mAP      average mAP over the tIoU thresholds of the run's model: the round it chose on val
+                     (<run>/final/model.pt; its last round for runs without a selection), or round --round R
+  model mAP@0.5      mAP at tIoU 0.5 of the same model
   round-0 avg mAP    the teacher trained on labeled videos only (the supervised baseline)
   class acc, mean tIoU, positive acc
-                     pseudo-label quality of the last round that made pseudo labels ("–" for
-                     supervised runs), measured against the unlabeled videos' hidden ground truth
-The plot (--out, PNG) shows average mAP by round per recipe, mean ± std over its runs; an existing --out file
-is replaced only if compare.py wrote it.
+                     pseudo-label quality of the last round that made pseudo labels up to that model's
+                     round ("–" for supervised runs), measured against the unlabeled videos' hidden ground truth
+The "rounds" column lists the round of each run's model, in the order of their seeds. The plot (--out, PNG)
+shows average mAP by round per recipe, mean ± std over its runs; an existing --out file is replaced only if
+compare.py wrote it.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ MAX_METRICS_BYTES = 16 << 20  # a metrics.json is a few KB per round
 # The plot names its writer in a PNG text chunk, so a later run may replace it (raytal.core.outputs).
 PLOT_WRITER = "raytal jobs/compare.py"
 PLOT_SIGNATURE = b"Software\x00" + PLOT_WRITER.encode()
-COLUMNS = ("final avg mAP", "final mAP@0.5", "round-0 avg mAP", "class acc", "mean tIoU", "positive acc")
+COLUMNS = ("model avg mAP", "model mAP@0.5", "round-0 avg mAP", "class acc", "mean tIoU", "positive acc")
 
 
 class CompareError(InputError):
@@ -69,6 +71,7 @@ class Run:
     values: dict[str, float]  # COLUMNS → fraction (NaN when the run has no such metric)
     curve: list[float]        # average mAP per round
     tious: tuple[str, ...] = ()  # the thresholds its mAP is averaged over (its protocol)
+    model_round: int = 0      # the round whose figures ``values`` are
     config: Config | None = None
     data: dict | None = None  # the fingerprint of the data it was split from (run.json), None if unrecorded
 
@@ -94,8 +97,8 @@ def _fraction(value: object, file: Path, fld: str, optional: bool = False) -> fl
 
 
 def load_run(path: str | Path, round_index: int | None = None) -> Run:
-    """A finished run's figures after its last round, or after round ``round_index`` (earlier rounds of a
-    longer run, e.g. to set 1-round runs beside the first round of 2-round runs). Every figure it reports
+    """A finished run's figures for its model (the round it chose on val, else its last round), or after round
+    ``round_index`` (e.g. to set 1-round runs beside the first round of 2-round runs). Every figure it reports
     must be a fraction in [0, 1] (quality: or null when undefined): a NaN is an error naming the field."""
     path = Path(path)
     metrics_file, config_file = path / "metrics.json", path / "config.yaml"
@@ -109,17 +112,21 @@ def load_run(path: str | Path, round_index: int | None = None) -> Run:
         if not listed or not all(isinstance(r, dict) and type(r["round"]) is int for r in listed):
             raise ValueError("'rounds' must be a non-empty list of {round: int, eval: ...}")
         order = sorted(range(len(listed)), key=lambda i: listed[i]["round"])
+        curve = [_fraction(listed[i]["eval"]["average_mAP"], metrics_file, f"rounds[{i}].eval.average_mAP")
+                 for i in order]
+        selection = metrics.get("selection")
+        if round_index is None and selection is not None:
+            round_index = selection["round"]
         if round_index is not None:
             order = [i for i in order if listed[i]["round"] <= round_index]
             if not order or listed[order[-1]]["round"] != round_index:
                 raise CompareError(f"{metrics_file}: no round {round_index} (the run has rounds "
                                    f"0..{max(r['round'] for r in listed)})")
-        evals = {i: listed[i]["eval"] for i in order}
-        tious = tuple(evals[order[-1]]["mAP"])
-        curve = [_fraction(evals[i]["average_mAP"], metrics_file, f"rounds[{i}].eval.average_mAP") for i in order]
         last = order[-1]
-        values = {"final avg mAP": curve[-1],
-                  "final mAP@0.5": _fraction(evals[last]["mAP"]["0.5"], metrics_file, f"rounds[{last}].eval.mAP.0.5"),
+        tious = tuple(listed[last]["eval"]["mAP"])
+        values = {"model avg mAP": curve[len(order) - 1],
+                  "model mAP@0.5": _fraction(listed[last]["eval"]["mAP"]["0.5"], metrics_file,
+                                             f"rounds[{last}].eval.mAP.0.5"),
                   "round-0 avg mAP": curve[0]}
         quality = [i for i in order if "quality" in listed[i]]
         for column, key in (("class acc", "class_accuracy"), ("mean tIoU", "mean_tiou"),
@@ -139,7 +146,8 @@ def load_run(path: str | Path, round_index: int | None = None) -> Run:
         raise CompareError(f"{config_file}: {e}") from e
     record = path / RECORD_NAME
     data = recorded_data(str(record)) if record.is_file() else None
-    return Run(path, cfg.run.name, recipe_flags(cfg), cfg.train.seed, values, curve, tious, cfg, data)
+    return Run(path, cfg.run.name, recipe_flags(cfg), cfg.train.seed, values, curve, tious, listed[last]["round"], cfg,
+               data)
 
 
 # Keys in which the runs of one recipe may differ: its seeds. config_changes (raytal.selftrain.run_record)
@@ -228,11 +236,13 @@ def format_table(groups: dict[str, list[Run]]) -> str:
     stats = summarize(groups)
     protocol = check_protocols([r for runs in groups.values() for r in runs])
     header = [c.replace("avg mAP", f"avg mAP ({protocol})") for c in COLUMNS]
-    lines = ["| recipe | runs | seeds | " + " | ".join(header) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]
+    lines = ["| recipe | runs | seeds | rounds | " + " | ".join(header) + " |",
+             "|---|---|---|---|" + "---|" * len(COLUMNS)]
     for key, runs in groups.items():
         seeds = ",".join(str(s) for s in sorted({r.seed for r in runs}))
+        rounds = ",".join(str(r.model_round) for r in sorted(runs, key=lambda r: r.seed))
         cells = " | ".join(_cell(*stats[key][c]) for c in COLUMNS)
-        lines.append(f"| {key} | {len(runs)} | {seeds} | {cells} |")
+        lines.append(f"| {key} | {len(runs)} | {seeds} | {rounds} | {cells} |")
     return "\n".join(lines)
 
 

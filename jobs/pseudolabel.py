@@ -108,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     with lock_enclosing_run(output.path), output:
         kind = teacher_kind(args.checkpoint)
         context = prepare_labeling(cfg, lambda: index.videos("labeled"), kind)
+        if cfg.recipe.min_score_rule == "val_count":  # the teacher's threshold, counted on the split's val videos
+            from raytal.data.dataset import load_dataset_info
+            from raytal.selftrain.evaluate import count_threshold_on
+
+            threshold = count_threshold_on(cfg, backend, args.checkpoint, index.parts.get("val", []),
+                                           load_dataset_info(cfg.data.root))
+            context = dataclasses.replace(context, min_score=threshold)
+            print(f"pseudo labels from score {threshold:.4f} (as many detections on the val videos as their instances)")
         spec = LabelSpec(args.checkpoint, args.round, output.path, index.num_classes, index.setting, sources, context,
                          stages=build)
         summary = PipelineSummary(**label_into(output, spec, lambda s: backend.pseudolabel(cfg, s)))

@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides.append(f"ray.num_workers={args.workers}")
     cfg = job_config(args)
     cfg.run.rounds = 0
-    from raytal.selftrain.report import round_table
+    from raytal.selftrain.report import round_tables
     from raytal.selftrain.rounds import run_dir_of, run_selftrain
 
     metrics = run_selftrain(cfg, job_backend(args, cfg), overwrite=args.overwrite)
-    print(f"\nrun directory: {run_dir_of(cfg)}\n\n{cfg.run.eval_subset} mAP (%):\n{round_table(metrics)}")
+    print(f"\nrun directory: {run_dir_of(cfg)}\n\n{round_tables(metrics)}")
     return 0
 
 

@@ -16,7 +16,7 @@ teacher is trained once and shared by all trials (tune.reuse_teacher).
 
 Output in the sweep directory (run.dir, default runs/<run.name>): results.md / results.csv (one row per
 trial: swept values, val mAP, state), val_map.png (val mAP against each swept key), best_config.yaml (a
-ready-to-run jobs/selftrain.py config with run.eval_subset=test), best_test.json (the best trial's final
+ready-to-run jobs/selftrain.py config with run.eval_test=true), best_test.json (the best trial's final
 model evaluated once on test) and summary.json (best trial, timings). Re-running the same command resumes
 an interrupted sweep (Tuner.restore) without re-running finished trials.
 """

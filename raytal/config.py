@@ -46,7 +46,15 @@ class DataConfig:
     setting: str = "semi"  # semi: few labeled videos + unlabeled; weak: video-level labels only
     labeled_ratio: float = 0.1
     split_seed: int = 0
-    val_ratio: float = 0.0  # held-out part of the training videos (Tune validation); never test
+    # Labeled validation videos held out of the training subset (seeded, class-stratified, taken before the
+    # labeled/unlabeled split, so labeled_ratio is a share of the rest): never trained on or pseudo-labeled,
+    # never the test subset. Every round is evaluated on them and the run's model is the round best on them;
+    # Tune ranks its trials on them. 0.2 because the real sets are small: of hapt's 42 training videos it holds
+    # out 8 (~160 instances, every class), of sfinge3d's 48 it holds out 10 (~40 instances, ~3 per class);
+    # 0.1 would leave 4-5 videos, too few to tell two rounds apart. They are labeled videos beyond the
+    # labeled_ratio share (at 10 % the annotated videos are 0.2 + 0.1 x 0.8 = 28 % of the training subset);
+    # 0 = no validation part (the run's model is then its last round).
+    val_ratio: float = 0.2
     max_seq_len: int = 256  # training crop length in snippets (padded/cropped)
     trunc_thresh: float = 0.5  # keep an instance in a crop if this fraction of it survives
 
@@ -127,7 +135,10 @@ class TrainConfig:
 class InferConfig:
     pre_nms_thresh: float = 0.001
     pre_nms_topk: int = 2000
-    nms: str = "soft"  # soft | hard | fusion (GauFuse Gaussian weighted fusion)
+    # How a detector's candidates are de-duplicated at test time: soft | hard | none | fusion (GauFuse's
+    # Gaussian weighted fusion with fusion_iou / fusion_temperature). The weak base model always fuses its
+    # TCAM proposals with fusion_iou / fusion_temperature (its own inference).
+    nms: str = "soft"
     iou_threshold: float = 0.1  # hard NMS (Gaussian Soft-NMS decays every overlap, as ActionFormer)
     nms_sigma: float = 0.5
     min_score: float = 0.001
@@ -138,15 +149,18 @@ class InferConfig:
     # >= voting_thresh (0 = no voting; ActionFormer votes only without multiclass_nms).
     multiclass_nms: bool = True
     voting_thresh: float = 0.75
-    fusion_temperature: float = 0.03  # GauFuse T at test time
-    fusion_iou: float = 0.25
+    fusion_temperature: float = 0.03  # Gaussian weighted fusion's T at test time (GauFuse: 0.03)
+    fusion_iou: float = 0.25  # its grouping tIoU at test time
 
 
 @dataclass
 class NPLConfig:
     enabled: bool = False
     n_adjacent: int = 8  # N_a per side
-    n_pos: float = 15.0  # N_pos
+    # N_pos: pseudo instances kept per unlabeled video (split over classes by the adaptive filter). 0 = the mean
+    # number of instances per labeled video, counted each round: NPL's 15 is THUMOS14's mean (~15 per training
+    # video); hapt has ~20 per recording, sfinge3d ~4 per sequence.
+    n_pos: float = 15.0
     alpha: float = 1.0  # weight of the unlabeled loss
     consistency_weight: float = 1.0
     eps: float = 1e-6
@@ -189,9 +203,8 @@ class NTCConfig:
 @dataclass
 class GauFuseConfig:
     enabled: bool = False
-    iou_group: float = 0.25  # θ_g
-    temperature_pseudo: float = 0.1
-    temperature_test: float = 0.03
+    iou_group: float = 0.25  # θ_g, grouping tIoU of the fusion into pseudo labels
+    temperature_pseudo: float = 0.1  # fusion of the teacher's candidates into pseudo labels; at test time: infer.*
     margin: float = 0.25
     penalty: float = 1e3  # M of the elastic LP
     schedule: list[int] = field(default_factory=list)  # epochs at which pseudo labels regenerate
@@ -223,7 +236,12 @@ class RecipeConfig:
     ntc: NTCConfig = field(default_factory=NTCConfig)
     gaufuse: GauFuseConfig = field(default_factory=GauFuseConfig)
     noco: NoCoConfig = field(default_factory=NoCoConfig)
-    min_score: float = 0.2  # plain score threshold when no selection method is enabled
+    # Without a selection method (NPL, APL) the pseudo labels are the teacher's detections scoring >= a threshold:
+    # fixed: recipe.min_score. val_count: each round, the score of the teacher's N-th best detection on the
+    # validation videos, N their number of ground-truth instances (about as many pseudo labels as actions, at the
+    # teacher's own score scale; raytal.pseudo.count_threshold); needs data.val_ratio > 0.
+    min_score_rule: str = "fixed"
+    min_score: float = 0.2  # the fixed threshold (tuned on thumos14-synth)
 
 
 @dataclass
@@ -281,9 +299,16 @@ class TuneConfig:
 class RunConfig:
     name: str = ""
     dir: str = ""  # "" = runs/<name>
-    rounds: int = 1
+    # Self-training rounds after round 0 (the teacher on the labeled videos). 0 = the supervised detector
+    # alone; a run with nothing to pseudo-label (100 % labels and no pool) stops after round 0 whatever this says.
+    rounds: int = 0
+    # Stop when this many rounds in a row did not beat the best val average mAP so far (0 = run every round).
+    # The run's model (<run>/final/) is the round best on val in any case.
+    patience: int = 1
     seed: int = 0
-    eval_subset: str = "test"  # test | val: which split each round is evaluated on (Tune uses val)
+    # Also evaluate every round on the test subset (the report's numbers). false: the test subset is never
+    # read, not even its file names (Tune trials, which select on val).
+    eval_test: bool = True
     teacher: str = ""  # a finished round-0 checkpoint to start from instead of training the teacher
 
 
@@ -424,7 +449,7 @@ RULES: dict[str, Range | OneOf | Location | None] = {
     "infer.max_segments": AT_LEAST_1, "infer.duration_thresh": NON_NEGATIVE, "infer.multiclass_nms": ANY,
     "infer.voting_thresh": PROBABILITY, "infer.fusion_temperature": POSITIVE, "infer.fusion_iou": BELOW_1,
     "recipe.npl.enabled": ANY, "recipe.npl.n_adjacent": NON_NEGATIVE,
-    "recipe.npl.n_pos": POSITIVE,  # 0 would select nothing
+    "recipe.npl.n_pos": NON_NEGATIVE,  # 0 = from the labeled videos
     "recipe.npl.alpha": NON_NEGATIVE, "recipe.npl.consistency_weight": NON_NEGATIVE,
     "recipe.npl.eps": POSITIVE,  # ranking score c / (variance + eps)
     "recipe.npl.candidate_thresh": PROBABILITY, "recipe.npl.candidate_topk": AT_LEAST_1,
@@ -438,7 +463,7 @@ RULES: dict[str, Range | OneOf | Location | None] = {
     "recipe.apl.acp_pretrain_epochs": NON_NEGATIVE,
     "recipe.ntc.enabled": ANY, "recipe.ntc.lam": Range(0, 1, lo_open=True), "recipe.ntc.weight": NON_NEGATIVE,
     "recipe.gaufuse.enabled": ANY, "recipe.gaufuse.iou_group": BELOW_1,
-    "recipe.gaufuse.temperature_pseudo": POSITIVE, "recipe.gaufuse.temperature_test": POSITIVE,
+    "recipe.gaufuse.temperature_pseudo": POSITIVE,
     "recipe.gaufuse.margin": NON_NEGATIVE, "recipe.gaufuse.penalty": POSITIVE,
     "recipe.gaufuse.schedule": Range(1),  # and increasing, < train.epochs (below)
     "recipe.gaufuse.delta_weight": NON_NEGATIVE,
@@ -447,7 +472,7 @@ RULES: dict[str, Range | OneOf | Location | None] = {
     "recipe.noco.theta_c": PROBABILITY, "recipe.noco.cala_nms": PROBABILITY, "recipe.noco.theta_a": PROBABILITY,
     "recipe.noco.ema_momentum": BELOW_1, "recipe.noco.theta_aic": PROBABILITY, "recipe.noco.theta_s": PROBABILITY,
     "recipe.noco.gamma": NON_NEGATIVE, "recipe.noco.theta_m": PROBABILITY, "recipe.noco.theta_low": PROBABILITY,
-    "recipe.min_score": PROBABILITY,
+    "recipe.min_score": PROBABILITY, "recipe.min_score_rule": OneOf(("fixed", "val_count")),  # val_count: val (below)
     "weak.hidden": AT_LEAST_1, "weak.dropout": BELOW_1, "weak.topk_ratio": POSITIVE,
     "weak.bg_weight": NON_NEGATIVE, "weak.epochs": AT_LEAST_1, "weak.lr": POSITIVE, "weak.batch_size": AT_LEAST_1,
     "weak.thresholds": PROBABILITY,  # CAS probabilities; at least one (below)
@@ -462,8 +487,10 @@ RULES: dict[str, Range | OneOf | Location | None] = {
     "tune.space": ANY,  # its keys and values are checked against the schema by tune_space (below)
     "tune.num_samples": AT_LEAST_1, "tune.metric": OneOf(TUNE_METRICS),
     "tune.max_concurrent": AT_LEAST_1, "tune.grace_period": AT_LEAST_1, "tune.reuse_teacher": ANY,
-    "run.name": ANY, "run.dir": LOCATION, "run.rounds": NON_NEGATIVE, "run.seed": NON_NEGATIVE,
-    "run.eval_subset": OneOf(("test", "val")), "run.teacher": LOCATION,
+    "run.name": ANY, "run.dir": LOCATION, "run.rounds": NON_NEGATIVE, "run.patience": NON_NEGATIVE,
+    "run.seed": NON_NEGATIVE,
+    "run.eval_test": ANY,  # false needs a validation part (below)
+    "run.teacher": LOCATION,
 }
 
 
@@ -542,6 +569,12 @@ def _cross_field_error(cfg: Config) -> ConfigError | None:
     if any(b <= a for a, b in zip(schedule, schedule[1:])) or any(e >= t.epochs for e in schedule):
         return _bad("recipe.gaufuse.schedule", f"strictly increasing epochs in [1, train.epochs = {t.epochs})",
                     schedule)
+    if r.min_score_rule == "val_count" and cfg.data.val_ratio == 0:
+        return _bad("recipe.min_score_rule", "'fixed' when data.val_ratio = 0 ('val_count' counts the validation "
+                    "videos' instances)", r.min_score_rule)
+    if not cfg.run.eval_test and cfg.data.val_ratio == 0:
+        return _bad("run.eval_test", "true when data.val_ratio = 0 (a run evaluates each round on val, test or both)",
+                    cfg.run.eval_test)
     if not cfg.weak.thresholds:
         return _bad("weak.thresholds", "at least one CAS threshold", cfg.weak.thresholds)
     return None
@@ -569,9 +602,9 @@ def validate_config(cfg: Config) -> Config:
 # ------------------------------------------------------------------------------------- Tune space
 
 TUNE_KINDS = ("grid", "uniform", "loguniform", "choice")
-# Keys a trial sets itself (run.dir/name/eval_subset/teacher) or that configure the sweep (tune.*): a sweep
+# Keys a trial sets itself (run.dir/name/eval_test/teacher) or that configure the sweep (tune.*): a sweep
 # over them would be overridden, or recursive.
-UNSWEPT_KEYS = ("run.dir", "run.name", "run.eval_subset", "run.teacher", "tune.")
+UNSWEPT_KEYS = ("run.dir", "run.name", "run.eval_test", "run.teacher", "tune.")
 MAX_CHECKED_TRIALS = 4096  # combinations of swept values checked against the rules across keys
 
 
@@ -603,7 +636,7 @@ def tune_space(cfg: Config) -> dict[str, tuple[str, list]]:
         key = str(key)
         if any(key == u or (u.endswith(".") and key.startswith(u)) for u in UNSWEPT_KEYS):
             raise ConfigError(f"{where}: not a key a sweep can vary (each trial sets run.dir, run.name, "
-                              "run.eval_subset and run.teacher itself; tune.* configure the sweep)")
+                              "run.eval_test and run.teacher itself; tune.* configure the sweep)")
         if key not in types:
             inside = sorted(k for k in types if k.startswith(key + "."))
             if inside:

@@ -18,8 +18,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def write_run(root: Path, dirname: str, *, name: str, seed: int, recipe: list[str], evals: list[tuple[float, float]],
-              quality: tuple[float, float, float] | None = None) -> Path:
-    """A run directory: ``evals`` = (average mAP, mAP@0.5) per round; ``quality`` for the last round."""
+              quality: tuple[float, float, float] | None = None, chosen: int | None = None) -> Path:
+    """A run directory: ``evals`` = (average mAP, mAP@0.5) per round; ``quality`` for every round after 0;
+    ``chosen``: the round the run selected on val (none recorded when None)."""
     run = root / dirname
     run.mkdir()
     flags = "".join(f"\n  {r}: {{enabled: true}}" for r in recipe)
@@ -36,7 +37,10 @@ def write_run(root: Path, dirname: str, *, name: str, seed: int, recipe: list[st
             entry["quality"] = {"class_accuracy": quality[0], "mean_tiou": quality[1], "positive_accuracy": quality[2],
                                 "count_ratio": [1.0], "num_pseudo": 1, "num_gt": 1}
         rounds.append(entry)
-    (run / "metrics.json").write_text(json.dumps({"run": name, "rounds": rounds}))
+    metrics = {"run": name, "rounds": rounds}
+    if chosen is not None:
+        metrics["selection"] = {"round": chosen, "why": "test", "stopped": None}
+    (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
 
@@ -77,20 +81,21 @@ def test_table_is_mean_and_sample_std_over_seeds(runs, tmp_path, capsys):
     table = capsys.readouterr().out
     header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
     # the averages name the thresholds they average over (the runs' protocol)
-    assert header == ["recipe", "runs", "seeds", *(c.replace("avg mAP", "avg mAP (0.3:0.1:0.7)") for c in compare.COLUMNS)]
+    assert header == ["recipe", "runs", "seeds", "rounds",
+                      *(c.replace("avg mAP", "avg mAP (0.3:0.1:0.7)") for c in compare.COLUMNS)]
     npl = row_of(table, "tiny_npl")
-    assert npl[1:3] == ["3", "0,1,2"]
-    # final avg: mean(.3,.4,.5) = .4; deviations -.1,0,.1 → sqrt((.01+0+.01)/2) = .1
-    assert npl[3] == "40.00 ± 10.00"
+    assert npl[1:4] == ["3", "0,1,2", "1,1,1"]  # no selection recorded: each run's last round
+    # model avg: mean(.3,.4,.5) = .4; deviations -.1,0,.1 → sqrt((.01+0+.01)/2) = .1
+    assert npl[4] == "40.00 ± 10.00"
     # mAP@0.5: mean(.2,.3,.7) = .4; deviations -.2,-.1,.3 → sqrt((.04+.01+.09)/2) = sqrt(.07) = .264575
-    assert npl[4] == "40.00 ± 26.46"
+    assert npl[5] == "40.00 ± 26.46"
     # round 0: .25 three times → std 0
-    assert npl[5] == "25.00 ± 0.00"
+    assert npl[6] == "25.00 ± 0.00"
     # class acc mean(.5,.6,.7) = .6 ± .1; mean tIoU .4 ± 0; positive acc like mAP@0.5 shifted: .3 ± .264575
-    assert npl[6:9] == ["60.00 ± 10.00", "40.00 ± 0.00", "30.00 ± 26.46"]
+    assert npl[7:10] == ["60.00 ± 10.00", "40.00 ± 0.00", "30.00 ± 26.46"]
     sup = row_of(table, "tiny_supervised")
     # one run: its value alone; no pseudo labels: dashes
-    assert sup[1:] == ["1", "3", "20.00", "10.00", "20.00", "–", "–", "–"]
+    assert sup[1:] == ["1", "3", "0", "20.00", "10.00", "20.00", "–", "–", "–"]
     assert out_png.read_bytes()[:8] == PNG_MAGIC
 
 
@@ -108,9 +113,24 @@ def test_unnamed_run_is_grouped_by_its_recipe_flags(tmp_path):
                   quality=(0.5, 0.5, 0.5))
     groups = compare.group_runs([compare.load_run(a), compare.load_run(b)])
     assert list(groups) == ["apl+ntc"]
-    # final avg mean(.2,.4) = .3, std sqrt((.01+.01)/1) = .141421
-    mean, std = compare.summarize(groups)["apl+ntc"]["final avg mAP"]
+    # model avg mean(.2,.4) = .3, std sqrt((.01+.01)/1) = .141421
+    mean, std = compare.summarize(groups)["apl+ntc"]["model avg mAP"]
     assert mean == pytest.approx(0.3) and std == pytest.approx(0.141421356, abs=1e-8)
+
+
+def test_a_run_is_reported_by_the_round_it_chose(tmp_path):
+    # round 1 chosen on val of rounds 0..2: its figures, and its quality (not round 2's)
+    path = write_run(tmp_path, "sel", name="x_s0", seed=0, recipe=["ntc"], evals=[(0.2, 0.1), (0.4, 0.5), (0.3, 0.6)],
+                     quality=(0.5, 0.5, 0.5), chosen=1)
+    metrics = json.loads((path / "metrics.json").read_text())
+    metrics["rounds"][2]["quality"]["class_accuracy"] = 0.9
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    run = compare.load_run(path)
+    assert run.model_round == 1 and run.curve == [0.2, 0.4, 0.3]
+    assert run.values["model avg mAP"] == 0.4 and run.values["model mAP@0.5"] == 0.5
+    assert run.values["class acc"] == 0.5
+    # --round overrides the choice
+    assert compare.load_run(path, 2).values["model avg mAP"] == 0.3
 
 
 def test_missing_metrics_is_a_clear_error(runs, tmp_path, capsys):
@@ -158,7 +178,7 @@ def test_round_option_reports_an_earlier_round(tmp_path, capsys):
                     quality=(0.7, 0.4, 0.3))
     assert compare.main([str(two), str(one), "--round", "1", "--out", str(tmp_path / "p.png")]) == 0
     # round 1 of both: avg mean(.30, .40) = .35, deviations ±.05 → std sqrt(2·.0025/1) = .070711
-    assert row_of(capsys.readouterr().out, "t_npl")[3:5] == ["35.00 ± 7.07", "30.00 ± 14.14"]
+    assert row_of(capsys.readouterr().out, "t_npl")[3:6] == ["1,1", "35.00 ± 7.07", "30.00 ± 14.14"]
     assert run_job(compare.main, [str(two), str(one), "--round", "2", "--out", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err
     assert "one/metrics.json" in err and "no round 2" in err

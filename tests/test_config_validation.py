@@ -92,7 +92,7 @@ REFUSED = [
     ("data.setting=full", "config key 'data.setting': expected one of 'semi', 'weak', got 'full'"),
     ("infer.nms=bogus", "config key 'infer.nms': expected one of 'soft', 'hard', 'none', 'fusion', got 'bogus'"),
     ("train.student_init=ema", "config key 'train.student_init': expected one of 'scratch', 'teacher', got 'ema'"),
-    ("run.eval_subset=train", "config key 'run.eval_subset': expected one of 'test', 'val', got 'train'"),
+    ("run.patience=-1", "config key 'run.patience': expected an integer >= 0, got -1"),
     ("tune.metric=test_mAP", "config key 'tune.metric': expected one of 'val_average_mAP', 'val_mAP_0.5', got 'test_mAP'"),
 ]
 
@@ -109,7 +109,7 @@ ACCEPTED = [
     "train.epochs=1", "train.seed=0", "model.window=1", "model.dropout=0.99", "train.focal_alpha=-1",
     "train.focal_alpha=1", "train.ema_momentum=0", "recipe.ntc.lam=1", "ray.max_failures=-1",
     "weak.pseudo_min_score=-5", "weak.thresholds=[0, 1]", "data.setting=weak", "infer.nms=none",
-    "train.student_init=teacher", "run.eval_subset=val", "model.stem_blocks=0", "model.input_dim=0",
+    "train.student_init=teacher", "run.patience=0", "model.stem_blocks=0", "model.input_dim=0",
     "model.window=0", "model.window=[9, 9, 9, 9, 9, 0]", "model.drop_path=0", "train.init_loss_norm=1.0e-3",
     "train.loss_norm_momentum=0", "infer.voting_thresh=0", "train.precision=fp16", "train.precision=bf16",
 ]
@@ -162,6 +162,11 @@ CROSS = [
     (["train.epochs=30", "recipe.gaufuse.schedule=[30]"],
      "config key 'recipe.gaufuse.schedule': expected strictly increasing epochs in [1, train.epochs = 30), got [30]"),
     (["weak.thresholds=[]"], "config key 'weak.thresholds': expected at least one CAS threshold, got []"),
+    (["recipe.min_score_rule=val_count", "data.val_ratio=0"],
+     "config key 'recipe.min_score_rule': expected 'fixed' when data.val_ratio = 0 ('val_count' counts the "
+     "validation videos' instances), got 'val_count'"),
+    (["run.eval_test=false", "data.val_ratio=0"], "config key 'run.eval_test': expected true when data.val_ratio = 0 "
+                                                  "(a run evaluates each round on val, test or both), got false"),
 ]
 
 
@@ -178,6 +183,7 @@ def test_rules_across_keys(overrides, message):
     ["infer.nms=fusion", "recipe.gaufuse.enabled=true"],
     ["recipe.apl.enabled=true", "model.quality_heads=true"],
     ["ray.num_workers=2"],  # batch 4 = 2 x 2
+    ["run.eval_test=false", "data.val_ratio=0.1"],  # val alone
     ["train.epochs=30", "recipe.gaufuse.schedule=[1, 29]"],
 ])
 def test_the_neighbours_of_the_cross_rules_are_accepted(overrides):

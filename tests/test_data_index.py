@@ -63,12 +63,12 @@ def test_index_reads_no_features(tiny, monkeypatch):
         return read(path, ids, columns, rows)
 
     monkeypatch.setattr(index_module, "read_shard_tables", small_columns_only)
-    index = build_index(DataConfig(root=str(tiny), labeled_ratio=0.5))
+    index = build_index(DataConfig(root=str(tiny), labeled_ratio=0.5, val_ratio=0.0))
     assert index.count("labeled") == 16 and columns_read  # the shards were read, their features were not
 
 
 def test_weak_setting(tiny):
-    index = build_index(DataConfig(root=str(tiny), setting="weak"))
+    index = build_index(DataConfig(root=str(tiny), setting="weak", val_ratio=0.0))
     assert index.count("labeled") == 0 and index.count("unlabeled") == 32
     for v in index.videos("unlabeled"):
         assert not v.labeled
@@ -102,7 +102,7 @@ def test_convert_real_features(tiny, tmp_path):
     rc = run_job(make_dataset.main, ["--annotations", str(tiny / "annotations.json"), "--features", str(tiny / "features"),
                             "--feat-stride", "16", "--num-frames", "16", "--out", str(out)])
     assert rc == 0
-    index = build_index(DataConfig(root=str(out), labeled_ratio=1.0))
+    index = build_index(DataConfig(root=str(out), labeled_ratio=1.0, val_ratio=0.0))
     assert index.count("labeled") == 32 and index.count("test") == 16
     # a missing feature file fails the conversion with the file named
     (tmp_path / "feats").mkdir()

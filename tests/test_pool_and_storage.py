@@ -27,8 +27,9 @@ from raytal.selftrain.rounds import run_selftrain
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = 40
+# no validation part: the split's unlabeled videos are 29 of the 32 training videos (3 labeled)
 SCHEDULE = ["train.epochs=4", "train.lr=0.005", "run.rounds=1", "train.seed=0", "recipe.min_score=0.05",
-            "train.shuffle_buffer=0"]
+            "train.shuffle_buffer=0", "data.val_ratio=0.0"]
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ from raytal.config import Config, ConfigError, load_config
 from raytal.core.video import Video
 from raytal.engine.trainer import StepContext
 from raytal.model.batch import collate
-from raytal.recipes.labeling import label_video
+from raytal.recipes.labeling import label_video, prepare_labeling
 from raytal.recipes.objective import make_objective
-from raytal.recipes.registry import RECIPES, Recipe, active_recipes, register
+from raytal.recipes.registry import RECIPES, LabelingContext, Recipe, active_recipes, register
 from raytal.selftrain.models import build_detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,6 +105,33 @@ def test_plain_threshold_selection_without_recipes():
     assert out["targets"] is None and out["teacher_scores"] is None and out["relaxed"] == 0
     # a stricter threshold keeps only A
     assert label_video(config("recipe.min_score=0.7"), C, video(), PRED)["labels"].tolist() == [0]
+
+
+def test_npl_n_pos_0_is_the_mean_instance_count_of_the_labeled_videos():
+    cfg = config("recipe.npl.enabled=true", "recipe.npl.n_pos=0")
+    # 3 instances in one labeled video, 1 in the other: N_pos = (3 + 1) / 2 = 2
+    labeled = [video(segments=np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]), labels=np.array([0, 1, 1])),
+               video(segments=np.array([[1.0, 2.0]]), labels=np.array([0]))]
+    context = prepare_labeling(cfg, lambda: iter(labeled), "detector")
+    assert context.prepared["npl"] == 2.0 and RECIPES["npl"].n_pos(cfg, context) == 2.0
+    # a set N_pos is used as it is and nothing is counted
+    fixed = config("recipe.npl.enabled=true", "recipe.npl.n_pos=5")
+    assert "npl" not in prepare_labeling(fixed, lambda: iter(labeled), "detector").prepared
+    assert RECIPES["npl"].n_pos(fixed, LabelingContext()) == 5.0
+    with pytest.raises(ValueError, match="n_pos = 0 takes N_pos from the labeled videos"):
+        RECIPES["npl"].n_pos(cfg, LabelingContext())
+    with pytest.raises(ValueError, match="and there are none"):
+        prepare_labeling(cfg, lambda: iter([]), "detector")
+
+
+def test_plain_threshold_of_the_round_from_the_val_videos():
+    # min_score_rule val_count: the round's threshold comes with the labeling context (0.55 keeps A and B of
+    # A 0.9, B 0.6, C 0.5), and recipe.min_score is not read
+    cfg = config("recipe.min_score_rule=val_count", "recipe.min_score=0.0")
+    out = label_video(cfg, C, video(), PRED, LabelingContext(min_score=0.55))
+    np.testing.assert_allclose(out["scores"], [0.9, 0.6], rtol=1e-6)
+    with pytest.raises(ValueError, match="val_count' sets the threshold from the val videos"):
+        label_video(cfg, C, video(), PRED, LabelingContext())
 
 
 def test_ntc_attaches_the_level0_teacher_scores():

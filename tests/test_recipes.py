@@ -21,10 +21,9 @@ from raytal.config import load_config
 from raytal.data.index import RunIndex, source_videos
 from raytal.data.pseudo_io import read_pseudo_labels
 from raytal.engine.checkpoint import load_checkpoint
-from raytal.model.inference import predict_videos
 from raytal.selftrain.local import LocalBackend
-from raytal.selftrain.models import load_detector
 from raytal.selftrain.rounds import run_selftrain
+from raytal.selftrain.teacher import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,8 +65,8 @@ def test_recipe_round_runs_and_changes_the_student(recipe: str, tiny_data: Path,
     assert all(math.isfinite(terms[k]) for k in RECIPES[recipe])
 
     test = list(itertools.islice(index.videos("test"), 4))
-    teacher_preds = predict_videos(load_detector(cfg, run / "round_0" / "train" / "final.pt"), test, cfg.infer)
-    student_preds = predict_videos(load_detector(cfg, run / "round_1" / "train" / "final.pt"), test, cfg.infer)
+    teacher_preds = Predictor(cfg, str(run / "round_0" / "train" / "final.pt"))(test)
+    student_preds = Predictor(cfg, str(run / "round_1" / "train" / "final.pt"))(test)
     changed = any(
         a["scores"].shape != b["scores"].shape or not np.allclose(a["scores"], b["scores"])
         for a, b in zip(teacher_preds, student_preds)

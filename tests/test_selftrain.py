@@ -9,12 +9,14 @@ reference.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from raytal.config import Config, load_config
@@ -22,6 +24,7 @@ from raytal.data.index import RunIndex
 from raytal.data.pseudo_io import read_pseudo_labels
 from raytal.selftrain.local import LocalBackend
 from raytal.selftrain.rounds import run_selftrain
+from raytal.selftrain.teacher import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SCHEDULE = ["train.epochs=8", "train.lr=0.005", "run.rounds=1", "train.seed=0"]
@@ -109,12 +112,13 @@ def test_run_directory_holds_config_stages_and_report(finished_run, tiny_root):
     saved = load_config(run_dir / "config.yaml")
     assert saved.run.dir == str(run_dir) and saved.train.epochs == 8 and saved.recipe.npl.enabled
     stages = json.loads((run_dir / "stages.json").read_text())["stages"]
-    expected = {"split", "round_0/train", "round_0/eval", "round_1/pseudo", "round_1/quality", "round_1/train",
-                "round_1/eval", "finished_1_rounds"}
+    expected = {"split", "round_0/train", "round_0/val", "round_0/eval", "round_1/pseudo", "round_1/quality",
+                "round_1/train", "round_1/val", "round_1/eval", "finished_1_rounds"}
     assert set(stages) == expected
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     report = (run_dir / "report.md").read_text()
-    for heading in ("## Test mAP (%) by round", "## Pseudo-label quality", "## Time per stage"):
+    for heading in ("# tiny: 1 self-training round, 10 % labels", "## The run's model", "## Test mAP (%) by round",
+                    "## Validation mAP (%) by round", "## Pseudo-label quality", "## Time per stage"):
         assert heading in report
     # the report's round-1 average is the metrics' one, in percent with 2 decimals
     assert f"| {100 * metrics['rounds'][1]['eval']['average_mAP']:.2f} |" in report
@@ -135,8 +139,8 @@ def test_metrics_have_map_per_threshold_quality_and_timings(finished_run, tiny_r
         assert all(0.0 <= ev["mAP"][t] <= 1.0 for t in TIOUS)
         # average mAP is the plain mean over the 5 thresholds
         assert ev["average_mAP"] == pytest.approx(sum(ev["mAP"][t] for t in TIOUS) / 5, abs=1e-12)
-    assert set(rounds[0]["timings"]) == {"train", "eval"}
-    assert set(rounds[1]["timings"]) == {"pseudo", "quality", "train", "eval"}
+    assert set(rounds[0]["timings"]) == {"train", "val", "eval"}
+    assert set(rounds[1]["timings"]) == {"pseudo", "quality", "train", "val", "eval"}
     assert all(s >= 0.0 for r in rounds for s in r["timings"].values())
     assert "quality" not in rounds[0]
     q, p = rounds[1]["quality"], rounds[1]["pseudo"]
@@ -207,3 +211,78 @@ def test_killed_between_pseudo_and_student_resumes_to_the_same_metrics(finished_
     assert map_values(resumed) == pytest.approx(map_values(reference), abs=1e-9)
     assert quality_values(resumed) == pytest.approx(quality_values(reference), abs=1e-9)
     assert json.loads((run_dir / "metrics.json").read_text())["rounds"][1]["eval"] == resumed["rounds"][1]["eval"]
+
+
+# ------------------------------------------------------------------------------- (c) the run's model
+
+
+class DegradingBackend(LocalBackend):
+    """The in-process back-end, training the rounds in ``degraded`` for 1 epoch at lr 1e-9: real checkpoints of a
+    detector still at its initialisation, whose val mAP is far below a trained round's."""
+
+    def __init__(self, degraded: set[str]):
+        self.degraded = degraded
+
+    def train(self, cfg, spec):
+        if spec.name.split("/")[0] in self.degraded:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, warmup_epochs=0, lr=1e-9))
+        return super().train(cfg, spec)
+
+
+def test_a_worse_round_2_hands_out_round_1s_model_and_says_so(tiny_root, tmp_path, caplog):
+    run_dir = tmp_path / "degrading"
+    cfg = load_config(REPO / "configs" / "base" / "tiny.yaml",
+                      [f"data.root={tiny_root}", f"run.dir={run_dir}", "train.epochs=8", "train.lr=0.005",
+                       "run.rounds=3", "run.patience=1"])
+    with caplog.at_level(logging.INFO, logger="raytal.selftrain"):
+        metrics = run_selftrain(cfg, DegradingBackend({"round_0", "round_2"}))
+    val = [r["val"]["average_mAP"] for r in metrics["rounds"]]
+    assert val[1] > val[0] and val[2] < val[1]  # what the construction makes: round 1 trained, 0 and 2 not
+    # round 2 did not beat round 1 (patience 1): no round 3, and round 1's model is the run's
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2] and not (run_dir / "round_3").exists()
+    assert metrics["selection"]["round"] == 1
+    assert metrics["selection"]["stopped"].startswith("after round 2 of 3: val average mAP did not improve")
+    final = (run_dir / "final" / "model.pt").read_bytes()
+    assert final == (run_dir / "round_1" / "train" / "final.pt").read_bytes()
+    assert final != (run_dir / "round_2" / "train" / "final.pt").read_bytes()
+    assert (run_dir / "final" / "predictions.json").read_bytes() == (run_dir / "round_1" / "predictions.json").read_bytes()
+    # the report and the log say which round and why, with every round's val mAP
+    why = f"round 1: the highest validation average mAP (val average mAP %: round 0 {100 * val[0]:.2f}"
+    report = (run_dir / "report.md").read_text()
+    assert report.startswith("# tiny: 2 self-training rounds, 10 % labels") and why in report
+    assert "## Validation mAP (%) by round" in report and "## Test mAP (%) by round" in report
+    assert any(why in rec.getMessage() for rec in caplog.records)
+    # test mAP is still reported for every round
+    assert all(0.0 <= r["eval"]["average_mAP"] <= 1.0 for r in metrics["rounds"])
+
+
+def test_nothing_to_pseudo_label_is_round_0_alone(tiny_root, tmp_path):
+    run_dir = tmp_path / "all_labeled"
+    cfg = load_config(REPO / "configs" / "base" / "tiny.yaml",
+                      [f"data.root={tiny_root}", f"run.dir={run_dir}", "train.epochs=1", "data.labeled_ratio=1.0",
+                       "run.rounds=2"])
+    backend = RecordingBackend()
+    metrics = run_selftrain(cfg, backend)
+    assert backend.calls == [("train", "round_0")]  # no student retrained on 0 pseudo-labeled videos
+    assert [r["round"] for r in metrics["rounds"]] == [0] and metrics["selection"]["round"] == 0
+    assert "nothing to pseudo-label" in metrics["selection"]["stopped"]
+    assert (run_dir / "final" / "model.pt").read_bytes() == (run_dir / "round_0" / "train" / "final.pt").read_bytes()
+
+
+def test_val_count_threshold_keeps_as_many_val_detections_as_val_instances(tiny_root, tmp_path):
+    run_dir = tmp_path / "val_count"
+    cfg = load_config(REPO / "configs" / "base" / "tiny.yaml",
+                      [f"data.root={tiny_root}", f"run.dir={run_dir}", "train.epochs=8", "train.lr=0.005",
+                       "run.rounds=1", "recipe.min_score_rule=val_count"])
+    metrics = run_selftrain(cfg, LocalBackend())
+    threshold = metrics["rounds"][1]["min_score"]
+    assert threshold == json.loads((run_dir / "stages.json").read_text())["stages"]["round_1/threshold"]["result"]
+    # the teacher's detections on the val videos (the evaluation's) scoring >= it are as many as their instances
+    index = RunIndex.load(str(run_dir / "index.json"))
+    val = list(index.videos("val"))
+    scores = np.concatenate([p["scores"] for p in Predictor(cfg, str(run_dir / "round_0" / "train" / "final.pt"))(val)])
+    assert int((scores >= threshold).sum()) == sum(len(v.labels) for v in val)
+    # and every pseudo label scores at least that much
+    records = read_pseudo_labels(run_dir / "round_1" / "pseudo")
+    assert metrics["rounds"][1]["quality"]["num_pseudo"] > 0
+    assert all((r.scores >= np.float32(threshold)).all() for r in records.values())

@@ -81,11 +81,12 @@ def test_run_directory_is_round_0_of_the_main_job(finished, tiny_data):
     saved = load_config(run / "config.yaml")
     assert saved.run.rounds == 0 and saved.train.epochs == 2 and saved.run.dir == str(run)
     stages = json.loads((run / "stages.json").read_text())["stages"]
-    assert set(stages) == {"split", "round_0/train", "round_0/eval", "finished_0_rounds"}
-    # the split is an index over the dataset's shards: every training video labeled (tiny_supervised: 100 %)
+    assert set(stages) == {"split", "round_0/train", "round_0/val", "round_0/eval", "finished_0_rounds"}
+    # the split is an index over the dataset's shards: every training video labeled (tiny_supervised: 100 %) but
+    # the validation part, round(0.2 x 32) = 6 of them
     index = RunIndex.load(str(run / "index.json"))
-    assert index.root == str(tiny_data) and index.count("labeled") > 0
-    assert index.count("unlabeled") == index.count("val") == 0 and index.count("test") > 0
+    assert index.root == str(tiny_data) and index.count("labeled") == 26 and index.count("val") == 6
+    assert index.count("unlabeled") == 0 and index.count("test") > 0
     assert not (run / "data").exists()  # no copy of the features
     stage = run / "round_0" / "train"
     final, last = load_checkpoint(stage / "final.pt"), load_checkpoint(stage / "last.pt")
@@ -106,7 +107,7 @@ def test_metrics_hold_round_0s_test_evaluation(finished):
     # the average is the plain mean over the five thresholds
     assert r0["eval"]["average_mAP"] == pytest.approx(sum(r0["eval"]["mAP"][t] for t in TIOUS) / 5, abs=1e-12)
     assert 0.0 <= r0["eval"]["average_mAP"] <= 1.0
-    assert set(r0["timings"]) == {"train", "eval"}
+    assert set(r0["timings"]) == {"train", "val", "eval"}
     assert r0["eval"] == json.loads((run / "stages.json").read_text())["stages"]["round_0/eval"]["result"]
     # the job prints the table of report.md: round 0's mAP per threshold and average, in percent
     row = "| 0 | " + " | ".join(f"{100 * r0['eval']['mAP'][t]:.2f}" for t in TIOUS) \

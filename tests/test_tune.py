@@ -36,13 +36,13 @@ def _cfg(*overrides: str):
 def test_validate_space_accepts_the_four_kinds():
     cfg = _cfg(
         "tune.space={recipe.npl.n_pos: {grid: [5, 10]}, recipe.ntc.lam: {uniform: [0.5, 0.95]},"
-        " infer.nms_sigma: {loguniform: [0.1, 1.0]}, recipe.gaufuse.temperature_test: {choice: [0.01, 0.03]}}"
+        " infer.nms_sigma: {loguniform: [0.1, 1.0]}, infer.fusion_temperature: {choice: [0.01, 0.03]}}"
     )
     assert validate_space(cfg) == {
         "recipe.npl.n_pos": ("grid", [5, 10]),
         "recipe.ntc.lam": ("uniform", [0.5, 0.95]),
         "infer.nms_sigma": ("loguniform", [0.1, 1.0]),
-        "recipe.gaufuse.temperature_test": ("choice", [0.01, 0.03]),
+        "infer.fusion_temperature": ("choice", [0.01, 0.03]),
     }
 
 
@@ -115,7 +115,8 @@ def test_trial_config_applies_overrides_on_val_in_own_dir(tmp_path):
     base = _cfg()
     cfg = trial_config(base, {"recipe.npl.n_pos": 4}, tmp_path / "trials" / "abc", "/t/final.pt")
     assert cfg.recipe.npl.n_pos == 4.0 and base.recipe.npl.n_pos == 3.0  # the base config is not mutated
-    assert cfg.run.eval_subset == "val" and cfg.run.dir == str(tmp_path / "trials" / "abc")
+    # selected on val alone, every round run (ASHA stops trials, not patience)
+    assert not cfg.run.eval_test and cfg.run.patience == 0 and cfg.run.dir == str(tmp_path / "trials" / "abc")
     assert cfg.run.teacher == "/t/final.pt"
 
 
@@ -188,7 +189,8 @@ def test_sweep_interrupted_then_resumed_never_reads_test(ray_session, tiny_data,
 
     # The ready-to-run best config evaluates on test; only now are the test shards put back and read.
     best_cfg = load_config(result.best_config)
-    assert best_cfg.run.eval_subset == "test" and best_cfg.recipe.npl.n_pos == result.best["recipe.npl.n_pos"]
+    assert best_cfg.run.eval_test and best_cfg.recipe.npl.n_pos == result.best["recipe.npl.n_pos"]
     shutil.move(tmp_path / "test_shards_aside", test_shards)
     test = evaluate_best_on_test(best_cfg, result.best, sweep)
     assert 0.0 <= test["average_mAP"] <= 1.0 and (sweep / "best_test.json").is_file()
+    assert test["checkpoint"] == str(Path(result.best["run_dir"]) / "final" / "model.pt")  # the trial's model

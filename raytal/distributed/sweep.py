@@ -1,25 +1,27 @@
 """Ray Tune sweeps (SPEC §6 "Ray Tune"): each trial is one self-training run, scheduled with ASHA on val mAP.
 
 A sweep over ``cfg.tune.space`` (dotted config keys -> ``{grid|uniform|loguniform|choice: ...}``) runs
-``run_selftrain`` once per trial with the trial's values applied, ``run.eval_subset = "val"`` (a seeded
-held-out part of the *training* videos, ``data.val_ratio > 0``) and its own run directory
+``run_selftrain`` once per trial with the trial's values applied, evaluated on the run's validation part
+only (``run.eval_test = false``; a seeded held-out part of the *training* videos, ``data.val_ratio > 0``, the
+same one every run selects its model on), every round (``run.patience = 0``) and its own run directory
 ``<sweep>/trials/<trial_id>``. Training stages go through Ray Train and pseudo-labeling through Ray Data,
 exactly as ``jobs/selftrain.py`` does: the Tune trial is only the driver of that run (Ray Train V2 + Tune:
 the trainable launches the ``TorchTrainer`` itself), so it asks for a small CPU share (``TRIAL_CPUS``) and
-the training workers / inference actors bring their own fractional resources. Each trial reports the
-val metrics after every round's evaluation; ASHA (``training_iteration`` = rounds evaluated, round 0
-included) stops weak trials early.
+the training workers / inference actors bring their own fractional resources. After every round's
+evaluation each trial reports the val metrics of its model so far (the round best on val up to then, which is
+what the run would hand out: ``raytal.selftrain.selection``); ASHA (``training_iteration`` = rounds evaluated,
+round 0 included) stops weak trials early.
 
 Teacher reuse: when every swept key is one that cannot change the round-0 *checkpoint* (see
 ``TEACHER_FREE_PREFIXES``), the teacher is trained once into ``<sweep>/teacher`` before the sweep and
 every trial starts from it (``run.teacher``). Each trial still evaluates round 0 itself, since inference
-keys (``infer.*``, GauFuse's test temperature) change that evaluation but not the checkpoint.
+keys (``infer.*``) change that evaluation but not the checkpoint.
 
 Resuming: the sweep lives in ``<sweep>/tune``; re-running the same command restores it with
 ``Tuner.restore`` (finished trials are kept, unfinished ones restart and their run resumes from its stage
 ledger). The test subset is never read by the sweep (``build_index(..., with_test=False)`` in val runs).
 At the end the best trial (highest val mAP among trials that ran every round) is written as a
-ready-to-run YAML and its final checkpoint is evaluated once on test — the very model that was
+ready-to-run YAML and its model (``final/model.pt``) is evaluated once on test — the very model that was
 selected, at no retraining cost; the YAML reproduces it from scratch.
 """
 
@@ -54,6 +56,7 @@ from raytal.distributed.session import ensure_ray, quiet_console
 from raytal.selftrain.evaluate import evaluate_checkpoint
 from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.rounds import run_dir_of, run_selftrain
+from raytal.selftrain.selection import best_round
 
 log = logging.getLogger("raytal.tune")
 
@@ -128,13 +131,15 @@ def trial_config(base: Config, overrides: dict[str, Any], run_dir: Path, teacher
     cfg = apply_overrides(base, overrides, source="tune trial")
     cfg.run.dir = str(run_dir)
     cfg.run.name = f"{base.run.name or 'sweep'}_{run_dir.name}"
-    cfg.run.eval_subset = "val"
+    cfg.run.eval_test, cfg.run.patience = False, 0  # never read test; ASHA is the sweep's early stopping
     if teacher:
         cfg.run.teacher = teacher
     return cfg
 
 
-def _round_metrics(r: int, res: dict) -> dict[str, float]:
+def _round_metrics(r: int, vals: list[dict]) -> dict[str, float]:
+    """What a trial reports after round r, given the val results of rounds 0..r: its model's (the best so far)."""
+    res = vals[best_round([v["average_mAP"] for v in vals])]
     mAP50 = float(res["mAP"].get("0.5", math.nan))
     return {"round": r, "val_average_mAP": float(res["average_mAP"]), "val_mAP_0.5": mAP50}
 
@@ -151,19 +156,22 @@ def _trial(config: dict, base: dict, sweep_dir: str, teacher: str) -> None:
     cfg = trial_config(from_dict(base), config["overrides"], sweep / "trials" / trial_id, teacher)
     _log_event(sweep, trial=trial_id, event="start")
     reported: set[int] = set()
+    vals: list[dict] = []
 
-    def on_round(r: int, res: dict) -> None:
+    def on_round(r: int, entry: dict) -> None:
+        vals.append(entry["val"])
         # Tune ends the trainable at its last report (ASHA's max_t), so the last round is reported only
         # after run_selftrain has written the run's metrics, report and "finished" ledger entry.
         if r < cfg.run.rounds:
             reported.add(r)
-            tune.report(_round_metrics(r, res))
+            tune.report(_round_metrics(r, vals))
 
     metrics = run_selftrain(cfg, RayBackend(cfg), on_round=on_round)
     _log_event(sweep, trial=trial_id, event="finish")
+    vals = [entry["val"] for entry in metrics["rounds"]]
     for entry in metrics["rounds"]:  # also every round of a run that had finished before a restart
         if entry["round"] not in reported:
-            tune.report(_round_metrics(entry["round"], entry["eval"]))
+            tune.report(_round_metrics(entry["round"], vals[: entry["round"] + 1]))
 
 
 def _interrupt_callback():
@@ -197,7 +205,7 @@ class SweepResult:
 def train_shared_teacher(cfg: Config, sweep_dir: Path) -> tuple[str, float]:
     """Round 0 once, into ``<sweep>/teacher`` (resumable via its stage ledger); (checkpoint, seconds)."""
     tcfg = from_dict(to_dict(cfg))
-    tcfg.run.rounds, tcfg.run.dir, tcfg.run.eval_subset, tcfg.run.teacher = 0, str(sweep_dir / "teacher"), "val", ""
+    tcfg.run.rounds, tcfg.run.dir, tcfg.run.eval_test, tcfg.run.teacher = 0, str(sweep_dir / "teacher"), False, ""
     tcfg.run.name = f"{cfg.run.name or 'sweep'}_teacher"
     run_selftrain(tcfg, RayBackend(tcfg))
     stages = StageLog(str(sweep_dir / "teacher" / "stages.json"))
@@ -289,7 +297,7 @@ def _sweep(cfg: Config, space: dict[str, tuple[str, list]], sweep_dir: Path, eva
     best_path = test = None
     if best is not None:
         best_cfg = apply_overrides(cfg, best["overrides"], source="best trial")
-        best_cfg.run.eval_subset, best_cfg.run.teacher = "test", ""
+        best_cfg.run.eval_test, best_cfg.run.teacher = True, ""
         best_cfg.run.dir = str(sweep_dir / "best_run")
         best_cfg.run.name = f"{cfg.run.name or 'sweep'}_best"
         best_cfg.tune.space = {}
@@ -333,12 +341,11 @@ def _best(rows: list[dict], metric: str, rounds: int) -> dict | None:
 
 
 def evaluate_best_on_test(best_cfg: Config, best: dict, sweep_dir: Path) -> dict:
-    """The best trial's final checkpoint evaluated once on test (cached in ``<sweep>/best_test.json``)."""
+    """The best trial's model (its ``final/model.pt``) evaluated once on test (cached in ``<sweep>/best_test.json``)."""
     out = sweep_dir / "best_test.json"
     if out.exists():
         return json.loads(out.read_text())
-    stages = StageLog(str(Path(best["run_dir"]) / "stages.json"))
-    checkpoint = stages.result(f"round_{best_cfg.run.rounds}/train")
+    checkpoint = str(Path(best["run_dir"]) / "final" / "model.pt")
     index = build_index(best_cfg.data)
     result = evaluate_checkpoint(best_cfg, RayBackend(best_cfg), checkpoint, index.parts["test"],
                                  load_dataset_info(best_cfg.data.root),

@@ -1,6 +1,7 @@
-"""GauFuse (paper 004): Gaussian weighted fusion instead of NMS (pseudo labels at temperature T = 0.1,
-test time at 0.03), LinPro dense snippet labels, and the snippet loss on them — or, after a regeneration
-of the labels by the student, the Δ-label loss on their change (SPEC §5 "GauFuse")."""
+"""GauFuse (paper 004): Gaussian weighted fusion instead of NMS for pseudo labels (temperature T = 0.1; at
+test time it is ``infer.nms: fusion`` at ``infer.fusion_temperature`` 0.03, set by GauFuse's configs), LinPro
+dense snippet labels, and the snippet loss on them — or, after a regeneration of the labels by the student, the
+Δ-label loss on their change (SPEC §5 "GauFuse")."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from raytal.config import Config, InferConfig
 from raytal.core.grid import video_grid
 from raytal.core.video import Video
 from raytal.losses.delta_loss import delta_label_loss
-from raytal.postprocess.fusion import FusionFn, gaussian_fusion
+from raytal.postprocess.fusion import gaussian_fusion
 from raytal.pseudo.linpro import dense_labels
 from raytal.recipes.outputs import level0_points
 from raytal.recipes.registry import Instances, LabelingContext, LossInputs, LossTerm, Recipe, register
@@ -59,7 +60,3 @@ class GauFuse(Recipe):
             return {"snippet": (weight, (bce * valid).sum() / valid.sum().clamp(min=1))}
 
         return [snippet]
-
-    def test_fusion(self, cfg: Config) -> FusionFn:
-        gf = cfg.recipe.gaufuse
-        return lambda seg, score, lab: gaussian_fusion(seg, score, lab, gf.iou_group, gf.temperature_test)

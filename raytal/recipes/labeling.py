@@ -2,7 +2,7 @@
 
 The per-video stage both back-ends run (the in-process round in a loop, the Ray Data pipeline in its
 actors or map tasks). The selecting recipe (NPL or APL) picks instances from the teacher's outputs — a
-plain score threshold (``recipe.min_score``) when neither is enabled — then every enabled recipe refines
+plain score threshold (``recipe.min_score_rule``) when neither is enabled — then every enabled recipe refines
 them in registration order (NTC's teacher scores, NoCo's CALA, GauFuse's fusion and LinPro). Nothing here
 names a recipe.
 
@@ -36,7 +36,7 @@ def label_video(cfg: Config, num_classes: int, video: Video, pred: dict,
     context = context or LabelingContext()
     recipes = active_recipes(cfg)
     chooser = selector(recipes)
-    inst = chooser.select(cfg, video, pred, context) if chooser else threshold_select(cfg, pred)
+    inst = chooser.select(cfg, video, pred, context) if chooser else threshold_select(cfg, pred, context)
     for recipe in recipes:
         inst = recipe.refine(cfg, video, inst, pred, context, num_classes)
     weights = np.ones(len(inst.scores), np.float32) if inst.weights is None else inst.weights

@@ -3,6 +3,8 @@ predictions, and the temporal-consistency loss on the pseudo instances (SPEC §5
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 import torch
 
@@ -16,12 +18,32 @@ from raytal.recipes.outputs import positive_offsets
 from raytal.recipes.registry import Instances, LabelingContext, LossInputs, LossTerm, Recipe, register
 
 
+def instances_per_video(videos: Iterable[Video]) -> float:
+    """The mean number of ground-truth instances per video (NPL's N_pos when ``recipe.npl.n_pos`` is 0)."""
+    counts = [len(v.labels) for v in videos]
+    if not counts:
+        raise ValueError("recipe.npl.n_pos = 0 takes N_pos from the labeled videos, and there are none")
+    return float(np.mean(counts))
+
+
 @register
 class NPL(Recipe):
     name = "npl"
 
     def needs_dense(self, cfg: Config) -> bool:
         return True
+
+    def prepare(self, cfg: Config, labeled: Callable[[], Iterable[Video]]) -> float | None:
+        """N_pos from the labeled videos when ``recipe.npl.n_pos`` is 0."""
+        return instances_per_video(labeled()) if cfg.recipe.npl.n_pos == 0 else None
+
+    def n_pos(self, cfg: Config, context: LabelingContext) -> float:
+        if cfg.recipe.npl.n_pos > 0:
+            return cfg.recipe.npl.n_pos
+        if self.name not in context.prepared:
+            raise ValueError("recipe.npl.n_pos = 0 takes N_pos from the labeled videos: label with the context "
+                             "raytal.recipes.labeling.prepare_labeling makes")
+        return context.prepared[self.name]
 
     def select(self, cfg: Config, video: Video, pred: dict, context: LabelingContext) -> Instances:
         """Dense (point, class) candidates -> ranking score -> NMS on it -> class-adaptive top-K."""
@@ -38,7 +60,7 @@ class NPL(Recipe):
         seg = np.stack([dense["start"][point], dense["end"][point]], axis=1)
         keep = nms(seg, rank, cls, npl.nms_iou)
         seg, cls, cand_scores, rank = seg[keep], cls[keep], cand_scores[keep], rank[keep]
-        keep = class_adaptive_filter(cls, rank, npl.n_pos)
+        keep = class_adaptive_filter(cls, rank, self.n_pos(cfg, context))
         return Instances.of(video_seconds(video, seg[keep]), cand_scores[keep], cls[keep], "npl")
 
     def unlabeled_weight(self, cfg: Config) -> float:

@@ -1,7 +1,8 @@
 """Recipes plug in by name: each paper's method is a ``Recipe`` registered here, with hooks for the
-places a method acts — labeling (select, refine), training (loss terms, batch transform, EMA), and
-test-time post-processing. ``raytal.recipes.labeling`` and ``raytal.recipes.objective`` compose the hooks
-of the config's enabled recipes in registration order; neither they nor the trainer name a recipe.
+places a method acts — labeling (select, refine) and training (loss terms, batch transform, EMA); test-time
+post-processing is the config's (``infer.nms``: GauFuse's configs set ``fusion``). ``raytal.recipes.labeling``
+and ``raytal.recipes.objective`` compose the hooks of the config's enabled recipes in registration order;
+neither they nor the trainer name a recipe.
 
 A recipe is enabled by ``cfg.recipe.<name>.enabled``. Registration order is the order the papers apply
 their stages in: selection (NPL or APL, one of them) → NTC's teacher scores → NoCo's CALA → GauFuse's
@@ -23,7 +24,6 @@ from raytal.engine.trainer import StepContext
 from raytal.model.batch import Batch
 from raytal.model.criterion import ClsTargetFn
 from raytal.model.detector import DetectorOutput
-from raytal.postprocess.fusion import FusionFn
 
 @dataclass
 class Instances:
@@ -81,11 +81,19 @@ class LabelingContext:
 
     teacher_kind: str = "detector"
     prepared: dict[str, Any] = field(default_factory=dict)
+    min_score: float | None = None  # the round's plain threshold when set from the val videos (min_score_rule)
 
 
-def threshold_select(cfg: Config, pred: dict) -> Instances:
-    """The teacher's detections scoring at least ``recipe.min_score``."""
-    keep = pred["scores"] >= cfg.recipe.min_score
+def threshold_select(cfg: Config, pred: dict, context: LabelingContext) -> Instances:
+    """The teacher's detections scoring at least the round's threshold (``recipe.min_score_rule``)."""
+    if cfg.recipe.min_score_rule == "fixed":
+        threshold = cfg.recipe.min_score
+    elif context.min_score is None:
+        raise ValueError("recipe.min_score_rule = 'val_count' sets the threshold from the val videos: label with "
+                         "the context of the round (raytal.selftrain.rounds)")
+    else:
+        threshold = context.min_score
+    keep = pred["scores"] >= threshold
     return Instances.of(pred["segments"][keep], pred["scores"][keep], pred["labels"][keep], "teacher")
 
 
@@ -117,8 +125,8 @@ class Recipe:
 
     def select(self, cfg: Config, video: Video, pred: dict, context: LabelingContext) -> Instances:
         """The pseudo instances from the teacher's outputs; without a selecting recipe, its detections
-        scoring at least ``recipe.min_score``."""
-        return threshold_select(cfg, pred)
+        scoring at least the round's threshold (``threshold_select``)."""
+        return threshold_select(cfg, pred, context)
 
     def refine(self, cfg: Config, video: Video, inst: Instances, pred: dict, context: LabelingContext,
                num_classes: int) -> Instances:
@@ -141,11 +149,6 @@ class Recipe:
 
     def ema_momentum(self, cfg: Config) -> float | None:
         """The EMA's momentum when the recipe's method depends on it (NoCo's teacher)."""
-        return None
-
-    # ---- evaluation ----
-    def test_fusion(self, cfg: Config) -> FusionFn | None:
-        """A replacement for NMS at test time (GauFuse's weighted fusion); None = the config's ``infer.nms``."""
         return None
 
 

@@ -24,6 +24,7 @@ from raytal.data.dataset import DatasetInfo
 from raytal.data.index import Source
 from raytal.data.shards import read_shard_tables
 from raytal.eval.detection import DetectionResult, evaluate_detection
+from raytal.pseudo.count_threshold import count_threshold
 from raytal.selftrain.backend import Backend
 from raytal.selftrain.predict import detections_of, read_detections, results_json
 from raytal.selftrain.pseudo_stage import input_blocks
@@ -55,11 +56,10 @@ def eval_json(result: DetectionResult, class_names: list[str] | None = None) -> 
     return out
 
 
-def evaluate_checkpoint(cfg: Config, backend: Backend, checkpoint: str, sources: Sequence[Source],
-                        info: DatasetInfo, predictions: str | None = None, part: str = "test") -> dict:
-    """mAP of ``checkpoint`` on the videos of ``sources`` (members of ``part``) at the run's thresholds
-    (JSON-able, fractions); with ``predictions`` (a path or URI) its detections are written there as an
-    ActivityNet results file. A video the pass could not read or predict is an error naming it."""
+def detect_on(cfg: Config, backend: Backend, checkpoint: str, sources: Sequence[Source], info: DatasetInfo,
+              part: str) -> tuple[SegmentTable, SegmentTable, list[str]]:
+    """(ground truth, test-time detections, video ids) of ``checkpoint`` on the videos of ``sources`` (members
+    of ``part``). A video the pass could not read or predict is an error naming it."""
     gt, ids = ground_truth(sources)
     inputs = tuple(InferenceInput(k, part, s.file, s.ids, s.count) for k, s in enumerate(sources))
     with tempfile.TemporaryDirectory(prefix="raytal-detections-") as out:
@@ -69,7 +69,24 @@ def evaluate_checkpoint(cfg: Config, backend: Backend, checkpoint: str, sources:
     if failed.num_rows:
         raise DataError(f"{failed.num_rows} {part} video(s) could not be evaluated; "
                         f"{failed.column('video_id')[0]}: {failed.column('error')[0]}")
-    pred = detections_of(table)
+    return gt, detections_of(table), ids
+
+
+def count_threshold_on(cfg: Config, backend: Backend, checkpoint: str, sources: Sequence[Source],
+                       info: DatasetInfo) -> float:
+    """``recipe.min_score_rule: val_count``: the score of the checkpoint's N-th best detection on the videos of
+    ``sources`` (the validation part), N their number of ground-truth instances (``raytal.pseudo.count_threshold``).
+    The detections are the evaluation's (``infer.*``), which for a plain threshold are the ones it labels from."""
+    gt, pred, _ = detect_on(cfg, backend, checkpoint, sources, info, "val")
+    return count_threshold(pred.scores, len(gt))
+
+
+def evaluate_checkpoint(cfg: Config, backend: Backend, checkpoint: str, sources: Sequence[Source],
+                        info: DatasetInfo, predictions: str | None = None, part: str = "test") -> dict:
+    """mAP of ``checkpoint`` on the videos of ``sources`` (members of ``part``) at the run's thresholds
+    (JSON-able, fractions); with ``predictions`` (a path or URI) its detections are written there as an
+    ActivityNet results file. A video the pass could not read or predict is an error naming it."""
+    gt, pred, ids = detect_on(cfg, backend, checkpoint, sources, info, part)
     if predictions is not None:
         storage.write_text(predictions, json.dumps(results_json(pred, ids, info.classes)))
     return eval_json(evaluate_detection(gt, pred, eval_tious(cfg, info)))

@@ -34,9 +34,40 @@ def _save(fig, path: str) -> None:
     storage.write_bytes(path, buf.getvalue())
 
 
-def round_table(metrics: dict) -> str:
-    """Markdown: one row per round, mAP (%) per tIoU and the average."""
-    return map_table({str(r["round"]): r["eval"] for r in metrics["rounds"]}, label="round")
+SUBSETS = {"eval": "test", "val": "validation"}  # metrics.json's per-round keys and what each evaluated
+
+
+def round_table(metrics: dict, key: str = "eval") -> str:
+    """Markdown: one row per round, mAP (%) per tIoU and the average, on test (``eval``) or ``val``."""
+    return map_table({str(r["round"]): r[key] for r in metrics["rounds"] if key in r}, label="round")
+
+
+def evaluated(metrics: dict) -> list[str]:
+    """The keys of what the run's rounds were evaluated on, test first."""
+    return [k for k in SUBSETS if k in metrics["rounds"][0]]
+
+
+def round_tables(metrics: dict, heading: str = "") -> str:
+    """``round_table`` on test, then on val (what the run evaluated), each under a ``heading`` line."""
+    return "\n\n".join(f"{heading}{SUBSETS[k].capitalize()} mAP (%) by round\n\n{round_table(metrics, k)}"
+                         for k in evaluated(metrics))
+
+
+def title(metrics: dict, run_dir: str) -> str:
+    """The dataset, what ran and at which share of labels, then the run directory."""
+    rounds = len(metrics["rounds"]) - 1
+    what = f"{rounds} self-training round{'s' if rounds != 1 else ''}" if rounds else "supervised (round 0)"
+    labels = f", {100 * metrics['labeled_ratio']:g} % labels" if "labeled_ratio" in metrics else ""
+    return f"{metrics.get('dataset') or storage.name(run_dir)}: {what}{labels} (run {storage.name(run_dir)})"
+
+
+def selection_text(metrics: dict) -> str:
+    """Which round's model ``<run>/final/model.pt`` is and why; when and why the run stopped early."""
+    sel = metrics.get("selection")
+    if sel is None:
+        return "(no selection recorded)"
+    stopped = f" The run stopped {sel['stopped']}." if sel.get("stopped") else ""
+    return f"`final/model.pt` is {sel['why']}.{stopped}"
 
 
 def quality_table(metrics: dict) -> str:
@@ -56,7 +87,7 @@ def quality_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-STAGES = ("pretrain", "pseudo", "quality", "train", "eval")
+STAGES = ("pretrain", "pseudo", "quality", "train", "val", "eval")
 
 
 def timing_table(metrics: dict) -> str:
@@ -78,10 +109,16 @@ def plot_rounds(path: str, metrics: dict) -> None:
     rounds = metrics["rounds"]
     xs = [r["round"] for r in rounds]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    axes[0].plot(xs, [100 * r["eval"]["average_mAP"] for r in rounds], "o-", label="average")
-    for t in rounds[0]["eval"]["mAP"]:
-        axes[0].plot(xs, [100 * r["eval"]["mAP"][t] for r in rounds], ".--", alpha=0.6, label=f"tIoU {t}")
-    axes[0].set(xlabel="round", ylabel="mAP (%)", title=f"{metrics.get('eval_subset', 'test')} mAP by round")
+    keys = evaluated(metrics)
+    for key in keys:
+        axes[0].plot(xs, [100 * r[key]["average_mAP"] for r in rounds], "o-", label=f"{SUBSETS[key]} average")
+    for t in rounds[0][keys[0]]["mAP"]:
+        axes[0].plot(xs, [100 * r[keys[0]]["mAP"][t] for r in rounds], ".--", alpha=0.6,
+                     label=f"{SUBSETS[keys[0]]} tIoU {t}")
+    chosen = metrics.get("selection", {}).get("round")
+    if chosen is not None:
+        axes[0].axvline(chosen, color="k", lw=0.8, ls=":", label="the run's model")
+    axes[0].set(xlabel="round", ylabel="mAP (%)", title="mAP by round")
     axes[0].legend(fontsize=7)
     q = [r for r in rounds if "quality" in r]
     for key in QUALITY_KEYS:
@@ -143,8 +180,8 @@ def write_report(run_dir: str, metrics: dict, classes: list[str], timelines: lis
     for name, plot in plots.items():
         plot(storage.join(run_dir, "plots", name))
     text = [
-        f"# Run {metrics.get('run') or storage.name(run_dir)}", "",
-        f"## {metrics.get('eval_subset', 'test').capitalize()} mAP (%) by round", "", round_table(metrics), "",
+        f"# {title(metrics, run_dir)}", "", "## The run's model", "", selection_text(metrics), "",
+        round_tables(metrics, "## "), "",
         "## Pseudo-label quality (%, against the unlabeled videos' hidden ground truth)", "", quality_table(metrics), "",
         "## Time per stage", "", timing_table(metrics), "",
         "Plots: " + ", ".join(f"`plots/{name}`" for name in sorted(plots)), "",

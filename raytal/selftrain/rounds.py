@@ -4,9 +4,13 @@ Round 0 trains the teacher on the labeled videos and evaluates it (the supervise
 ``run.rounds: 0`` that is the whole run, which is what ``jobs/train.py`` runs). Each round r ≥ 1 makes
 pseudo labels for the unlabeled videos — the split's and the dataset's pool — with the current teacher,
 measures their quality against the split's hidden ground truth, trains a student on labeled +
-pseudo-labeled videos and evaluates it; the student is the next teacher. Where the work runs is the
-back-end's business (in-process, or Ray Train + Ray Data): each stage is one ``TrainSpec`` or
-``LabelSpec`` handed to it; what runs and in which order is decided here, once.
+pseudo-labeled videos and evaluates it; the student is the next teacher. Every round is evaluated on the
+split's validation part (labeled training videos held out of everything else) and, with ``run.eval_test``,
+on the test subset. The run's model, copied to ``<run>/final/``, is the round best on val
+(``raytal.selftrain.selection``); the run stops early when val mAP stops improving (``run.patience``) and
+after round 0 when there is nothing to pseudo-label. Where the work runs is the back-end's business
+(in-process, or Ray Train + Ray Data): each stage is one ``TrainSpec`` or ``LabelSpec`` handed to it; what
+runs and in which order is decided here, once.
 
 The run's split is an index over the dataset's shards (``index.json``), never a copy of its features.
 Every stage is recorded in ``<run>/stages.json`` when it finishes; re-running the same command skips
@@ -47,12 +51,13 @@ from raytal.recipes.labeling import prepare_labeling
 from raytal.recipes.registry import LabelingContext
 from raytal.core.protocols import format_tious
 from raytal.selftrain.backend import Backend
-from raytal.selftrain.evaluate import eval_tious, evaluate_checkpoint
+from raytal.selftrain.evaluate import count_threshold_on, eval_tious, evaluate_checkpoint
 from raytal.selftrain.ledger import StageLog
 from raytal.selftrain.models import DETECTOR, load_detector, load_weak_base
 from raytal.selftrain.report import percent, write_report
 from raytal.selftrain.run_lock import LOCK_NAME, RUN_KIND, RUN_RECORDS, RunLock
 from raytal.selftrain.run_record import RECORD_NAME, open_record
+from raytal.selftrain.selection import best_round, describe, patience_exhausted
 from raytal.selftrain.spec import LabelSpec, TrainSpec, pseudo_sources
 from raytal.selftrain.teacher import Predictor, teacher_kind
 from raytal.selftrain.weak_round import train_weak_stage
@@ -150,7 +155,7 @@ class Rounds:
         path = self.path("index.json")
 
         def build() -> RunIndex:
-            return build_index(cfg.data, with_test=cfg.run.eval_subset == "test")  # a val run never reads test
+            return build_index(cfg.data, with_test=cfg.run.eval_test)  # without eval_test, test is never read
 
         def split() -> dict:
             index = build()
@@ -223,15 +228,21 @@ class Rounds:
         return path
 
     def evaluate(self, index: RunIndex, r: int, checkpoint: str) -> dict:
-        part = self.cfg.run.eval_subset
-        res = self.stages.run(f"round_{r}/eval", lambda: evaluate_checkpoint(
-            self.cfg, self.backend, checkpoint, index.parts.get(part, []), self.info,
-            self.path(f"round_{r}", "predictions.json"), part))
-        log.info("round %d: %s average mAP (tIoU %s) %.2f %%", r, part, format_tious(eval_tious(self.cfg, self.info)),
-                 100 * res["average_mAP"])
+        """Round r's model on the validation part (``val``: model selection) and, with ``run.eval_test``, on the
+        test subset (``eval``, its detections in ``round_<r>/predictions.json``)."""
+        entry = {}
+        if index.count("val"):
+            entry["val"] = self.stages.run(f"round_{r}/val", lambda: evaluate_checkpoint(
+                self.cfg, self.backend, checkpoint, index.parts["val"], self.info, part="val"))
+        if self.cfg.run.eval_test:
+            entry["eval"] = self.stages.run(f"round_{r}/eval", lambda: evaluate_checkpoint(
+                self.cfg, self.backend, checkpoint, index.parts.get("test", []), self.info,
+                self.path(f"round_{r}", "predictions.json"), "test"))
+        log.info("round %d: average mAP (tIoU %s) %s", r, format_tious(eval_tious(self.cfg, self.info)),
+                 ", ".join(f"{'test' if k == 'eval' else k} {100 * v['average_mAP']:.2f} %" for k, v in entry.items()))
         if self.on_round is not None:
-            self.on_round(r, res)
-        return res
+            self.on_round(r, entry)
+        return entry
 
     def label(self, label: LabelSpec) -> dict:
         """The back-end's pass into the pseudo-label folder, replacing its earlier output (``label_into``)."""
@@ -239,16 +250,24 @@ class Rounds:
             summary = label_into(out, label, lambda staged: self.backend.pseudolabel(self.cfg, staged))
         return {**summary, "out_dir": label.out_dir}
 
-    def context(self, index: RunIndex, teacher: str) -> LabelingContext:
-        """What the recipes prepare for labeling (APL's ICD), once per kind of teacher."""
+    def context(self, index: RunIndex, teacher: str, name: str) -> LabelingContext:
+        """What the recipes prepare for labeling (APL's ICD, NPL's N_pos), once per kind of teacher; with
+        ``recipe.min_score_rule: val_count`` this teacher's plain threshold, counted on the val videos in a stage of
+        its own (``round_<r>/threshold``: a resumed run labels with the same one)."""
         kind = teacher_kind(teacher)
         if kind not in self._contexts:
             self._contexts[kind] = prepare_labeling(self.cfg, lambda: index.videos("labeled"), kind)
-        return self._contexts[kind]
+        if self.cfg.recipe.min_score_rule == "fixed":
+            return self._contexts[kind]
+        threshold = self.stages.run(name.replace("pseudo", "threshold"), lambda: count_threshold_on(
+            self.cfg, self.backend, teacher, index.parts["val"], self.info))
+        log.info("%s: pseudo labels from score %.4f (as many detections on the val videos as their instances)",
+                 name, threshold)
+        return dataclasses.replace(self._contexts[kind], min_score=threshold)
 
     def pseudolabel(self, index: RunIndex, name: str, teacher: str, r: int) -> tuple[LabelSpec, dict]:
         label = LabelSpec(teacher, r, self.path(*name.split("/")), index.num_classes, index.setting,
-                          tuple(index.pseudo_sources()), self.context(index, teacher))
+                          tuple(index.pseudo_sources()), self.context(index, teacher, name))
         summary = self.stages.run(name, self.label, label)
         quality = self.stages.run(name.replace("pseudo", "quality"), round_quality, index, label)
         log.info("%s: %d videos, %d error rows, %d with labels; class acc %s %%, positive acc %s %%", name,
@@ -301,25 +320,45 @@ class Rounds:
             log.info("run %s is already finished; metrics in %s", self.dir, self.path("metrics.json"))
             return self.stages.result(finished)
         index = self.load_index()
-        if not index.count(cfg.run.eval_subset):
-            raise ConfigError(f"run.eval_subset={cfg.run.eval_subset!r} but that split is empty"
-                              + (" (set data.val_ratio > 0)" if cfg.run.eval_subset == "val" else ""))
         teacher = self.teacher(index, self.pretrain(index))
-        self.evaluate(index, 0, teacher)
-        for r in range(1, cfg.run.rounds + 1):
+        models = [teacher]
+        val = [self.evaluate(index, 0, teacher).get("val", {}).get("average_mAP")]
+        stopped = None
+        if cfg.run.rounds > 0 and not index.pseudo_sources():
+            stopped = "after round 0: nothing to pseudo-label (every training video is labeled and there is no pool)"
+        while stopped is None and len(models) <= cfg.run.rounds:
+            r = len(models)
             label, summary = self.pseudolabel(index, f"round_{r}/pseudo", teacher, r)
             # A base-model teacher has another architecture: its student starts from scratch.
             from_teacher = cfg.train.student_init == "teacher" and teacher_kind(teacher) == DETECTOR
             teacher = self.student(index, r, label, summary, teacher if from_teacher else None)
-            self.evaluate(index, r, teacher)
-        metrics = collect_metrics(cfg, self.stages)
-        write_report(self.dir, metrics, self.info.classes, self.timelines(index) if cfg.run.rounds > 0 else None)
+            models.append(teacher)
+            val.append(self.evaluate(index, r, teacher).get("val", {}).get("average_mAP"))
+            if r < cfg.run.rounds and patience_exhausted(val, cfg.run.patience):
+                stopped = (f"after round {r} of {cfg.run.rounds}: val average mAP did not improve for "
+                           f"{cfg.run.patience} round(s) (run.patience)")
+        chosen = best_round(val)
+        selection = {"round": chosen, "why": describe(val, chosen), "stopped": stopped}
+        log.info("the run's model is %s%s", selection["why"], f"; stopped {stopped}" if stopped else "")
+        self.keep_final(models[chosen], chosen)
+        metrics = collect_metrics(cfg, self.stages, len(models) - 1, selection, self.info.name)
+        write_report(self.dir, metrics, self.info.classes, self.timelines(index, len(models) - 1))
         self.stages.record(finished, metrics, 0.0)
         return metrics
 
-    def timelines(self, index: RunIndex, count: int = 3) -> list[dict]:
-        """Ground truth, the last teacher's detections and the last round's pseudo labels of a few videos."""
-        r = self.cfg.run.rounds
+    def keep_final(self, checkpoint: str, r: int) -> None:
+        """``<run>/final/``: the chosen round's checkpoint (``model.pt``) and, when the run read the test subset,
+        its detections there (``predictions.json``)."""
+        storage.write_bytes(self.path("final", "model.pt"), storage.read_bytes(checkpoint))
+        predictions = self.path(f"round_{r}", "predictions.json")
+        if self.cfg.run.eval_test and storage.exists(predictions):
+            storage.write_bytes(self.path("final", "predictions.json"), storage.read_bytes(predictions))
+
+    def timelines(self, index: RunIndex, r: int, count: int = 3) -> list[dict] | None:
+        """Ground truth, the detections of round r's teacher and round r's pseudo labels of a few videos (None for
+        a run that made no pseudo labels)."""
+        if r == 0:
+            return None
         sources = index.pseudo_sources()
         if not sources or sources[0][0] != "unlabeled":
             return []
@@ -394,22 +433,26 @@ def regeneration_schedule(cfg: Config) -> list[int]:
         raise ConfigError(f"recipe.gaufuse.schedule: {e}") from e
 
 
-def collect_metrics(cfg: Config, stages: StageLog) -> dict:
-    """metrics.json content: per round mAP per threshold, pseudo-label quality and stage timings.
+def collect_metrics(cfg: Config, stages: StageLog, last: int, selection: dict, dataset: str) -> dict:
+    """metrics.json content: per round (0..``last``) mAP per threshold on val (``val``) and test (``eval``),
+    pseudo-label quality and stage timings; which round is the run's model and why (``selection``).
 
     With a GauFuse regeneration schedule, ``regenerations`` lists each generation's epoch, pipeline summary
     and quality, and the training and pseudo-labeling timings include every segment and regeneration.
     """
     rounds = []
     regen = regeneration_schedule(cfg)
-    for r in range(cfg.run.rounds + 1):
-        entry: dict = {"round": r, "eval": stages.result(f"round_{r}/eval"), "timings": {}}
-        for stage in ("pretrain", "pseudo", "quality", "train", "eval"):
+    for r in range(last + 1):
+        entry: dict = {"round": r, "timings": {}}
+        entry.update({k: stages.result(f"round_{r}/{k}") for k in ("val", "eval") if stages.done(f"round_{r}/{k}")})
+        for stage in ("pretrain", "pseudo", "quality", "train", "val", "eval"):
             extra = [f"round_{r}/{stage}_{'to' if stage == 'train' else 'at'}_{e}" for e in regen] if r > 0 else []
             names = [n for n in (f"round_{r}/{stage}", *extra) if stages.done(n)]
             if names:
                 entry["timings"][stage] = round(sum(stages.seconds(n) for n in names), 3)
         if r > 0:
+            if stages.done(f"round_{r}/threshold"):  # recipe.min_score_rule: val_count
+                entry["min_score"] = stages.result(f"round_{r}/threshold")
             entry["pseudo"] = stages.result(f"round_{r}/pseudo")
             entry["quality"] = stages.result(f"round_{r}/quality")
             entry["regenerations"] = [
@@ -417,4 +460,5 @@ def collect_metrics(cfg: Config, stages: StageLog) -> dict:
                  "quality": stages.result(f"round_{r}/quality_at_{e}")} for e in regen
             ]
         rounds.append(entry)
-    return {"run": cfg.run.name, "eval_subset": cfg.run.eval_subset, "rounds": rounds, "finished_at": time.time()}
+    return {"run": cfg.run.name, "dataset": dataset, "labeled_ratio": cfg.data.labeled_ratio, "rounds": rounds,
+            "selection": selection, "finished_at": time.time()}

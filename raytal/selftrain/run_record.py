@@ -16,7 +16,8 @@ directory that has a record compares, before anything is written,
 
 - the config: every key must be the recorded value except ``RESUMABLE_KEYS``, which say how or where the
   run goes on but not what it computes: ``run.rounds`` (raising it continues the run with more rounds;
-  lowering it reports the earlier rounds), ``run.dir`` (the directory moved), ``train.torch_threads``, every
+  lowering it reports the earlier rounds), ``run.patience`` (how many rounds without a better val mAP end
+  the run), ``run.dir`` (the directory moved), ``train.torch_threads``, every
   ``ray.*`` key (cluster, workers, GPUs, actor pool and batch sizes: a run may resume on another cluster;
   with another ``ray.num_workers`` the stages still to train see other batches, as any DDP run does) and
   every ``tune.*`` key (a sweep's, not a run's). Any other difference is an error naming the keys, old and
@@ -47,7 +48,7 @@ from raytal.data.dataset import DatasetInfo, resolve
 
 log = logging.getLogger("raytal.selftrain")
 
-RESUMABLE_KEYS = ("run.rounds", "run.dir", "train.torch_threads", "ray.", "tune.")
+RESUMABLE_KEYS = ("run.rounds", "run.patience", "run.dir", "train.torch_threads", "ray.", "tune.")
 RECORD_NAME = "run.json"
 MAX_RECORD_BYTES = 64 << 20
 _SHOWN_CHANGES = 8

@@ -9,7 +9,6 @@ detections of either kind.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from raytal.model.inference import predict_videos
 from raytal.model.wtal import WTALModel
 from raytal.postprocess.fusion import FusionFn, gaussian_fusion
 from raytal.recipes.labeling import label_video, labeling_infer, needs_dense
-from raytal.recipes.registry import LabelingContext, active_recipes, first_opinion
+from raytal.recipes.registry import LabelingContext
 from raytal.selftrain.models import DETECTOR, WEAK_BASE, load_detector, load_weak_base
 from raytal.selftrain.spec import LabelSpec
 
@@ -43,11 +42,10 @@ def keep_video_classes(video: Video, pred: dict) -> dict:
     return {**pred, **{k: np.asarray(pred[k])[keep] for k in per_instance if k in pred}}
 
 
-def weak_fusion(cfg: Config) -> FusionFn:
-    """Gaussian weighted fusion at test time for the weak base model: GauFuse's settings when the recipe
-    is on, else ``infer.fusion_*``."""
-    gf = cfg.recipe.gaufuse
-    iou, temp = (gf.iou_group, gf.temperature_test) if gf.enabled else (cfg.infer.fusion_iou, cfg.infer.fusion_temperature)
+def eval_fusion(cfg: Config) -> FusionFn:
+    """Gaussian weighted fusion at test time, ``infer.fusion_iou`` / ``infer.fusion_temperature``: a detector's
+    with ``infer.nms: fusion``, the weak base model's always."""
+    iou, temp = cfg.infer.fusion_iou, cfg.infer.fusion_temperature
     return lambda seg, score, lab: gaussian_fusion(seg, score, lab, iou, temp)
 
 
@@ -129,11 +127,6 @@ def pass_callables(cfg: Config, spec: LabelSpec):
     return (spec.stages or labeling_callables)(cfg, spec.teacher, spec.num_classes, spec.context)
 
 
-def test_fusion(cfg: Config) -> FusionFn | None:
-    """What replaces NMS when a detector is evaluated (GauFuse's fusion at T = 0.03), if a recipe says so."""
-    return first_opinion([r.test_fusion(cfg) for r in active_recipes(cfg)], None)
-
-
 class Predictor:
     """Test-time detections (seconds) of a checkpoint of either kind, one dict per video; the model is
     loaded once, then called on chunks of videos."""
@@ -145,13 +138,12 @@ class Predictor:
             self.model = load_weak_base(checkpoint, num_classes, input_dim)
         else:
             self.model = on_device(load_detector(cfg, checkpoint, num_classes, input_dim), cfg)
-            self.fusion = test_fusion(cfg)
-            self.infer = cfg.infer if self.fusion is None else dataclasses.replace(cfg.infer, nms="fusion")
+            self.fusion = eval_fusion(cfg) if cfg.infer.nms == "fusion" else None
 
     def __call__(self, videos: list[Video]) -> list[dict]:
         cfg = self.cfg
         if self.kind == WEAK_BASE:
             return predict_weak(self.model, videos, cfg.weak, self.model.num_classes, nms="fusion",
-                                fusion_fn=weak_fusion(cfg), max_segments=cfg.infer.max_segments)
-        return predict_videos(self.model, videos, self.infer, fusion_fn=self.fusion, batch_size=cfg.ray.infer_batch_size,
+                                fusion_fn=eval_fusion(cfg), max_segments=cfg.infer.max_segments)
+        return predict_videos(self.model, videos, cfg.infer, fusion_fn=self.fusion, batch_size=cfg.ray.infer_batch_size,
                               precision=cfg.train.precision)
