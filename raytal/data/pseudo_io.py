@@ -1,4 +1,4 @@
-"""Pseudo-label Parquet files (SPEC §3 "Pseudo labels"): one row per unlabeled video of a round.
+"""Pseudo-label Parquet files (docs/design.md §3 "Pseudo labels"): one row per unlabeled video of a round.
 
 Columns (``PSEUDO_SCHEMA``): video_id, round, teacher (checkpoint id), instances
 (list<struct{label_id, start, end, score, weight, origin}>, seconds), targets (dense LinPro labels,
@@ -60,6 +60,8 @@ SOURCE_KEY = "shard"
 # A pseudo-label folder as a job's output (raytal.core.outputs): what it holds, and where its files lie.
 PSEUDO_KIND = "pseudo-labels"
 PSEUDO_FILES = (f"{SOURCE_KEY}=*",)
+# The file a row of ``read_pseudo_table`` was read from: not stored, added on reading.
+LABEL_FILE_COLUMN = "label_file"
 
 # delta(previous generation's dense targets or None, current ones) -> the targets trained on
 DenseFn = Callable[[np.ndarray | None, np.ndarray], np.ndarray]
@@ -276,15 +278,19 @@ def read_pseudo_labels(directory: str | Path, num_classes: int | None = None) ->
 
 
 def read_pseudo_table(directory: str) -> pa.Table:
-    """Every row of a pseudo-label directory as one table (``PSEUDO_SCHEMA``), as written; what
-    ``read_pseudo_labels`` checks, a training reader joins (``join_pseudo_labels``)."""
+    """Every row of a pseudo-label directory as one table (``PSEUDO_SCHEMA``), as written, with the file each
+    row came from (``LABEL_FILE_COLUMN``, so that an error names it); what ``read_pseudo_labels`` checks, a
+    training reader joins (``join_pseudo_labels``)."""
     tables = []
     for path in pseudo_files(directory):
         try:
-            tables.append(pq.read_table(storage.open_input_file(path)).select(PSEUDO_SCHEMA.names))
+            table = pq.read_table(storage.open_input_file(path)).select(PSEUDO_SCHEMA.names)
         except (pa.ArrowException, OSError, KeyError) as e:
             raise DataError(f"{path}: not a readable pseudo-label file (truncated or corrupt?): {e}") from e
-    return pa.concat_tables(tables) if tables else PSEUDO_SCHEMA.empty_table()
+        tables.append(table.append_column(LABEL_FILE_COLUMN, pa.array([str(path)] * table.num_rows, pa.string())))
+    if tables:
+        return pa.concat_tables(tables)
+    return PSEUDO_SCHEMA.empty_table().append_column(LABEL_FILE_COLUMN, pa.array([], pa.string()))
 
 
 def _dense_targets(labels: pa.Table, previous: pa.Table | None, delta: DenseFn | None) -> pa.Array:
@@ -328,11 +334,17 @@ def join_pseudo_labels(rows: pa.Table, labels: pa.Table, previous: pa.Table | No
         pc.or_(pc.is_valid(labels.column("targets")), pc.is_valid(labels.column("teacher_scores")))))
     rows, labels = rows.filter(usable), labels.filter(usable)
     vids = rows.column("video_id").to_pylist()
+
+    def label_file(i: int) -> str | None:
+        if LABEL_FILE_COLUMN in labels.column_names:
+            return labels.column(LABEL_FILE_COLUMN)[i].as_py()
+        return source or None
+
     for name in ("targets", "teacher_scores"):
         bad = pc.and_(pc.is_valid(labels.column(name)), pc.not_equal(labels.column("T"), rows.column("T")))
         if pc.any(bad).as_py():
             i = pc.index(bad, True).as_py()
-            raise DataError(f"{where(source or None, vids[i], name)}: {labels.column('T')[i]} snippets, features "
+            raise DataError(f"{where(label_file(i), vids[i], name)}: {labels.column('T')[i]} snippets, features "
                             f"have {rows.column('T')[i]}")
     inst = labels.column("instances").combine_chunks()
     ends = inst.flatten().field("end").to_numpy(zero_copy_only=False)
@@ -342,7 +354,7 @@ def join_pseudo_labels(rows: pa.Table, labels: pa.Table, previous: pa.Table | No
         k = int(np.argmax(late))
         i = int(owner[k])
         first = int(inst.offsets[i].as_py() - inst.offsets[0].as_py())
-        raise DataError(f"{where(source or None, vids[i], f'instances[{k - first}].end')}: {ends[k]} s is after the "
+        raise DataError(f"{where(label_file(i), vids[i], f'instances[{k - first}].end')}: {ends[k]} s is after the "
                         f"end of the video (duration {rows.column('duration')[i]} s)")
     rows = rows.set_column(rows.schema.get_field_index("annotations"), "annotations", inst)
     return (rows.append_column(TRAINING_COLUMNS[0], labels.column("C"))
