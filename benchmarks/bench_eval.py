@@ -28,7 +28,7 @@ from raytal.eval.thumos14 import load_thumos14_annotations, load_thumos14_detect
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import shared_data_dir  # noqa: E402
 
-TIOUS = np.linspace(0.5, 0.95, 10)  # ActivityNet's thresholds (SPEC §7)
+TIOUS = np.linspace(0.5, 0.95, 10)  # ActivityNet's thresholds (docs/design.md §7 "Detection mAP")
 
 
 def synthetic(n_videos: int, n_classes: int, per_video: int, seed: int = 0) -> tuple[SegmentTable, SegmentTable, SegmentTable]:

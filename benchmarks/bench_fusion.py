@@ -65,7 +65,8 @@ def spread_video(rng: np.random.Generator, n: int, classes: int):
 
 
 def fusion_loop(segments, scores, labels, iou_threshold=0.25, temperature=0.1):
-    """Reference: the SPEC's algorithm written directly with Python loops and scalars."""
+    """Reference: the design's algorithm (docs/design.md §5 "GauFuse Gaussian weighted fusion") written
+    directly with Python loops and scalars."""
     out = []
     for c in sorted(set(labels.tolist())):
         items = [(float(scores[i]), float(segments[i, 0]), float(segments[i, 1]))

@@ -1,4 +1,4 @@
-"""Score detections against ground truth: detection mAP per tIoU (SPEC §7, issues 3 and 13).
+"""Score detections against ground truth: detection mAP per tIoU (docs/design.md §7, issues 3 and 13).
 
     python jobs/evaluate.py --gt GT.json --pred RESULTS.json [--subset NAME] [--tiou 0.3:0.1:0.7] [--json]
     python jobs/evaluate.py --gt DIR_OF_TXT --pred FILE.txt --protocol thumos14 --tiou 0.5

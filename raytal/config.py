@@ -2,7 +2,7 @@
 
 A YAML file may name a ``_base_`` file (relative to itself) whose values it overrides, so recipes
 share one dataset/model file. Unknown keys are errors that name the key and the closest valid one,
-so a typo never silently falls back to a default. Defaults are the papers' (SPEC §5).
+so a typo never silently falls back to a default. Defaults are the papers' (docs/design.md §5).
 
 Every loaded config is validated (``validate_config``: one rule per key in ``RULES`` plus a few rules
 across keys) before a job reads data or starts Ray, and YAML is read within size/alias/depth limits.
@@ -246,7 +246,8 @@ class RecipeConfig:
 
 @dataclass
 class WeakConfig:
-    """Weakly-supervised base model (SPEC §4): TCAM snippet classifier trained with MIL."""
+    """Weakly-supervised base model (docs/design.md §4 "Weak base model"): TCAM snippet classifier trained with
+    MIL."""
 
     hidden: int = 128
     dropout: float = 0.5
@@ -273,8 +274,8 @@ class RayConfig:
     max_failures: int = 2
     actor_pool_size: int = 2  # teacher-inference actors (they also label on CPU); the pool starts full when it fits
     actor_cpus: float = 0.5
-    infer_batch_size: int = 8  # videos per inference batch
-    rows_per_shard: int = 256
+    # videos per inference batch, in-process too (the in-process back-end batches as a Ray actor does)
+    infer_batch_size: int = 8
 
 
 @dataclass
@@ -482,7 +483,6 @@ RULES: dict[str, Range | OneOf | Location | None] = {
     "ray.use_gpu": ANY, "ray.cpus_per_worker": POSITIVE, "ray.gpus_per_worker": POSITIVE,
     "ray.max_failures": Range(-1),  # -1 = retry forever (Ray's convention)
     "ray.actor_pool_size": AT_LEAST_1, "ray.actor_cpus": POSITIVE, "ray.infer_batch_size": AT_LEAST_1,
-    "ray.rows_per_shard": AT_LEAST_1,
     "eval.tious": Range(0, 1, lo_open=True),  # increasing (below)
     "tune.space": ANY,  # its keys and values are checked against the schema by tune_space (below)
     "tune.num_samples": AT_LEAST_1, "tune.metric": OneOf(TUNE_METRICS),

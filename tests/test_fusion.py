@@ -108,7 +108,8 @@ def test_empty_and_bad_input():
 
 
 def _loop_reference(seg, sc, lab, thr, temp):
-    """The SPEC's greedy, one instance at a time (output in class, then greedy order)."""
+    """The design's greedy (docs/design.md §5 "GauFuse Gaussian weighted fusion"), one instance at a
+    time (output in class, then greedy order)."""
     out = []
     for c in sorted(set(lab.tolist())):
         idx = [i for i in np.argsort(-sc, kind="stable") if lab[i] == c]

@@ -1,4 +1,4 @@
-"""Time <-> snippet-grid conversion, the only place it is done (SPEC §3).
+"""Time <-> snippet-grid conversion, the only place it is done (docs/design.md §3 "Features and the time grid").
 
 Snippet i covers frames [i*feat_stride, i*feat_stride + num_frames), so its centre is at frame
 i*feat_stride + num_frames/2: step index i = (t*fps - num_frames/2) / feat_stride, and back.

@@ -1,4 +1,4 @@
-"""Evaluation protocols: the tIoU thresholds a dataset's mAP is averaged over (SPEC §7).
+"""Evaluation protocols: the tIoU thresholds a dataset's mAP is averaged over (docs/design.md §7 "Detection mAP").
 
 THUMOS14 0.3:0.1:0.7; ActivityNet 0.5:0.05:0.95; the weakly-supervised papers report THUMOS14 at 0.1:0.1:0.7.
 A dataset records its protocol in ``dataset.yaml`` (``tious``, chosen by ``jobs/make_dataset.py`` from the

@@ -1,4 +1,4 @@
-"""ActivityNet-style annotation JSON, both dialects (SPEC §3), loaded into ``Video`` records.
+"""ActivityNet-style annotation JSON, both dialects (docs/design.md §3 "Annotations"), loaded into ``Video`` records.
 
 Dialects:
 

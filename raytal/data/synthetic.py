@@ -1,4 +1,5 @@
-"""Synthetic snippet features on real (or generated) action timelines: the benchmark data (SPEC §3).
+"""Synthetic snippet features on real (or generated) action timelines: the benchmark data
+(docs/design.md §3 "Benchmark data").
 
 No real video features can be downloaded here, so the benchmark keeps the *temporal structure* of a real
 annotation file (durations, instance counts, boundaries, classes, co-occurrence) and synthesizes the

@@ -1,4 +1,5 @@
-"""Ray Tune sweeps (SPEC §6 "Ray Tune"): each trial is one self-training run, scheduled with ASHA on val mAP.
+"""Ray Tune sweeps (docs/design.md §6 "Ray Tune"): each trial is one self-training run, scheduled with ASHA on
+val mAP.
 
 A sweep over ``cfg.tune.space`` (dotted config keys -> ``{grid|uniform|loguniform|choice: ...}``) runs
 ``run_selftrain`` once per trial with the trial's values applied, evaluated on the run's validation part

@@ -1,4 +1,5 @@
-"""Train the weakly-supervised base model on video-level labels and localize with it (SPEC §4).
+"""Train the weakly-supervised base model on video-level labels and localize with it
+(docs/design.md §4 "Weak base model").
 
 Training: whole videos (no crop: the model is a few convolutions, and top-k pooling wants the whole
 video), zero-padded per batch with a mask, from a stream of videos per epoch (the caller's seeded,

@@ -1,4 +1,4 @@
-"""Detection mAP under two protocols, vectorized (SPEC §7, issues 3 and 13).
+"""Detection mAP under two protocols, vectorized (docs/design.md §7 "Detection mAP", issues 3 and 13).
 
 ``protocol="activitynet"`` (default; the protocol of the papers' code, ActivityNet ``eval_detection.py``):
 classes = labels present in the ground truth; per class, predictions in descending score, **equal
@@ -407,7 +407,7 @@ def evaluate_detection(
         warnings.append(
             f"{int((~in_gt).sum())} prediction(s) of class(es) absent from the ground truth not evaluated: {absent}"
         )
-    n_thr, n_cls = len(thr), len(classes)
+    n_cls = len(classes)
     if n_cls == 0:
         raise ValueError("ground truth: no segments to evaluate against")
 

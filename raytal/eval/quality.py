@@ -1,4 +1,5 @@
-"""Pseudo-label quality against the (normally hidden) ground truth of the unlabeled videos (SPEC §7).
+"""Pseudo-label quality against the (normally hidden) ground truth of the unlabeled videos
+(docs/design.md §7 "Pseudo-label quality").
 
 The NPL Table 3 / APL Fig. 3c metrics: each pseudo instance is compared with its best-matching ground
 truth, the ground-truth segment of the same video with the highest tIoU, of any class (equal tIoU:

@@ -1,4 +1,4 @@
-"""NPL temporal consistency loss (SPEC §5 "NPL temporal consistency").
+"""NPL temporal consistency loss (docs/design.md §5 "NPL temporal consistency").
 
 Snippets inside the same pseudo instance should agree on where the instance starts and ends, so the
 loss penalises the jump between the absolute boundaries predicted by time-adjacent snippets.

@@ -1,4 +1,4 @@
-"""APL action-aware contrastive pre-training (ACP, SPEC §5 "APL ACP").
+"""APL action-aware contrastive pre-training (ACP, docs/design.md §5 "APL ACP").
 
 Without labels, k-means on the input features gives pseudo classes: 2 clusters per video separate
 action from background (coarse contrast), B clusters over the whole batch separate kinds of action

@@ -1,4 +1,4 @@
-"""GauFuse Δ pseudo-label loss (SPEC §5 "GauFuse Δ pseudo labels").
+"""GauFuse Δ pseudo-label loss (docs/design.md §5 "GauFuse Δ pseudo labels").
 
 Training on the change Δ = Y^(r) − Y^(r−1) between two pseudo-label generations, instead of on Y^(r),
 pushes up classes whose label grew and down those whose label shrank, so early wrong labels with high

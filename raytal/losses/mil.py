@@ -1,4 +1,5 @@
-"""Multiple-instance loss of the weakly-supervised base model (SPEC §4), BaS-Net formulation.
+"""Multiple-instance loss of the weakly-supervised base model (docs/design.md §4 "Weak base model"), BaS-Net
+formulation.
 
 BaS-Net (Lee et al., AAAI 2020) adds a background class to the TCAM and trains two branches that share
 the classifier:

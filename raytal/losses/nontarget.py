@@ -1,4 +1,4 @@
-"""NTC positive/negative learning on non-target classes (SPEC §5 "NTC").
+"""NTC positive/negative learning on non-target classes (docs/design.md §5 "NTC").
 
 The loss takes the class partition (target, Ω_pos, Ω_neg; the rest is ambiguous and gets no loss) as
 masks, so the same function serves unlabeled snippets (masks from the teacher's distribution) and
@@ -33,10 +33,10 @@ def nontarget_loss(
     see module docstring). target: [N] int target class. pos / neg: [N, K] bool masks of Ω_pos / Ω_neg;
     they must be disjoint, and their target column is ignored (the target has its own term).
     valid: [N] bool, snippets that take part (None = all); invalid rows may hold NaN.
-    ℓ_pos = −Σ_{Ω_pos} log p, ℓ_neg = −Σ_{Ω_neg} log(1 − p), ℓ_tgt = −log p_target (SPEC's "usual
-    target loss", included by default; pass ``with_target=False`` when another loss already covers
-    the target). Probabilities are clamped to [eps, 1 − eps] so the logs stay finite. Returns a scalar;
-    0 (attached to the graph) when no snippet is valid.
+    ℓ_pos = −Σ_{Ω_pos} log p, ℓ_neg = −Σ_{Ω_neg} log(1 − p), ℓ_tgt = −log p_target (the design's
+    "usual target loss", docs/design.md §5 "NTC"; included by default; pass ``with_target=False`` when
+    another loss already covers the target). Probabilities are clamped to [eps, 1 − eps] so the logs stay
+    finite. Returns a scalar; 0 (attached to the graph) when no snippet is valid.
     """
     if probs.dim() != 2:
         raise ValueError(f"nontarget_loss expects probs [N, K]; got shape {tuple(probs.shape)}")

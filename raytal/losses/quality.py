@@ -1,4 +1,4 @@
-"""APL ALQA losses (SPEC §5 "APL ALQA"): tIoU / tND quality targets, L_locq and the quality focal loss.
+"""APL ALQA losses (docs/design.md §5 "APL ALQA"): tIoU / tND quality targets, L_locq and the quality focal loss.
 
 The quality heads learn to predict how good the regression branch currently is (tIoU and tND of its
 segment against the (pseudo) ground truth), and the classification target at the true class becomes

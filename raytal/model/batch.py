@@ -1,4 +1,4 @@
-"""Collate Video records into one padded detector batch (SPEC §4).
+"""Collate Video records into one padded detector batch (docs/design.md §4 "Training").
 
 Segments are converted from seconds to the snippet grid here, once, with ``seconds_to_grid``; the
 model, assignment and losses only ever see grid units. Training batches may be randomly cropped to

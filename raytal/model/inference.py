@@ -1,4 +1,5 @@
-"""From detector outputs to per-video detections in seconds, and the dense pre-NMS view (SPEC §4)."""
+"""From detector outputs to per-video detections in seconds, and the dense pre-NMS view
+(docs/design.md §4 "Inference")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Weakly-supervised base model (SPEC §4): BaS-Net-style snippet classifier producing a TCAM.
+"""Weakly-supervised base model (docs/design.md §4 "Weak base model"): BaS-Net-style snippet classifier producing
+a TCAM.
 
 Two branches share one classifier (see raytal/losses/mil.py for why):
 * filtering module: 1x1 temporal convs -> sigmoid foreground attention a_t [B, T];

@@ -1,4 +1,5 @@
-"""GauFuse Gaussian weighted instance fusion, the replacement of NMS (SPEC §5).
+"""GauFuse Gaussian weighted instance fusion, the replacement of NMS
+(docs/design.md §5 "GauFuse Gaussian weighted fusion").
 
 Per class, repeatedly: take the most confident remaining instance m, group the remaining instances with
 IoU(., m) > θ_g, fuse the group into one instance with weights q_i = softmax(s_i / T) (start, end and

@@ -1,4 +1,5 @@
-"""Action proposals from a temporal class activation map (SPEC §4), scored by outer-inner contrast.
+"""Action proposals from a temporal class activation map (docs/design.md §4 "Weak base model"), scored by
+outer-inner contrast.
 
 For every (class, threshold) pair, each maximal run of consecutive snippets whose CAS value is strictly
 above the threshold is a proposal. A run over snippets s..e-1 becomes the segment [s - 0.5, e - 0.5] in

@@ -1,4 +1,5 @@
-"""NPL pseudo-label ranking and class-adaptive filtering (SPEC §5 "NPL ranking/filtering", paper 000).
+"""NPL pseudo-label ranking and class-adaptive filtering (docs/design.md §5 "NPL ranking/filtering",
+paper 000).
 
 Ranking: a candidate from the dense (pre-NMS) predictions is trusted more when the points next to it
 on the same pyramid level, which were regressed towards the same instance, agree on its boundaries.

@@ -1,4 +1,4 @@
-"""GauFuse Δ pseudo labels and their generation schedule (SPEC §5).
+"""GauFuse Δ pseudo labels and their generation schedule (docs/design.md §5 "GauFuse Δ pseudo labels").
 
 Δ = Y^(r) - Y^(r-1) between consecutive generations of dense labels: the snippet loss
 -Σ_t Σ_c Δ_tc log p_tc then pushes up the classes whose label grew and down those whose label shrank,

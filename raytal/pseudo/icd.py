@@ -1,4 +1,4 @@
-"""APL instance-level consistency discriminator, ICD (SPEC §5 "APL ICD", paper 002).
+"""APL instance-level consistency discriminator, ICD (docs/design.md §5 "APL ICD", paper 002).
 
 A pair MLP learns, on labeled instances, whether two instances share a class. A pseudo instance of
 class ŷ then gets S = mean D(x̂, x_j) over labeled instances of ŷ: EAP drops positives that do not look

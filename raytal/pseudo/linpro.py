@@ -1,11 +1,12 @@
-"""GauFuse LinPro: snippet-level pseudo labels from fused instances by linear programming (SPEC §5).
+"""GauFuse LinPro: snippet-level pseudo labels from fused instances by linear programming (docs/design.md §5
+"GauFuse LinPro").
 
 Per (video, class) problem with K instances: row k of W holds 1/|inner_k| on the instance's snippets
 and -1/|outer_k| on its outer region (ceil(margin * length) snippets on each side, clipped to the
 video); the labels solve min Σ y s.t. W y = scores, 0 <= y <= 1, or, when those equalities are
 infeasible, the elastic form min Σ y + M Σ (u + v) s.t. W y + u - v = scores, u, v >= 0.
 
-Speed comes from structure (SPEC §5):
+Speed comes from structure (docs/design.md §5 "GauFuse LinPro"):
 
 * instances interact only when their inner+outer spans overlap, so each problem splits into connected
   components whose optima add up;

@@ -1,4 +1,4 @@
-"""NoCo pseudo-label correction: CALA, AIC and MIC (SPEC §5 "NoCo", paper 001).
+"""NoCo pseudo-label correction: CALA, AIC and MIC (docs/design.md §5 "NoCo", paper 001).
 
 CALA replaces each confident base-model instance by a weighted mean of its same-class context, so
 boundaries use every overlapping proposal instead of the single NMS survivor. During teacher-student

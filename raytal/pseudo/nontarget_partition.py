@@ -1,4 +1,4 @@
-"""NTC label-space partition of unlabeled snippets (SPEC §5 "NTC", paper 003).
+"""NTC label-space partition of unlabeled snippets (docs/design.md §5 "NTC", paper 003).
 
 Each snippet's class distribution is split into the target (argmax), positive classes (close to the
 target's confidence: likely to hold the true class), negative classes (the bottom classes whose total

@@ -1,4 +1,4 @@
-"""APL pseudo-label quality: joint score and the dynamic positive / candidate split (SPEC §5 "APL ALQA",
+"""APL pseudo-label quality: joint score and the dynamic positive / candidate split (docs/design.md §5 "APL ALQA",
 paper 002).
 
 The joint score trusts a prediction only as far as its predicted localization quality (tIoU minus

@@ -3,4 +3,6 @@
 Importing the package registers the built-in recipes, in the order their stages apply.
 """
 
-from raytal.recipes import npl, apl, ntc, noco, gaufuse  # noqa: F401  (registration order matters)
+from raytal.recipes import npl, apl, ntc, noco, gaufuse  # registration order matters
+
+__all__ = ["npl", "apl", "ntc", "noco", "gaufuse"]

@@ -1,7 +1,7 @@
 """APL (paper 002): quality-aware selection (ALQA joint score, dynamic thresholds), the ICD
 discriminator's EAP/MPP refinement, quality focal classification targets, the tIoU/tND quality loss and
 the ACP contrastive loss — as pre-training on all videos without labels, then as an auxiliary loss
-(SPEC §5 "APL ALQA", "APL ICD", "APL ACP")."""
+(docs/design.md §5 "APL ALQA", "APL ICD", "APL ACP")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """GauFuse (paper 004): Gaussian weighted fusion instead of NMS for pseudo labels (temperature T = 0.1; at
 test time it is ``infer.nms: fusion`` at ``infer.fusion_temperature`` 0.03, set by GauFuse's configs), LinPro
 dense snippet labels, and the snippet loss on them — or, after a regeneration of the labels by the student, the
-Δ-label loss on their change (SPEC §5 "GauFuse")."""
+Δ-label loss on their change (docs/design.md §5 "GauFuse")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """NoCo (paper 001): CALA label augmentation of the teacher's instances, and the online noise correction
-of the detector student by its EMA teacher (AIC, MIC) with HPM instance weights (SPEC §5 "NoCo", §3.3).
+of the detector student by its EMA teacher (AIC, MIC) with HPM instance weights (docs/design.md §5 "NoCo";
+the paper's §3.3).
 
 The teacher is the trainer's EMA of the student (``StepContext.ema``), at NoCo's momentum. On every iteration after the
 warm-up the teacher predicts on the batch; for each pseudo-labeled video, AIC pulls its pseudo instances

@@ -1,5 +1,5 @@
 """NPL (paper 000): boundary-variance ranking and class-adaptive filtering of the teacher's dense
-predictions, and the temporal-consistency loss on the pseudo instances (SPEC §5 "NPL")."""
+predictions, and the temporal-consistency loss on the pseudo instances (docs/design.md §5 "NPL")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """NTC (paper 003): positive and negative learning on the non-target classes of pseudo-labeled snippets,
-from the teacher's level-0 snippet scores, which ride along with the pseudo labels (SPEC §5 "NTC")."""
+from the teacher's level-0 snippet scores, which ride along with the pseudo labels (docs/design.md §5 "NTC")."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class NTC(Recipe):
             valid = (batch.mask[pseudo] & torch.isfinite(teacher).all(-1)).reshape(-1)
             C = teacher.shape[-1]
             # Teacher and student distributions are built the same way: normalised class scores with
-            # background = 1 − max (SPEC §5 NTC); the partition comes from the teacher's.
+            # background = 1 − max (docs/design.md §5 "NTC"); the partition comes from the teacher's.
             dist = scores_to_distribution(torch.nan_to_num(teacher).reshape(-1, C).detach().cpu().numpy())
             target, pos, neg = (torch.as_tensor(a, device=teacher.device) for a in partition_nontarget(dist, ntc.lam))
             probs = scores_to_distribution(

@@ -1,4 +1,4 @@
-"""The weakly-supervised round 0 (SPEC §4): the MIL base model as the first teacher.
+"""The weakly-supervised round 0 (docs/design.md §4 "Weak base model"): the MIL base model as the first teacher.
 
 In the weak setting (``data.setting: weak``) every training video carries only its video-level labels
 (the index puts them all in the ``unlabeled`` part), so round 0 cannot train a detector. It trains the
