@@ -47,13 +47,14 @@ demo: $(STAMP)
 	$(PY) jobs/make_dataset.py --preset tiny --num-videos $(DEMO_VIDEOS) --out $(DEMO_DATA)
 	$(PY) jobs/selftrain.py --config configs/tiny_apl.yaml --set data.root=$(DEMO_DATA) --set run.dir=$(DEMO_RUN)
 
-# The suite minus the multi-minute integration tests (multi-node simulation, fault injection, ray job
-# submit against a CLI-started head): those run with `make test-slow`.
+# The suite with the fault-injection tests (killed inference actor, removed node, killed driver, ray job
+# submit against a CLI-started head), without the other multi-minute integration tests (multi-node
+# simulation, Ray regeneration/NoCo rounds, a duplicate Train-worker failure): those run with `make test-slow`.
 test: $(STAMP) $(VIDEO_STAMP)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow or fault" --durations=25 $(PYTEST_ARGS)
 
 test-slow: $(STAMP) $(VIDEO_STAMP)
-	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "slow and not fault" $(PYTEST_ARGS)
 
 # The speed benchmarks (minutes). bench_real.py, the recipes on real recordings, takes hours: `make bench-real`.
 bench: $(STAMP) $(VIDEO_STAMP)

@@ -9,7 +9,9 @@
 * the driver (``jobs/selftrain.py``) killed between rounds -> re-running resumes, and no finished stage
   is recomputed (stage ledger timestamps and output files unchanged).
 
-All are slow (each starts Ray or a whole simulated cluster): ``@pytest.mark.slow``. The scenarios that
+All are slow (each starts Ray or a whole simulated cluster): ``@pytest.mark.slow``; all but the Train
+worker's also ``@pytest.mark.fault``, which ``make test`` (and CI) runs. The Train worker's failure is
+covered there by ``tests/test_ray_train.py`` (1 and 2 workers, on the runs that test shares). The scenarios that
 need a Ray of their own (a Cluster, or an environment variable that must exist before Ray starts) run in
 a child process through ``tests/cluster_scenarios.py``; see its docstring for why.
 """
@@ -50,6 +52,7 @@ def _assert_partitioned(run: dict) -> None:
 # ------------------------------------------------------------------------------ Ray Data actor
 
 
+@pytest.mark.fault
 def test_inference_actor_killed_mid_pipeline_loses_no_video(tiny, tmp_path):
     r = run_scenario("actor_killed", tmp_path, tiny)
     n = r["unlabeled"]
@@ -83,6 +86,7 @@ def test_train_worker_failure_resumes_from_the_last_checkpoint(tiny, tmp_path):
 # ------------------------------------------------------------------------------------- node loss
 
 
+@pytest.mark.fault
 def test_node_removed_during_a_round_finishes_on_the_rest(tiny, tmp_path):
     r = run_scenario("node_removed", tmp_path, tiny)
     n = r["unlabeled"]
@@ -141,6 +145,7 @@ def _mtimes(directory: Path) -> dict[str, int]:
     return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
 
 
+@pytest.mark.fault
 def test_driver_killed_between_rounds_resumes_without_recomputing(tiny, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "jobs" / "selftrain.py"), "--config", str(REPO / "configs" / "tiny_npl.yaml"),
