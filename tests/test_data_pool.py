@@ -80,7 +80,7 @@ def test_pool_with_a_video_info_csv(tmp_path):
         np.testing.assert_array_equal(v.features, 0.25)
     # the run's index reads the pool in place, next to the annotated videos: whole shard files, counted
     # from their footers (2 + 1 videos), and they are what gets pseudo labels (no split video is unlabeled)
-    index = build_index(DataConfig(root=str(out), labeled_ratio=1.0))
+    index = build_index(DataConfig(root=str(out), labeled_ratio=1.0, val_ratio=0.0))
     assert index.parts["pool"] == [Source(str(shards[0]), None, 2), Source(str(shards[1]), None, 1)]
     assert index.pseudo_sources() == [("pool", s) for s in index.parts["pool"]]
     assert index.ids("labeled") == ["a1"] and [v.video_id for v in index.videos("test")] == ["a2"]
