@@ -118,6 +118,10 @@ def test_a_run_on_s3_gives_the_local_metrics(local_run, pool_data, s3_dir):
     assert again == metrics
 
 
+# 6 minutes on CI's 2 cores: `make test-slow`. Its parts stay in `make test`: Ray Train checkpoints on S3 and
+# resumes (tests/test_storage_ray.py), Ray == in-process for training (tests/test_ray_train.py) and pseudo labels
+# (tests/test_pseudolabel_pipeline.py), a whole run on S3 in-process (above).
+@pytest.mark.slow
 @pytest.mark.ray
 def test_a_ray_run_on_s3_gives_the_local_metrics(local_run, pool_data, s3_dir, ray_session):
     from raytal.distributed.backend import RayBackend

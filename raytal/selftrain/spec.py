@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
+from raytal.core.outputs import STAGING_PREFIX
 from raytal.data.index import Source
 from raytal.data.pseudo_io import source_dir
 from raytal.recipes.registry import LabelingContext
@@ -75,8 +76,12 @@ class LabelSpec:
 
     @property
     def name(self) -> str:
-        """The pass as its run names it (``round_1/pseudo``): its output directory's last two names."""
-        return "/".join(self.out_dir.rstrip("/").split("/")[-2:])
+        """The pass as its run names it (``round_1/pseudo``): its output directory's last two names (a job's
+        staging folder inside it, ``raytal.core.outputs``, is not one of them)."""
+        names = self.out_dir.rstrip("/").split("/")
+        if names[-1].startswith(STAGING_PREFIX):
+            names = names[:-1]
+        return "/".join(names[-2:])
 
     @property
     def videos(self) -> int:
