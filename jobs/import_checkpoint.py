@@ -7,7 +7,7 @@
     python jobs/predict.py --config configs/thumos14_i3d_supervised.yaml --checkpoint imported.pt \\
         --features data/thumos/i3d_features --out results.json
 
-Input: a checkpoint saved by ActionFormer's train.py (happyharrycn/actionformer_release: ``epoch_XXX.pth.tar``,
+Input: a checkpoint saved by ActionFormer's train.py (happyharrycn/actionformer_release: for example ``epoch_035.pth.tar``,
 ``state_dict`` and ``state_dict_ema`` of its convTransformer model, with or without DataParallel's ``module.``
 prefix), read with ``torch.load(weights_only=True)``. ``--ema`` (the default, as ActionFormer's eval.py) takes
 the EMA weights, ``--no-ema`` the trained ones. The class count and feature width are read off the weights; the
@@ -32,7 +32,7 @@ from raytal.cli import job_config, job_parser, run_job  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = job_parser(__doc__)
-    p.add_argument("--checkpoint", required=True, help="ActionFormer train.py checkpoint (epoch_XXX.pth.tar)")
+    p.add_argument("--checkpoint", required=True, help="ActionFormer train.py checkpoint (epoch_035.pth.tar, for example)")
     p.add_argument("--out", required=True, help="the raytal checkpoint to write (local path or storage URI)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                    help="use the EMA weights (state_dict_ema, default) or the trained ones (--no-ema: state_dict)")
